@@ -1,0 +1,210 @@
+//! Folding one event into a profile: type statistics, traits, value, favourites, the
+//! features the definitions ask for, and the lead score.
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::eval::{decayed_score, FAV_CATEGORY, FAV_PRODUCT};
+use crate::event::{Event, EventError, EventKind, RejectReason, Value};
+use crate::profile::{secs, AbsenceInstance, Profile, TraitRef, MAX_ABSENCE_INSTANCES, MAX_TRAITS};
+use crate::segment::compile::{CDeadline, Definitions, FeatureKind};
+use crate::symbols::{SymbolClass, Symbols};
+use crate::time::Millis;
+
+/// What an event changed that the segment index cares about.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Trait keys whose value changed.
+    pub traits: Vec<u16>,
+    /// Whether the lead score changed.
+    pub score: bool,
+}
+
+/// Interns the trait keys of an event (before the profile is borrowed). A key that cannot
+/// be interned any more (the table is full) rejects the event rather than dropping data.
+pub fn intern_traits(symbols: &mut Symbols, event: &Event<'_>) -> Result<Vec<Option<u16>>, EventError> {
+    if event.kind != EventKind::Identify {
+        return Ok(Vec::new());
+    }
+    event
+        .traits
+        .iter()
+        .map(|(k, _)| match symbols.intern(k, SymbolClass::TraitKey) {
+            Some(s) => Ok(Some(s as u16)),
+            None => Err(EventError::new(
+                RejectReason::InvalidValue,
+                format!("trait `{k}` would exceed the limit on distinct trait names"),
+            )),
+        })
+        .collect()
+}
+
+fn correlation_key(v: Option<&Value<'_>>) -> u32 {
+    let h = match v {
+        Some(Value::Str(s)) => xxh3_64(s.as_bytes()),
+        Some(Value::Int(i)) => xxh3_64(&i.to_le_bytes()),
+        Some(Value::Float(f)) => xxh3_64(&f.to_bits().to_le_bytes()),
+        Some(Value::Bool(b)) => u64::from(*b) + 1,
+        _ => return 0,
+    };
+    // Never 0, which marks "uncorrelated".
+    (h as u32) | 1
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn apply_event(
+    defs: &Definitions,
+    symbols: &mut Symbols,
+    p: &mut Profile,
+    e: &Event<'_>,
+    ty: Option<u16>,
+    trait_keys: &[Option<u16>],
+    now: Millis,
+    lateness: Millis,
+) -> Changes {
+    let mut changes = Changes::default();
+    let at = secs(e.timestamp).max(1);
+    if p.first_seen == 0 || at < p.first_seen {
+        p.first_seen = at;
+    }
+    p.last_seen = p.last_seen.max(at);
+    if let Some(t) = ty {
+        p.touch_type(t, at);
+    }
+    match e.kind {
+        EventKind::Identify => {
+            for ((_, v), key) in e.traits.iter().zip(trait_keys) {
+                let Some(key) = *key else { continue };
+                let value = match v {
+                    Value::Str(s) => Some(TraitRef::Str(s)),
+                    Value::Int(i) => Some(TraitRef::Num(*i as f64)),
+                    Value::Float(f) => Some(TraitRef::Num(*f)),
+                    Value::Bool(b) => Some(TraitRef::Bool(*b)),
+                    _ => None,
+                };
+                if value.is_some() && p.trait_value(key).is_none() && p.trait_count() >= MAX_TRAITS {
+                    continue;
+                }
+                if p.set_trait(key, value) {
+                    changes.traits.push(key);
+                }
+            }
+        }
+        EventKind::Purchase => {
+            if let Some(a) = e.property("amount").and_then(Value::as_f64) {
+                p.revenue += a;
+            }
+            for (prop, slot) in [("category", FAV_CATEGORY), ("product", FAV_PRODUCT)] {
+                if let Some(v) = e.property(prop).and_then(Value::as_str) {
+                    if let Some(sym) = symbols.intern(v, SymbolClass::Value) {
+                        p.favourite_add(slot, sym);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    let now_s = secs(now);
+    let by_type = ty.and_then(|t| defs.features_by_type.get(&t));
+    for &f in by_type.into_iter().flatten().chain(defs.features_any.iter()) {
+        let feature = &defs.features[f as usize];
+        match &feature.kind {
+            FeatureKind::Window {
+                resolution,
+                retention,
+                sum,
+            } => {
+                if !feature.pattern.matches(ty, e) {
+                    continue;
+                }
+                let value = match sum {
+                    None => 1.0,
+                    Some(prop) => match e.property(prop).and_then(Value::as_f64) {
+                        Some(v) => v as f32,
+                        None => continue,
+                    },
+                };
+                if *resolution == 0 {
+                    p.window_add(f, 0, value, 0);
+                } else {
+                    let keep_from = now_s.saturating_sub(*retention) / resolution;
+                    p.window_add(f, at / resolution, value, keep_from);
+                }
+            }
+            FeatureKind::Recency => {
+                if feature.pattern.matches(ty, e) {
+                    p.recency_touch(f, at);
+                }
+            }
+            FeatureKind::Absence {
+                cancel,
+                correlate,
+                deadline,
+            } => {
+                let is_trigger = feature.pattern.matches(ty, e);
+                let is_cancel = cancel.matches(ty, e);
+                if !is_trigger && !is_cancel {
+                    continue;
+                }
+                let key = correlate
+                    .as_ref()
+                    .map_or(0, |c| correlation_key(e.property(c)));
+                let mut inst: Vec<AbsenceInstance> = p.absence(f).collect();
+                let pos = match inst.iter().position(|a| a.key == key) {
+                    Some(i) => i,
+                    None => {
+                        inst.push(AbsenceInstance {
+                            key,
+                            ..AbsenceInstance::default()
+                        });
+                        inst.len() - 1
+                    }
+                };
+                let a = &mut inst[pos];
+                if is_cancel {
+                    if a.pending != 0 && at >= a.pending {
+                        a.pending = 0;
+                        a.deadline = 0;
+                    }
+                    a.last_cancel = a.last_cancel.max(at);
+                } else if a.last_cancel < at && (a.pending == 0 || at < a.pending) {
+                    let due = match deadline {
+                        CDeadline::Within(ms) => Some(secs(e.timestamp + ms)),
+                        CDeadline::Until(prop) => e
+                            .property(prop)
+                            .and_then(Value::as_timestamp)
+                            .map(secs),
+                    };
+                    if let Some(d) = due {
+                        a.pending = at;
+                        a.deadline = d.max(at);
+                    }
+                }
+                // Instances that are neither armed nor needed to recognise a late trigger
+                // are dropped; beyond the cap the least recent go first.
+                let horizon = now_s.saturating_sub(secs(lateness) + 1);
+                inst.retain(|a| a.pending != 0 || a.last_cancel >= horizon);
+                if inst.len() > MAX_ABSENCE_INSTANCES {
+                    inst.sort_by_key(|a| std::cmp::Reverse(a.pending.max(a.last_cancel)));
+                    inst.truncate(MAX_ABSENCE_INSTANCES);
+                }
+                p.set_absence(f, &inst);
+            }
+        }
+    }
+    if !defs.scoring.rules.is_empty() {
+        let points: f32 = defs
+            .scoring
+            .rules
+            .iter()
+            .filter(|r| r.pattern.matches(ty, e))
+            .map(|r| r.points)
+            .sum();
+        if points != 0.0 {
+            let current = decayed_score(p, defs.scoring.half_life, now);
+            p.score = (current + f64::from(points)) as f32;
+            p.score_at = now_s;
+            changes.score = true;
+        }
+    }
+    changes
+}

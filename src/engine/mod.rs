@@ -1,0 +1,756 @@
+//! The segment engine: pure, synchronous, I/O-free.
+//!
+//! It owns the profiles, the compiled definitions and the timers. Callers feed it events
+//! (`process` / `apply`) and time (`advance_watermark` / `on_idle`), and collect the
+//! [`Transition`]s it pushes into an output vector. The Kafka service, the offline replay
+//! and the tests all drive exactly this type.
+//!
+//! ## Time
+//! Event time drives everything. The watermark is the largest event time seen minus the
+//! allowed lateness; an event older than the watermark is rejected as late (counted and
+//! reported by the caller, never merged). Every customer has at most one pending timer: the
+//! earliest moment at which one of its segments could change without a new event (an
+//! absence deadline, an event leaving a window, a `since` threshold, score decay, or the
+//! profile's TTL). Timers fire when the watermark passes them, or earlier for one customer
+//! when that customer's next event is later than the timer (so the result for a customer
+//! does not depend on how fast other customers' events arrive). Live operation can advance
+//! the watermark from an injected [`Clock`] when the input is idle and caught up.
+
+mod apply;
+pub mod eval;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{parse_event, Event, EventError, EventKind, RejectReason};
+use crate::profile::{millis, Members, Profile};
+use crate::segment::compile::Definitions;
+use crate::segment::diagnostic::Diagnostics;
+use crate::symbols::Symbols;
+use crate::time::{format_duration, format_rfc3339, Millis, DAY, MINUTE, SECOND};
+use crate::transition::{Cause, Direction, TimerKind, Transition};
+
+use eval::Ctx;
+
+/// Engine settings (the segment definitions are separate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// How far behind the latest event time an event may be and still be applied.
+    #[serde(with = "crate::time::serde_duration")]
+    pub allowed_lateness: Millis,
+    /// A profile with no event for this long is evicted (exiting its segments).
+    #[serde(with = "crate::time::serde_duration_opt")]
+    pub profile_ttl: Option<Millis>,
+    /// With idle, caught-up input the watermark follows the clock minus this lag.
+    #[serde(with = "crate::time::serde_duration")]
+    pub idle_lag: Millis,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            allowed_lateness: default_allowed_lateness(),
+            profile_ttl: Some(default_profile_ttl()),
+            idle_lag: default_idle_lag(),
+        }
+    }
+}
+
+/// Five minutes: enough for producer retries and partition skew.
+pub fn default_allowed_lateness() -> Millis {
+    5 * MINUTE
+}
+
+/// 400 days: longer than the longest window of the shipped library (365 d).
+pub fn default_profile_ttl() -> Millis {
+    400 * DAY
+}
+
+/// One second: a deadline fires about a second after the wall clock passes it.
+pub fn default_idle_lag() -> Millis {
+    SECOND
+}
+
+/// Where live operation gets "now" from; tests use [`ManualClock`].
+pub trait Clock {
+    fn now(&self) -> Millis;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as Millis)
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn new(at: Millis) -> Self {
+        ManualClock(std::sync::atomic::AtomicI64::new(at))
+    }
+    pub fn set(&self, at: Millis) {
+        self.0.store(at, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Millis {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Counters the engine keeps (the service turns them into metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStats {
+    pub events_applied: u64,
+    pub events_late: u64,
+    pub transitions: u64,
+    pub timers_fired: u64,
+    pub profiles_forgotten: u64,
+    pub profiles_expired: u64,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReloadReport {
+    pub version: String,
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: Vec<String>,
+    /// Aggregates that are new in this set: they start empty and fill from now on.
+    pub new_aggregates: usize,
+    pub kept_aggregates: usize,
+    pub transitions: usize,
+}
+
+/// Serializable engine state (profiles, timers implied by them, watermark and symbols),
+/// with the layout of the definitions it was taken under so that it can be restored under
+/// different ones.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineState {
+    pub symbols: Symbols,
+    pub watermark: Millis,
+    pub max_event_time: Millis,
+    pub segments: Vec<(String, String)>,
+    pub feature_keys: Vec<String>,
+    pub profiles: Vec<(String, Profile)>,
+    pub stats: EngineStats,
+}
+
+/// The layout of a definitions set that profile state depends on.
+struct Layout {
+    segments: Vec<(Arc<str>, Arc<str>)>,
+    feature_keys: Vec<String>,
+}
+
+impl Layout {
+    fn of(defs: &Definitions) -> Self {
+        Layout {
+            segments: defs
+                .segments
+                .iter()
+                .map(|s| (s.name.clone(), s.version.clone()))
+                .collect(),
+            feature_keys: defs.features.iter().map(|f| f.key.clone()).collect(),
+        }
+    }
+}
+
+/// The segment engine. See the module documentation.
+pub struct Engine {
+    config: EngineConfig,
+    defs: Arc<Definitions>,
+    symbols: Symbols,
+    profiles: HashMap<Arc<str>, Profile>,
+    timers: BinaryHeap<Reverse<(Millis, Arc<str>)>>,
+    watermark: Millis,
+    max_event_time: Millis,
+    stats: EngineStats,
+    affected: Vec<bool>,
+}
+
+impl Engine {
+    /// An engine for definitions compiled against `symbols`.
+    pub fn new(defs: Definitions, symbols: Symbols, config: EngineConfig) -> Self {
+        let n = defs.segments.len();
+        Engine {
+            config,
+            defs: Arc::new(defs),
+            symbols,
+            profiles: HashMap::new(),
+            timers: BinaryHeap::new(),
+            watermark: Millis::MIN,
+            max_event_time: Millis::MIN,
+            stats: EngineStats::default(),
+            affected: vec![false; n],
+        }
+    }
+
+    /// Compiles a definitions file and builds an engine for it.
+    pub fn from_source(file: &str, text: &str, config: EngineConfig) -> Result<Self, Diagnostics> {
+        let mut symbols = Symbols::new();
+        let defs = Definitions::from_source(file, text, &mut symbols)?;
+        Ok(Engine::new(defs, symbols, config))
+    }
+
+    pub fn definitions(&self) -> &Arc<Definitions> {
+        &self.defs
+    }
+    pub fn symbols(&self) -> &Symbols {
+        &self.symbols
+    }
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+    pub fn watermark(&self) -> Millis {
+        self.watermark
+    }
+    pub fn profile_count(&self) -> usize {
+        self.profiles.len()
+    }
+    pub fn profile(&self, customer_id: &str) -> Option<&Profile> {
+        self.profiles.get(customer_id)
+    }
+    pub fn profiles(&self) -> impl Iterator<Item = (&Arc<str>, &Profile)> {
+        self.profiles.iter()
+    }
+    /// Customers with a pending timer.
+    pub fn pending_timers(&self) -> usize {
+        self.profiles.values().filter(|p| p.timer_at != 0).count()
+    }
+    /// Members per segment, in definition order.
+    pub fn populations(&self) -> Vec<(Arc<str>, usize)> {
+        let mut counts = vec![0usize; self.defs.segments.len()];
+        for p in self.profiles.values() {
+            for i in p.members.iter() {
+                if let Some(c) = counts.get_mut(i) {
+                    *c += 1;
+                }
+            }
+        }
+        self.defs
+            .segments
+            .iter()
+            .zip(counts)
+            .map(|(s, c)| (s.name.clone(), c))
+            .collect()
+    }
+    /// Names of the segments a customer is in.
+    pub fn memberships(&self, customer_id: &str) -> Vec<Arc<str>> {
+        self.profiles.get(customer_id).map_or_else(Vec::new, |p| {
+            p.members
+                .iter()
+                .filter_map(|i| self.defs.segments.get(i).map(|s| s.name.clone()))
+                .collect()
+        })
+    }
+
+    /// An evaluation context for one profile at `now` (for APIs that explain a profile).
+    pub fn context<'a>(&'a self, profile: &'a Profile, now: Millis) -> Ctx<'a> {
+        Ctx {
+            defs: &self.defs,
+            symbols: &self.symbols,
+            profile,
+            now,
+        }
+    }
+
+    /// Parses and applies one raw event.
+    pub fn process(&mut self, raw: &[u8], out: &mut Vec<Transition>) -> Result<(), EventError> {
+        let event = parse_event(raw)?;
+        self.apply(&event, out)
+    }
+
+    /// Applies one validated event: fires the customer's due timers, updates the profile,
+    /// re-evaluates the segments the event can affect, then moves the watermark.
+    pub fn apply(&mut self, event: &Event<'_>, out: &mut Vec<Transition>) -> Result<(), EventError> {
+        if event.timestamp < self.watermark {
+            self.stats.events_late += 1;
+            return Err(EventError::new(
+                RejectReason::Late,
+                format!(
+                    "event time {} is before the watermark {} (allowed lateness {})",
+                    format_rfc3339(event.timestamp),
+                    format_rfc3339(self.watermark),
+                    format_duration(self.config.allowed_lateness)
+                ),
+            ));
+        }
+        let ty = self.symbols.event_type(event.kind, &event.event_type);
+        // Trait keys are interned before the profile is borrowed.
+        let trait_keys = apply::intern_traits(&mut self.symbols, event)?;
+        let id = self.customer_key(&event.customer_id, event.kind);
+        if let Some(id) = id {
+            // Catch the customer up with time first.
+            while let Some(t) = self
+                .profiles
+                .get(&id)
+                .map(|p| p.timer_at)
+                .filter(|t| *t != 0 && *t <= event.timestamp)
+            {
+                self.fire_customer(&id, t, out);
+            }
+            if event.kind == EventKind::Forget {
+                self.forget(&id, event, out);
+            } else {
+                self.apply_to_profile(id, event, ty, &trait_keys, out);
+            }
+        }
+        self.stats.events_applied += 1;
+        if event.timestamp > self.max_event_time {
+            self.max_event_time = event.timestamp;
+            let wm = event.timestamp.saturating_sub(self.config.allowed_lateness);
+            self.advance_watermark(wm, out);
+        }
+        Ok(())
+    }
+
+    /// The map key for a customer, creating the profile unless the event is a `forget`.
+    fn customer_key(&mut self, customer_id: &str, kind: EventKind) -> Option<Arc<str>> {
+        if let Some((k, _)) = self.profiles.get_key_value(customer_id) {
+            return Some(k.clone());
+        }
+        if kind == EventKind::Forget {
+            return None;
+        }
+        let k: Arc<str> = customer_id.into();
+        self.profiles.insert(k.clone(), Profile::new());
+        Some(k)
+    }
+
+    fn apply_to_profile(
+        &mut self,
+        id: Arc<str>,
+        event: &Event<'_>,
+        ty: Option<u16>,
+        trait_keys: &[Option<u16>],
+        out: &mut Vec<Transition>,
+    ) {
+        let defs = self.defs.clone();
+        // The profile may have been evicted by its TTL timer just above.
+        let profile = self.profiles.entry(id.clone()).or_default();
+        let now = profile.clock.max(event.timestamp);
+        profile.clock = now;
+        let changes = apply::apply_event(
+            &defs,
+            &mut self.symbols,
+            profile,
+            event,
+            ty,
+            trait_keys,
+            now,
+            self.config.allowed_lateness,
+        );
+        // Mark the segments this event can affect.
+        let affected = &mut self.affected;
+        affected.iter_mut().for_each(|a| *a = false);
+        let mut mark = |list: Option<&Vec<usize>>| {
+            for &i in list.into_iter().flatten() {
+                affected[i] = true;
+            }
+        };
+        if let Some(t) = ty {
+            mark(defs.by_type.get(&t));
+        }
+        mark(Some(&defs.on_any));
+        for k in &changes.traits {
+            mark(defs.by_trait.get(k));
+        }
+        if changes.score {
+            mark(Some(&defs.on_score));
+        }
+        let cause = Cause::Event(event.event_id.as_ref().into());
+        let profile = self.profiles.get_mut(&id).expect("profile exists");
+        let mut next: Option<Millis> = None;
+        for (i, seg) in defs.segments.iter().enumerate() {
+            if !self.affected[i] {
+                continue;
+            }
+            let ctx = Ctx {
+                defs: &defs,
+                symbols: &self.symbols,
+                profile,
+                now,
+            };
+            let is_in = ctx.eval(&seg.cond);
+            if seg.time_dependent {
+                if let Some((t, _)) = ctx.next_change(&seg.cond) {
+                    next = Some(next.map_or(t, |n: Millis| n.min(t)));
+                }
+            }
+            if is_in != profile.members.contains(i) {
+                profile.members.set(i, is_in);
+                let dir = if is_in { Direction::Entered } else { Direction::Exited };
+                emit(&mut self.stats, profile, &id, seg, dir, event.timestamp.max(now), cause.clone(), out);
+                for &d in &seg.dependents {
+                    self.affected[d] = true;
+                }
+            }
+        }
+        if let Some(ttl) = self.config.profile_ttl {
+            let t = millis(profile.last_seen) + ttl;
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        if let Some(t) = next {
+            if profile.timer_at == 0 || t < profile.timer_at {
+                profile.timer_at = t;
+                self.timers.push(Reverse((t, id)));
+            }
+        }
+    }
+
+    /// Right to be forgotten: the customer exits every segment and the profile is erased.
+    fn forget(&mut self, id: &Arc<str>, event: &Event<'_>, out: &mut Vec<Transition>) {
+        let Some(mut profile) = self.profiles.remove(id) else { return };
+        let at = profile.clock.max(event.timestamp);
+        let cause = Cause::Event(event.event_id.as_ref().into());
+        self.exit_all(&mut profile, id, at, cause, out);
+        self.stats.profiles_forgotten += 1;
+    }
+
+    fn exit_all(&mut self, profile: &mut Profile, id: &Arc<str>, at: Millis, cause: Cause, out: &mut Vec<Transition>) {
+        let defs = self.defs.clone();
+        // Dependents first, so a segment never outlives one it depends on.
+        let members: Vec<usize> = profile.members.iter().collect();
+        for &i in members.iter().rev() {
+            if let Some(seg) = defs.segments.get(i) {
+                profile.members.set(i, false);
+                emit(&mut self.stats, profile, id, seg, Direction::Exited, at, cause.clone(), out);
+            }
+        }
+    }
+
+    /// Moves the watermark forward (never back) and fires every timer it passes.
+    pub fn advance_watermark(&mut self, to: Millis, out: &mut Vec<Transition>) {
+        if to <= self.watermark {
+            return;
+        }
+        self.watermark = to;
+        while let Some(Reverse((t, _))) = self.timers.peek() {
+            if *t > to {
+                break;
+            }
+            let Some(Reverse((t, id))) = self.timers.pop() else { break };
+            let due = self.profiles.get(&id).is_some_and(|p| p.timer_at == t);
+            if due {
+                self.fire_customer(&id, t, out);
+            }
+        }
+    }
+
+    /// Live operation with idle, caught-up input: let the watermark follow the clock.
+    pub fn on_idle(&mut self, clock: &dyn Clock, out: &mut Vec<Transition>) {
+        let to = clock.now().saturating_sub(self.config.idle_lag);
+        self.advance_watermark(to, out);
+    }
+
+    /// Fires a customer's timer due at `t`: evaluates the segments time can change.
+    fn fire_customer(&mut self, id: &Arc<str>, t: Millis, out: &mut Vec<Transition>) {
+        self.stats.timers_fired += 1;
+        let defs = self.defs.clone();
+        let Some(mut profile) = self.profiles.remove(id) else { return };
+        profile.timer_at = 0;
+        let before = profile.clock;
+        profile.clock = profile.clock.max(t);
+        let now = profile.clock;
+        if let Some(ttl) = self.config.profile_ttl {
+            let expires = millis(profile.last_seen) + ttl;
+            if expires <= now {
+                let cause = Cause::Timer {
+                    kind: TimerKind::Ttl,
+                    deadline: expires,
+                };
+                self.exit_all(&mut profile, id, expires.max(before), cause, out);
+                self.stats.profiles_expired += 1;
+                return;
+            }
+        }
+        let mut next: Option<Millis> = None;
+        for (i, seg) in defs.segments.iter().enumerate() {
+            if !seg.time_dependent {
+                continue;
+            }
+            let ctx = Ctx {
+                defs: &defs,
+                symbols: &self.symbols,
+                profile: &profile,
+                now,
+            };
+            let is_in = ctx.eval(&seg.cond);
+            if let Some((n, _)) = ctx.next_change(&seg.cond) {
+                next = Some(next.map_or(n, |x: Millis| x.min(n)));
+            }
+            if is_in != profile.members.contains(i) {
+                let kind = Ctx {
+                    defs: &defs,
+                    symbols: &self.symbols,
+                    profile: &profile,
+                    now: before.min(t - 1),
+                }
+                .next_change(&seg.cond)
+                .filter(|(n, _)| *n <= t)
+                .map_or(TimerKind::Window, |(_, k)| k);
+                profile.members.set(i, is_in);
+                let dir = if is_in { Direction::Entered } else { Direction::Exited };
+                let cause = Cause::Timer { kind, deadline: t };
+                emit(&mut self.stats, &mut profile, id, seg, dir, now, cause, out);
+            }
+        }
+        if let Some(ttl) = self.config.profile_ttl {
+            let x = millis(profile.last_seen) + ttl;
+            next = Some(next.map_or(x, |n| n.min(x)));
+        }
+        if let Some(n) = next {
+            profile.timer_at = n;
+            self.timers.push(Reverse((n, id.clone())));
+        }
+        self.profiles.insert(id.clone(), profile);
+    }
+
+    /// Replaces the definitions. Features with an unchanged key keep their state; every
+    /// customer's membership in added and changed segments is re-evaluated from the
+    /// profile, and members of removed segments exit. Transitions carry cause `reload`.
+    pub fn replace_definitions(&mut self, defs: Definitions, out: &mut Vec<Transition>) -> ReloadReport {
+        let old = Layout::of(&self.defs);
+        self.install(defs, &old, out)
+    }
+
+    /// Compiles `text` against this engine's symbols and replaces the definitions; an
+    /// invalid file changes nothing and returns every error.
+    pub fn reload_source(&mut self, file: &str, text: &str, out: &mut Vec<Transition>) -> Result<ReloadReport, Diagnostics> {
+        let defs = Definitions::from_source(file, text, &mut self.symbols)?;
+        Ok(self.replace_definitions(defs, out))
+    }
+
+    fn install(&mut self, defs: Definitions, old: &Layout, out: &mut Vec<Transition>) -> ReloadReport {
+        let defs = Arc::new(defs);
+        let mut report = ReloadReport {
+            version: defs.version.to_string(),
+            ..ReloadReport::default()
+        };
+        // Feature remapping by key.
+        let new_index: HashMap<&str, u16> = defs
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.key.as_str(), i as u16))
+            .collect();
+        let feature_map: Vec<Option<u16>> = old
+            .feature_keys
+            .iter()
+            .map(|k| new_index.get(k.as_str()).copied())
+            .collect();
+        report.kept_aggregates = feature_map.iter().filter(|m| m.is_some()).count();
+        report.new_aggregates = defs.features.len() - report.kept_aggregates;
+        // Segment mapping by name.
+        let old_by_name: HashMap<&str, (usize, &Arc<str>)> = old
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, (n, v))| (&**n, (i, v)))
+            .collect();
+        let mut reevaluate = vec![false; defs.segments.len()];
+        let mut carried: Vec<Option<usize>> = vec![None; defs.segments.len()];
+        for (i, s) in defs.segments.iter().enumerate() {
+            match old_by_name.get(&*s.name) {
+                Some((j, v)) if **v == s.version => {
+                    carried[i] = Some(*j);
+                    report.unchanged.push(s.name.to_string());
+                }
+                Some((j, _)) => {
+                    carried[i] = Some(*j);
+                    reevaluate[i] = true;
+                    report.changed.push(s.name.to_string());
+                }
+                None => {
+                    reevaluate[i] = true;
+                    report.added.push(s.name.to_string());
+                }
+            }
+        }
+        let removed: Vec<(usize, &(Arc<str>, Arc<str>))> = old
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(_, (n, _))| defs.segment_index(n).is_none())
+            .collect();
+        report.removed = removed.iter().map(|(_, (n, _))| n.to_string()).collect();
+
+        let cause = Cause::Reload(defs.version.clone());
+        let mut ids: Vec<Arc<str>> = self.profiles.keys().cloned().collect();
+        ids.sort();
+        let before = out.len();
+        self.timers.clear();
+        for id in ids {
+            let Some(profile) = self.profiles.get_mut(&id) else { continue };
+            profile.remap_features(&|k| feature_map.get(k as usize).copied().flatten());
+            let old_members = std::mem::take(&mut profile.members);
+            let now = profile.clock;
+            for (j, (name, version)) in removed.iter().map(|(j, s)| (*j, s)) {
+                if old_members.contains(j) {
+                    let seg = crate::segment::compile::Segment {
+                        name: name.clone(),
+                        description: None,
+                        version: version.clone(),
+                        condition_text: String::new(),
+                        cond: crate::segment::compile::Cond::Const(false),
+                        dependents: Vec::new(),
+                        time_dependent: false,
+                    };
+                    emit(&mut self.stats, profile, &id, &seg, Direction::Exited, now, cause.clone(), out);
+                }
+            }
+            let mut next: Option<Millis> = None;
+            for (i, seg) in defs.segments.iter().enumerate() {
+                let was = carried[i].is_some_and(|j| old_members.contains(j));
+                let ctx = Ctx {
+                    defs: &defs,
+                    symbols: &self.symbols,
+                    profile,
+                    now,
+                };
+                let is_in = if reevaluate[i] { ctx.eval(&seg.cond) } else { was };
+                if seg.time_dependent {
+                    if let Some((n, _)) = ctx.next_change(&seg.cond) {
+                        next = Some(next.map_or(n, |x: Millis| x.min(n)));
+                    }
+                }
+                profile.members.set(i, is_in);
+                if is_in != was {
+                    let dir = if is_in { Direction::Entered } else { Direction::Exited };
+                    emit(&mut self.stats, profile, &id, seg, dir, now, cause.clone(), out);
+                }
+            }
+            if let Some(ttl) = self.config.profile_ttl {
+                let x = millis(profile.last_seen) + ttl;
+                next = Some(next.map_or(x, |n| n.min(x)));
+            }
+            profile.timer_at = next.unwrap_or(0);
+            if let Some(n) = next {
+                self.timers.push(Reverse((n, id.clone())));
+            }
+        }
+        report.transitions = out.len() - before;
+        self.affected = vec![false; defs.segments.len()];
+        self.defs = defs;
+        report
+    }
+
+    /// The engine's state, for checkpoints and tests.
+    pub fn snapshot(&self) -> EngineState {
+        let mut profiles: Vec<(String, Profile)> = self
+            .profiles
+            .iter()
+            .map(|(k, p)| (k.to_string(), p.clone()))
+            .collect();
+        profiles.sort_by(|a, b| a.0.cmp(&b.0));
+        let layout = Layout::of(&self.defs);
+        EngineState {
+            symbols: self.symbols.clone(),
+            watermark: self.watermark,
+            max_event_time: self.max_event_time,
+            segments: layout
+                .segments
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            feature_keys: layout.feature_keys,
+            profiles,
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Restores a snapshot under (possibly different) definitions. Differences between the
+    /// snapshot's definitions and these are applied like a reload, with its transitions.
+    pub fn restore(
+        state: EngineState,
+        file: &str,
+        text: &str,
+        config: EngineConfig,
+        out: &mut Vec<Transition>,
+    ) -> Result<(Self, ReloadReport), Diagnostics> {
+        let mut symbols = state.symbols;
+        let defs = Definitions::from_source(file, text, &mut symbols)?;
+        let old = Layout {
+            segments: state
+                .segments
+                .iter()
+                .map(|(n, v)| (n.as_str().into(), v.as_str().into()))
+                .collect(),
+            feature_keys: state.feature_keys,
+        };
+        let mut engine = Engine {
+            config,
+            defs: Arc::new(defs.clone()),
+            symbols,
+            profiles: state
+                .profiles
+                .into_iter()
+                .map(|(k, p)| (Arc::from(k.as_str()), p))
+                .collect(),
+            timers: BinaryHeap::new(),
+            watermark: state.watermark,
+            max_event_time: state.max_event_time,
+            stats: state.stats,
+            affected: Vec::new(),
+        };
+        let report = engine.install(defs, &old, out);
+        Ok((engine, report))
+    }
+
+    /// Approximate bytes of profile state: per profile, the struct, its heap and the key.
+    pub fn profile_bytes(&self) -> usize {
+        self.profiles
+            .iter()
+            .map(|(k, p)| std::mem::size_of::<Profile>() + p.heap_bytes() + k.len() + 16)
+            .sum()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    stats: &mut EngineStats,
+    profile: &mut Profile,
+    id: &Arc<str>,
+    seg: &crate::segment::compile::Segment,
+    direction: Direction,
+    at: Millis,
+    cause: Cause,
+    out: &mut Vec<Transition>,
+) {
+    profile.sequence += 1;
+    stats.transitions += 1;
+    out.push(Transition::new(
+        id.clone(),
+        seg.name.clone(),
+        direction,
+        at,
+        cause,
+        seg.version.clone(),
+        profile.sequence,
+    ));
+}
+
+/// Members of a profile by segment name (for the API and tests).
+pub fn member_names(defs: &Definitions, members: &Members) -> Vec<String> {
+    members
+        .iter()
+        .filter_map(|i| defs.segments.get(i).map(|s| s.name.to_string()))
+        .collect()
+}

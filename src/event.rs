@@ -1,0 +1,736 @@
+//! The input contract: one JSON object per event, parsed and validated into a typed [`Event`].
+//!
+//! Parsing borrows from the input buffer wherever the JSON has no escapes, so the hot path
+//! allocates only the two small property vectors. Validation is done on a lenient
+//! intermediate form so that every rejection has a precise, low-cardinality
+//! [`RejectReason`] (used as a metric label and dead-letter header) and a human detail.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::time::{parse_rfc3339, Millis};
+
+/// Largest accepted event timestamp: 2106-02-07, where profile timestamps (u32 seconds) end.
+pub const MAX_TIMESTAMP_MS: Millis = u32::MAX as Millis * 1000;
+pub const MAX_ID_LEN: usize = 256;
+pub const MAX_TYPE_LEN: usize = 64;
+
+/// The event types segstream knows by name. Any other type string is [`EventKind::Custom`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum EventKind {
+    PageView,
+    Click,
+    AdClick,
+    EmailSent,
+    EmailOpen,
+    EmailClick,
+    EmailBounce,
+    Unsubscribe,
+    WebinarRegistered,
+    WebinarAttended,
+    WebinarLeft,
+    Purchase,
+    Identify,
+    Forget,
+    Custom,
+}
+
+/// Event families: one JSON Schema each in `schemas/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Clickstream,
+    Email,
+    Webinar,
+    Purchase,
+    Crm,
+    Forget,
+    Custom,
+}
+
+impl EventKind {
+    pub const KNOWN: [EventKind; 14] = [
+        EventKind::PageView,
+        EventKind::Click,
+        EventKind::AdClick,
+        EventKind::EmailSent,
+        EventKind::EmailOpen,
+        EventKind::EmailClick,
+        EventKind::EmailBounce,
+        EventKind::Unsubscribe,
+        EventKind::WebinarRegistered,
+        EventKind::WebinarAttended,
+        EventKind::WebinarLeft,
+        EventKind::Purchase,
+        EventKind::Identify,
+        EventKind::Forget,
+    ];
+
+    pub fn from_type(t: &str) -> EventKind {
+        match t {
+            "page_view" => EventKind::PageView,
+            "click" => EventKind::Click,
+            "ad_click" => EventKind::AdClick,
+            "email_sent" => EventKind::EmailSent,
+            "email_open" => EventKind::EmailOpen,
+            "email_click" => EventKind::EmailClick,
+            "email_bounce" => EventKind::EmailBounce,
+            "unsubscribe" => EventKind::Unsubscribe,
+            "webinar_registered" => EventKind::WebinarRegistered,
+            "webinar_attended" => EventKind::WebinarAttended,
+            "webinar_left" => EventKind::WebinarLeft,
+            "purchase" => EventKind::Purchase,
+            "identify" => EventKind::Identify,
+            "forget" => EventKind::Forget,
+            _ => EventKind::Custom,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::PageView => "page_view",
+            EventKind::Click => "click",
+            EventKind::AdClick => "ad_click",
+            EventKind::EmailSent => "email_sent",
+            EventKind::EmailOpen => "email_open",
+            EventKind::EmailClick => "email_click",
+            EventKind::EmailBounce => "email_bounce",
+            EventKind::Unsubscribe => "unsubscribe",
+            EventKind::WebinarRegistered => "webinar_registered",
+            EventKind::WebinarAttended => "webinar_attended",
+            EventKind::WebinarLeft => "webinar_left",
+            EventKind::Purchase => "purchase",
+            EventKind::Identify => "identify",
+            EventKind::Forget => "forget",
+            EventKind::Custom => "custom",
+        }
+    }
+
+    pub fn family(self) -> Family {
+        use EventKind::*;
+        match self {
+            PageView | Click | AdClick => Family::Clickstream,
+            EmailSent | EmailOpen | EmailClick | EmailBounce | Unsubscribe => Family::Email,
+            WebinarRegistered | WebinarAttended | WebinarLeft => Family::Webinar,
+            Purchase => Family::Purchase,
+            Identify => Family::Crm,
+            Forget => Family::Forget,
+            Custom => Family::Custom,
+        }
+    }
+
+    /// Properties this type documents, with their JSON type. Used to type-check known
+    /// properties of events and to catch misspelt property names in segment filters.
+    pub fn known_properties(self) -> &'static [(&'static str, PropType)] {
+        use PropType::*;
+        const CLICK: &[(&str, PropType)] = &[
+            ("url", Str),
+            ("referrer", Str),
+            ("title", Str),
+            ("campaign", Str),
+            ("utm_source", Str),
+            ("utm_medium", Str),
+            ("utm_campaign", Str),
+            ("utm_content", Str),
+            ("utm_term", Str),
+            ("category", Str),
+        ];
+        const EMAIL: &[(&str, PropType)] = &[
+            ("campaign", Str),
+            ("message_id", Str),
+            ("list", Str),
+            ("url", Str),
+        ];
+        const WEBINAR: &[(&str, PropType)] = &[
+            ("webinar_id", Str),
+            ("starts_at", Timestamp),
+            ("ends_at", Timestamp),
+            ("minutes", Num),
+        ];
+        const PURCHASE: &[(&str, PropType)] = &[
+            ("amount", Num),
+            ("currency", Str),
+            ("product", Str),
+            ("category", Str),
+            ("order_id", Str),
+            ("discount_code", Str),
+            ("quantity", Num),
+        ];
+        match self.family() {
+            Family::Clickstream => CLICK,
+            Family::Email => EMAIL,
+            Family::Webinar => WEBINAR,
+            Family::Purchase => PURCHASE,
+            _ => &[],
+        }
+    }
+
+    /// Properties that must be present for this type.
+    pub fn required_properties(self) -> &'static [&'static str] {
+        match self {
+            EventKind::PageView => &["url"],
+            EventKind::AdClick => &["campaign"],
+            EventKind::WebinarRegistered | EventKind::WebinarAttended | EventKind::WebinarLeft => {
+                &["webinar_id"]
+            }
+            EventKind::Purchase => &["amount", "currency"],
+            _ => &[],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropType {
+    Str,
+    Num,
+    /// RFC 3339 string or integer epoch milliseconds.
+    Timestamp,
+}
+
+/// A scalar JSON value (arrays and objects are kept as markers: they can be tested with
+/// `exists` but not compared).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Str(Cow<'a, str>),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Null,
+    Array,
+    Object,
+}
+
+impl Value<'_> {
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Str(_) => "string",
+            Value::Int(_) | Value::Float(_) => "number",
+            Value::Bool(_) => "boolean",
+            Value::Null => "null",
+            Value::Array => "array",
+            Value::Object => "object",
+        }
+    }
+    /// A timestamp value: RFC 3339 string or integer epoch milliseconds.
+    pub fn as_timestamp(&self) -> Option<Millis> {
+        match self {
+            Value::Str(s) => parse_rfc3339(s),
+            Value::Int(i) if (0..=MAX_TIMESTAMP_MS).contains(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+/// A validated event, borrowing from the input buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event<'a> {
+    pub event_id: Cow<'a, str>,
+    pub customer_id: Cow<'a, str>,
+    pub event_type: Cow<'a, str>,
+    pub kind: EventKind,
+    pub timestamp: Millis,
+    pub properties: Vec<(Cow<'a, str>, Value<'a>)>,
+    pub traits: Vec<(Cow<'a, str>, Value<'a>)>,
+}
+
+impl<'a> Event<'a> {
+    pub fn property(&self, name: &str) -> Option<&Value<'a>> {
+        self.properties
+            .iter()
+            .find(|(k, _)| k.as_ref() == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Why an event was rejected. `as_str` is the metric label and dead-letter header value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// Not valid JSON (or not UTF-8).
+    InvalidJson,
+    /// Valid JSON, but not an object.
+    NotAnObject,
+    /// A required field or property is absent.
+    MissingField,
+    /// A field has the wrong JSON type.
+    WrongType,
+    /// A field has the right type but an unacceptable value (empty id, bad currency, ...).
+    InvalidValue,
+    /// `timestamp` is neither RFC 3339 with offset nor integer epoch milliseconds.
+    InvalidTimestamp,
+    /// The event is older than the watermark allows (see the engine).
+    Late,
+    /// The message exceeds the configured size limit (see the service).
+    TooLarge,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::InvalidJson => "invalid_json",
+            RejectReason::NotAnObject => "not_an_object",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::WrongType => "wrong_type",
+            RejectReason::InvalidValue => "invalid_value",
+            RejectReason::InvalidTimestamp => "invalid_timestamp",
+            RejectReason::Late => "late_event",
+            RejectReason::TooLarge => "too_large",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rejected event: the reason code and a precise description.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct EventError {
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+impl EventError {
+    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+        EventError {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Parses and validates one event.
+pub fn parse_event(input: &[u8]) -> Result<Event<'_>, EventError> {
+    let first = input.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(match serde_json::from_slice::<IgnoredAny>(input) {
+            Ok(_) => EventError::new(RejectReason::NotAnObject, "an event must be a JSON object"),
+            Err(e) => EventError::new(RejectReason::InvalidJson, e.to_string()),
+        });
+    }
+    let wire: Wire<'_> = match serde_json::from_slice(input) {
+        Ok(w) => w,
+        Err(e) if e.is_data() => {
+            return Err(EventError::new(RejectReason::InvalidValue, e.to_string()))
+        }
+        Err(e) => return Err(EventError::new(RejectReason::InvalidJson, e.to_string())),
+    };
+    wire.validate()
+}
+
+fn required_str<'a>(
+    field: &str,
+    v: Option<Value<'a>>,
+    max_len: usize,
+) -> Result<Cow<'a, str>, EventError> {
+    match v {
+        None | Some(Value::Null) => Err(EventError::new(
+            RejectReason::MissingField,
+            format!("`{field}` is required"),
+        )),
+        Some(Value::Str(s)) if s.trim().is_empty() => Err(EventError::new(
+            RejectReason::InvalidValue,
+            format!("`{field}` must not be empty"),
+        )),
+        Some(Value::Str(s)) if s.len() > max_len => Err(EventError::new(
+            RejectReason::InvalidValue,
+            format!("`{field}` is longer than {max_len} bytes"),
+        )),
+        Some(Value::Str(s)) => Ok(s),
+        Some(other) => Err(EventError::new(
+            RejectReason::WrongType,
+            format!("`{field}` must be a string, found {}", other.type_name()),
+        )),
+    }
+}
+
+impl<'a> Wire<'a> {
+    fn validate(self) -> Result<Event<'a>, EventError> {
+        let event_id = required_str("event_id", self.event_id, MAX_ID_LEN)?;
+        let customer_id = required_str("customer_id", self.customer_id, MAX_ID_LEN)?;
+        let event_type = required_str("type", self.event_type, MAX_TYPE_LEN)?;
+        if let Some(c) = event_type
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
+        {
+            return Err(EventError::new(
+                RejectReason::InvalidValue,
+                format!("`type` may only contain letters, digits, `_ . : -`; found {c:?}"),
+            ));
+        }
+        let timestamp = match self.timestamp {
+            None | Some(Value::Null) => {
+                return Err(EventError::new(
+                    RejectReason::MissingField,
+                    "`timestamp` is required",
+                ))
+            }
+            Some(Value::Str(s)) => match parse_rfc3339(&s) {
+                Some(ms) if (0..=MAX_TIMESTAMP_MS).contains(&ms) => ms,
+                Some(_) => {
+                    return Err(EventError::new(
+                        RejectReason::InvalidTimestamp,
+                        format!("`timestamp` {s:?} is outside 1970-01-01..2106-02-07"),
+                    ))
+                }
+                None => {
+                    return Err(EventError::new(
+                        RejectReason::InvalidTimestamp,
+                        format!("`timestamp` {s:?} is not RFC 3339 with an offset (e.g. 2026-11-22T10:00:00Z)"),
+                    ))
+                }
+            },
+            Some(Value::Int(ms)) if (0..=MAX_TIMESTAMP_MS).contains(&ms) => ms,
+            Some(Value::Int(ms)) => {
+                return Err(EventError::new(
+                    RejectReason::InvalidTimestamp,
+                    format!("`timestamp` {ms} is outside the epoch-millisecond range 0..={MAX_TIMESTAMP_MS}"),
+                ))
+            }
+            Some(Value::Float(f)) => {
+                return Err(EventError::new(
+                    RejectReason::InvalidTimestamp,
+                    format!("`timestamp` {f} must be integer epoch milliseconds or an RFC 3339 string"),
+                ))
+            }
+            Some(other) => {
+                return Err(EventError::new(
+                    RejectReason::WrongType,
+                    format!(
+                        "`timestamp` must be an RFC 3339 string or integer epoch milliseconds, found {}",
+                        other.type_name()
+                    ),
+                ))
+            }
+        };
+        let kind = EventKind::from_type(&event_type);
+        let properties = match self.properties {
+            None => Vec::new(),
+            Some(Obj::Map(m)) => m,
+            Some(Obj::Not(t)) => {
+                return Err(EventError::new(
+                    RejectReason::WrongType,
+                    format!("`properties` must be an object, found {t}"),
+                ))
+            }
+        };
+        let traits = match self.traits {
+            None => Vec::new(),
+            Some(Obj::Map(m)) => m,
+            Some(Obj::Not(t)) => {
+                return Err(EventError::new(
+                    RejectReason::WrongType,
+                    format!("`traits` must be an object, found {t}"),
+                ))
+            }
+        };
+        for (k, v) in &traits {
+            if matches!(v, Value::Array | Value::Object) {
+                return Err(EventError::new(
+                    RejectReason::WrongType,
+                    format!(
+                        "trait `{k}` must be a string, number, boolean or null, found {}",
+                        v.type_name()
+                    ),
+                ));
+            }
+            if k.is_empty() {
+                return Err(EventError::new(
+                    RejectReason::InvalidValue,
+                    "trait names must not be empty",
+                ));
+            }
+        }
+        if kind == EventKind::Identify && traits.is_empty() {
+            return Err(EventError::new(
+                RejectReason::MissingField,
+                "`identify` requires a non-empty `traits` object",
+            ));
+        }
+        let event = Event {
+            event_id,
+            customer_id,
+            event_type,
+            kind,
+            timestamp,
+            properties,
+            traits,
+        };
+        check_properties(&event)?;
+        Ok(event)
+    }
+}
+
+fn check_properties(event: &Event<'_>) -> Result<(), EventError> {
+    let kind = event.kind;
+    for name in kind.required_properties() {
+        if matches!(event.property(name), None | Some(Value::Null)) {
+            return Err(EventError::new(
+                RejectReason::MissingField,
+                format!("`{}` requires `properties.{name}`", kind.name()),
+            ));
+        }
+    }
+    for (name, ty) in kind.known_properties() {
+        let Some(v) = event.property(name) else {
+            continue;
+        };
+        let ok = match (ty, v) {
+            (_, Value::Null) => true,
+            (PropType::Str, Value::Str(_)) => true,
+            (PropType::Num, Value::Int(_)) => true,
+            (PropType::Num, Value::Float(f)) => f.is_finite(),
+            (PropType::Timestamp, v @ (Value::Str(_) | Value::Int(_))) => {
+                if v.as_timestamp().is_none() {
+                    return Err(EventError::new(
+                        RejectReason::InvalidTimestamp,
+                        format!("`properties.{name}` is not an RFC 3339 timestamp or epoch milliseconds"),
+                    ));
+                }
+                true
+            }
+            _ => false,
+        };
+        if !ok {
+            let expected = match ty {
+                PropType::Str => "a string",
+                PropType::Num => "a number",
+                PropType::Timestamp => "a timestamp",
+            };
+            return Err(EventError::new(
+                RejectReason::WrongType,
+                format!(
+                    "`properties.{name}` must be {expected}, found {}",
+                    v.type_name()
+                ),
+            ));
+        }
+    }
+    if kind == EventKind::Purchase {
+        let currency = event.property("currency").and_then(Value::as_str);
+        if let Some(c) = currency {
+            if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(EventError::new(
+                    RejectReason::InvalidValue,
+                    format!("`properties.currency` {c:?} is not an ISO 4217 code like \"EUR\""),
+                ));
+            }
+        }
+    }
+    for name in ["webinar_id", "campaign"] {
+        if let Some(Value::Str(s)) = event.property(name) {
+            if s.is_empty() && kind.required_properties().contains(&name) {
+                return Err(EventError::new(
+                    RejectReason::InvalidValue,
+                    format!("`properties.{name}` must not be empty"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---- the lenient wire form -------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    event_id: Option<Value<'a>>,
+    #[serde(borrow, default)]
+    customer_id: Option<Value<'a>>,
+    #[serde(borrow, default, rename = "type")]
+    event_type: Option<Value<'a>>,
+    #[serde(borrow, default)]
+    timestamp: Option<Value<'a>>,
+    #[serde(borrow, default)]
+    properties: Option<Obj<'a>>,
+    #[serde(borrow, default)]
+    traits: Option<Obj<'a>>,
+}
+
+/// An object's scalar members, or the JSON type found instead of an object.
+enum Obj<'a> {
+    Map(Vec<(Cow<'a, str>, Value<'a>)>),
+    Not(&'static str),
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Value::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Value::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Value::Str(Cow::Owned(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Value::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(i64::try_from(v).map_or(Value::Float(v as f64), Value::Int))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Value::Float(v))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Value::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Value::Object)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Value<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match d.deserialize_str(ValueVisitor)? {
+            Value::Str(s) => Ok(Key(s)),
+            _ => Err(de::Error::custom("object keys must be strings")),
+        }
+    }
+}
+
+struct ObjVisitor;
+
+impl<'de> Visitor<'de> for ObjVisitor {
+    type Value = Obj<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4).min(16));
+        while let Some(Key(k)) = map.next_key()? {
+            let v: Value<'de> = map.next_value()?;
+            if out.iter().any(|(existing, _): &(Cow<'_, str>, _)| *existing == k) {
+                return Err(de::Error::custom(format_args!("duplicate key `{k}`")));
+            }
+            out.push((k, v));
+        }
+        Ok(Obj::Map(out))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Obj::Not("array"))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Obj::Not("string"))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Obj::Not("number"))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Obj::Not("number"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Obj::Not("number"))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Obj::Not("boolean"))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Obj<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> Event<'_> {
+        parse_event(s.as_bytes()).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+    fn err(s: &str) -> EventError {
+        parse_event(s.as_bytes()).expect_err(s)
+    }
+
+    #[test]
+    fn parses_the_contract_and_borrows() {
+        let e = ok(r#"{"event_id":"e1","customer_id":"c1","type":"ad_click","timestamp":"2026-11-22T10:00:00Z","properties":{"campaign":"q4","extra":{"nested":[1]},"n":3}}"#);
+        assert_eq!(e.kind, EventKind::AdClick);
+        assert!(matches!(e.customer_id, Cow::Borrowed("c1")));
+        assert_eq!(e.property("campaign").and_then(Value::as_str), Some("q4"));
+        assert_eq!(e.property("extra"), Some(&Value::Object));
+        assert_eq!(e.property("n").and_then(Value::as_f64), Some(3.0));
+        let e = ok(r#"{"event_id":"e2","customer_id":"c\"1","type":"trial_started","timestamp":1795341600000}"#);
+        assert_eq!(e.kind, EventKind::Custom);
+        assert_eq!(e.customer_id, "c\"1");
+        assert_eq!(e.timestamp, 1_795_341_600_000);
+    }
+
+    #[test]
+    fn rejects_with_precise_reasons() {
+        use RejectReason::*;
+        let cases = [
+            ("not json", InvalidJson),
+            ("[1,2]", NotAnObject),
+            (r#"{"customer_id":"c","type":"click","timestamp":0}"#, MissingField),
+            (r#"{"event_id":"","customer_id":"c","type":"click","timestamp":0}"#, InvalidValue),
+            (r#"{"event_id":"e","customer_id":7,"type":"click","timestamp":0}"#, WrongType),
+            (r#"{"event_id":"e","customer_id":"c","type":"click","timestamp":"yesterday"}"#, InvalidTimestamp),
+            (r#"{"event_id":"e","customer_id":"c","type":"click","timestamp":1.5}"#, InvalidTimestamp),
+            (r#"{"event_id":"e","customer_id":"c","type":"click","timestamp":"2026-11-22T10:00:00"}"#, InvalidTimestamp),
+            (r#"{"event_id":"e","customer_id":"c","type":"purchase","timestamp":0,"properties":{"amount":"12","currency":"EUR"}}"#, WrongType),
+            (r#"{"event_id":"e","customer_id":"c","type":"purchase","timestamp":0,"properties":{"amount":12,"currency":"euro"}}"#, InvalidValue),
+            (r#"{"event_id":"e","customer_id":"c","type":"purchase","timestamp":0,"properties":{"currency":"EUR"}}"#, MissingField),
+            (r#"{"event_id":"e","customer_id":"c","type":"ad_click","timestamp":0}"#, MissingField),
+            (r#"{"event_id":"e","customer_id":"c","type":"webinar_registered","timestamp":0,"properties":{"webinar_id":"w","ends_at":"soon"}}"#, InvalidTimestamp),
+            (r#"{"event_id":"e","customer_id":"c","type":"identify","timestamp":0}"#, MissingField),
+            (r#"{"event_id":"e","customer_id":"c","type":"identify","timestamp":0,"traits":{"a":[1]}}"#, WrongType),
+            (r#"{"event_id":"e","customer_id":"c","type":"click","timestamp":0,"properties":[]}"#, WrongType),
+            (r#"{"event_id":"e","customer_id":"c","type":"bad type!","timestamp":0}"#, InvalidValue),
+            (r#"{"event_id":"e","event_id":"f","customer_id":"c","type":"click","timestamp":0}"#, InvalidValue),
+        ];
+        for (input, reason) in cases {
+            let e = err(input);
+            assert_eq!(e.reason, reason, "{input}: {e}");
+            assert!(!e.detail.is_empty());
+        }
+    }
+}

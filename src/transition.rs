@@ -1,0 +1,278 @@
+//! The output: one transition per change of segment membership.
+//!
+//! On the wire a transition is a flat JSON object (see `schemas/transition.schema.json`):
+//! `transition_id`, `customer_id`, `segment`, `direction`, `timestamp`, `cause`,
+//! `rule_version`, `sequence`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::time::{format_rfc3339, parse_rfc3339, Millis};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Entered,
+    Exited,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Entered => "entered",
+            Direction::Exited => "exited",
+        }
+    }
+}
+
+/// What kind of time-driven change fired a timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimerKind {
+    /// An absence deadline passed ("then no ... within").
+    Absence,
+    /// Events left a sliding window.
+    Window,
+    /// A `since(...)` threshold was crossed.
+    Recency,
+    /// The decaying lead score crossed a threshold.
+    Score,
+    /// The profile expired (no event for the configured TTL).
+    Ttl,
+}
+
+impl TimerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimerKind::Absence => "absence",
+            TimerKind::Window => "window",
+            TimerKind::Recency => "recency",
+            TimerKind::Score => "score",
+            TimerKind::Ttl => "ttl",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "absence" => TimerKind::Absence,
+            "window" => TimerKind::Window,
+            "recency" => TimerKind::Recency,
+            "score" => TimerKind::Score,
+            "ttl" => TimerKind::Ttl,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a membership changed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Cause {
+    /// An event (its `event_id`).
+    Event(Box<str>),
+    /// Time passed: a timer of this kind, due at `deadline`.
+    Timer { kind: TimerKind, deadline: Millis },
+    /// New segment definitions were loaded (their set version).
+    Reload(Arc<str>),
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Event(id) => write!(f, "event:{id}"),
+            Cause::Timer { kind, deadline } => {
+                write!(f, "timer:{}@{}", kind.as_str(), format_rfc3339(*deadline))
+            }
+            Cause::Reload(v) => write!(f, "reload:{v}"),
+        }
+    }
+}
+
+impl Cause {
+    pub fn parse(s: &str) -> Option<Cause> {
+        let (kind, rest) = s.split_once(':')?;
+        Some(match kind {
+            "event" => Cause::Event(rest.into()),
+            "reload" => Cause::Reload(rest.into()),
+            "timer" => {
+                let (k, at) = rest.split_once('@')?;
+                Cause::Timer {
+                    kind: TimerKind::parse(k)?,
+                    deadline: parse_rfc3339(at)?,
+                }
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// One membership change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// Idempotency key: equal for the same transition however often it is produced.
+    pub transition_id: String,
+    pub customer_id: Arc<str>,
+    pub segment: Arc<str>,
+    pub direction: Direction,
+    /// Event time of the change (ms).
+    pub timestamp: Millis,
+    pub cause: Cause,
+    pub rule_version: Arc<str>,
+    /// Per customer, starting at 1.
+    pub sequence: u32,
+}
+
+impl Transition {
+    /// Builds a transition and its idempotency key.
+    pub fn new(
+        customer_id: Arc<str>,
+        segment: Arc<str>,
+        direction: Direction,
+        timestamp: Millis,
+        cause: Cause,
+        rule_version: Arc<str>,
+        sequence: u32,
+    ) -> Self {
+        let mut t = Transition {
+            transition_id: String::new(),
+            customer_id,
+            segment,
+            direction,
+            timestamp,
+            cause,
+            rule_version,
+            sequence,
+        };
+        t.transition_id = t.idempotency_key();
+        t
+    }
+
+    /// A hash of everything that identifies the change: customer, segment, direction,
+    /// sequence, time and cause. A replay of the same events yields the same key.
+    fn idempotency_key(&self) -> String {
+        let cause = self.cause.to_string();
+        let mut buf = Vec::with_capacity(64 + cause.len());
+        for part in [
+            self.customer_id.as_bytes(),
+            self.segment.as_bytes(),
+            self.direction.as_str().as_bytes(),
+            cause.as_bytes(),
+        ] {
+            buf.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            buf.extend_from_slice(part);
+        }
+        buf.extend_from_slice(&self.sequence.to_le_bytes());
+        buf.extend_from_slice(&self.timestamp.to_le_bytes());
+        format!("{:032x}", xxh3_128(&buf))
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire<'a> {
+    transition_id: std::borrow::Cow<'a, str>,
+    customer_id: std::borrow::Cow<'a, str>,
+    segment: std::borrow::Cow<'a, str>,
+    direction: Direction,
+    timestamp: String,
+    cause: String,
+    rule_version: std::borrow::Cow<'a, str>,
+    sequence: u32,
+}
+
+impl Serialize for Transition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            transition_id: (&*self.transition_id).into(),
+            customer_id: (&*self.customer_id).into(),
+            segment: (&*self.segment).into(),
+            direction: self.direction,
+            timestamp: format_rfc3339(self.timestamp),
+            cause: self.cause.to_string(),
+            rule_version: (&*self.rule_version).into(),
+            sequence: self.sequence,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Transition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let w = Wire::deserialize(d)?;
+        Ok(Transition {
+            transition_id: w.transition_id.into_owned(),
+            customer_id: w.customer_id.as_ref().into(),
+            segment: w.segment.as_ref().into(),
+            direction: w.direction,
+            timestamp: parse_rfc3339(&w.timestamp)
+                .ok_or_else(|| D::Error::custom("bad transition timestamp"))?,
+            cause: Cause::parse(&w.cause).ok_or_else(|| D::Error::custom("bad cause"))?,
+            rule_version: w.rule_version.as_ref().into(),
+            sequence: w.sequence,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_and_stable_key() {
+        let t = Transition::new(
+            "c-1".into(),
+            "clicked-but-not-registered".into(),
+            Direction::Entered,
+            1_795_341_600_000,
+            Cause::Timer {
+                kind: TimerKind::Absence,
+                deadline: 1_795_341_600_000,
+            },
+            "0123456789ab".into(),
+            3,
+        );
+        let json = t.to_json();
+        assert!(json.contains(r#""cause":"timer:absence@2026-11-22T10:00:00.000Z""#), "{json}");
+        let back: Transition = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(t.transition_id.len(), 32);
+        let again = Transition::new(
+            "c-1".into(),
+            "clicked-but-not-registered".into(),
+            Direction::Entered,
+            1_795_341_600_000,
+            t.cause.clone(),
+            "0123456789ab".into(),
+            3,
+        );
+        assert_eq!(again.transition_id, t.transition_id);
+        let other = Transition::new(
+            "c-1".into(),
+            "clicked-but-not-registered".into(),
+            Direction::Entered,
+            1_795_341_600_000,
+            t.cause.clone(),
+            "0123456789ab".into(),
+            4,
+        );
+        assert_ne!(other.transition_id, t.transition_id);
+    }
+
+    #[test]
+    fn causes_parse_back() {
+        for c in [
+            Cause::Event("e-1:x".into()),
+            Cause::Reload("abcdef012345".into()),
+            Cause::Timer {
+                kind: TimerKind::Ttl,
+                deadline: 5000,
+            },
+        ] {
+            assert_eq!(Cause::parse(&c.to_string()), Some(c));
+        }
+    }
+}
