@@ -8,3 +8,4 @@ pub mod time;
 pub mod symbols;
 pub mod engine;
 pub mod transition;
+pub mod replay;

@@ -1,1 +1,197 @@
-fn main() {}
+//! The `segstream` command line. Thin: every subcommand calls into the library.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use segstream::engine::{Engine, EngineConfig};
+use segstream::generator::{generate, FunnelConfig};
+use segstream::segment::compile::Definitions;
+use segstream::symbols::Symbols;
+use segstream::time::{parse_duration, parse_rfc3339, Millis};
+
+#[derive(Parser)]
+#[command(name = "segstream", version, about = "Real-time customer segmentation on Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the engine over a file of events and write the transitions it produces.
+    Replay(ReplayArgs),
+    /// Check a segment definitions file and list every error in it.
+    Validate {
+        /// The definitions file (TOML).
+        #[arg(long, short)]
+        segments: PathBuf,
+    },
+    /// Write the simulated reference funnel as JSON lines (for trying things out).
+    Generate {
+        #[arg(long, default_value_t = 1000)]
+        customers: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// Output file (`-` for stdout).
+        #[arg(long, short, default_value = "-")]
+        out: String,
+    },
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// The segment definitions file (TOML).
+    #[arg(long, short)]
+    segments: PathBuf,
+    /// Events, one JSON object per line (`-` for stdin).
+    #[arg(long, short)]
+    events: String,
+    /// Where to write the transitions as JSON lines (`-` for stdout).
+    #[arg(long, short)]
+    transitions_out: String,
+    /// Where to write the final profiles as JSON lines.
+    #[arg(long)]
+    profiles_out: Option<PathBuf>,
+    /// How late an event may be and still count (e.g. 5m).
+    #[arg(long, value_parser = duration, default_value = "5m")]
+    allowed_lateness: Millis,
+    /// Evict profiles without events for this long (`off` to keep them).
+    #[arg(long, value_parser = duration_or_off, default_value = "400d")]
+    profile_ttl: Ttl,
+    /// After the last event, move time to this instant (RFC 3339) so that timers due by
+    /// then fire; without it, time stops at the watermark of the last event.
+    #[arg(long, value_parser = instant)]
+    advance_to: Option<Millis>,
+    /// Print the summary as JSON instead of a table.
+    #[arg(long)]
+    json_summary: bool,
+}
+
+fn duration(s: &str) -> Result<Millis, String> {
+    parse_duration(s).ok_or_else(|| format!("invalid duration {s:?} (e.g. 30s, 5m, 24h, 30d)"))
+}
+
+/// A profile TTL, or none (`off`).
+#[derive(Clone, Copy)]
+struct Ttl(Option<Millis>);
+
+fn duration_or_off(s: &str) -> Result<Ttl, String> {
+    if s == "off" {
+        Ok(Ttl(None))
+    } else {
+        duration(s).map(|d| Ttl(Some(d)))
+    }
+}
+
+fn instant(s: &str) -> Result<Millis, String> {
+    parse_rfc3339(s).ok_or_else(|| format!("invalid RFC 3339 time {s:?}"))
+}
+
+fn output(path: &str) -> io::Result<Box<dyn Write>> {
+    Ok(if path == "-" {
+        Box::new(BufWriter::new(io::stdout().lock()))
+    } else {
+        Box::new(BufWriter::new(File::create(path)?))
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { segments } => {
+            let mut symbols = Symbols::new();
+            match Definitions::load(&segments, &mut symbols) {
+                Ok(defs) => {
+                    println!(
+                        "{}: {} segments, version {}",
+                        segments.display(),
+                        defs.segments.len(),
+                        defs.version
+                    );
+                    for s in &defs.segments {
+                        println!("  {:<32} {}", s.name, s.version);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(diags) => {
+                    eprintln!("{diags}");
+                    eprintln!("{} error(s)", diags.len());
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        Command::Generate {
+            customers,
+            seed,
+            days,
+            out,
+        } => {
+            let cfg = FunnelConfig {
+                customers,
+                seed,
+                days,
+                ..FunnelConfig::default()
+            };
+            let mut w = output(&out)?;
+            for e in generate(&cfg) {
+                w.write_all(e.json.as_bytes())?;
+                w.write_all(b"\n")?;
+            }
+            w.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay(a) => {
+            let mut symbols = Symbols::new();
+            let defs = match Definitions::load(&a.segments, &mut symbols) {
+                Ok(d) => d,
+                Err(diags) => {
+                    eprintln!("{diags}");
+                    eprintln!("{} error(s); nothing was replayed", diags.len());
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let config = EngineConfig {
+                allowed_lateness: a.allowed_lateness,
+                profile_ttl: a.profile_ttl.0,
+                ..EngineConfig::default()
+            };
+            let mut engine = Engine::new(defs, symbols, config);
+            let input: Box<dyn io::BufRead> = if a.events == "-" {
+                Box::new(BufReader::new(io::stdin().lock()))
+            } else {
+                Box::new(BufReader::new(File::open(&a.events).map_err(|e| {
+                    anyhow::anyhow!("cannot open events file {}: {e}", a.events)
+                })?))
+            };
+            let mut out = output(&a.transitions_out)?;
+            let summary = segstream::replay::replay(&mut engine, input, &mut out, a.advance_to)?;
+            drop(out);
+            if let Some(p) = &a.profiles_out {
+                let mut w = BufWriter::new(File::create(p)?);
+                segstream::replay::write_profiles(&engine, &mut w)?;
+            }
+            if a.json_summary {
+                eprintln!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                eprint!("{}", summary.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -754,3 +754,63 @@ pub fn member_names(defs: &Definitions, members: &Members) -> Vec<String> {
         .filter_map(|i| defs.segments.get(i).map(|s| s.name.to_string()))
         .collect()
 }
+
+impl Engine {
+    /// A customer's profile as JSON: traits, behaviour, value, score and segments (the
+    /// "segment of one" the API serves and `replay --profiles-out` writes).
+    pub fn profile_json(&self, customer_id: &str) -> Option<serde_json::Value> {
+        use serde_json::{json, Map, Value as J};
+        let p = self.profiles.get(customer_id)?;
+        let ctx = self.context(p, p.clock);
+        let mut traits = Map::new();
+        for (k, v) in p.traits() {
+            let v = match v {
+                crate::profile::TraitRef::Str(s) => J::from(s),
+                crate::profile::TraitRef::Num(n) => J::from(n),
+                crate::profile::TraitRef::Bool(b) => J::from(b),
+            };
+            traits.insert(self.symbols.name(u32::from(k)).to_string(), v);
+        }
+        let mut types = Map::new();
+        for (t, s) in p.types() {
+            types.insert(
+                self.symbols.name(u32::from(t)).to_string(),
+                json!({
+                    "count": s.count,
+                    "first_seen": format_rfc3339(millis(s.first)),
+                    "last_seen": format_rfc3339(millis(s.last)),
+                }),
+            );
+        }
+        let attr = |a| match ctx.operand(&crate::segment::compile::Op::Attr(a)) {
+            eval::Val::Num(n) => J::from(n),
+            eval::Val::Str(s) => J::from(s),
+            eval::Val::Bool(b) => J::from(b),
+            eval::Val::Missing => J::Null,
+        };
+        use crate::segment::compile::Attr;
+        Some(json!({
+            "customer_id": customer_id,
+            "segments": member_names(&self.defs, &p.members),
+            "traits": traits,
+            "first_seen": format_rfc3339(millis(p.first_seen)),
+            "last_seen": format_rfc3339(millis(p.last_seen)),
+            "events": types,
+            "value": {
+                "revenue": p.revenue,
+                "purchases": attr(Attr::Purchases),
+                "favourite_category": attr(Attr::FavouriteCategory),
+                "favourite_product": attr(Attr::FavouriteProduct),
+            },
+            "email": {
+                "opted_out": attr(Attr::OptedOut),
+                "open_rate": attr(Attr::OpenRate),
+                "click_rate": attr(Attr::ClickRate),
+            },
+            "score": (ctx.score() * 100.0).round() / 100.0,
+            "clock": format_rfc3339(p.clock),
+            "sequence": p.sequence,
+            "next_timer": (p.timer_at != 0).then(|| format_rfc3339(p.timer_at)),
+        }))
+    }
+}

@@ -34,9 +34,9 @@ pub fn parse_filter(src: &str, map: &OffsetMap) -> Result<Spanned<Filter>, Parse
     result.map_err(|e| (e.span, e.msg))
 }
 
-/// How deeply conditions may nest (parentheses, `not`, filters), so that a pathological
-/// input cannot overflow the stack.
-const MAX_DEPTH: usize = 100;
+/// How deeply `not` and parentheses may nest, so that a pathological input cannot overflow
+/// the stack.
+const MAX_DEPTH: usize = 32;
 
 /// Function names, for "did you mean" hints.
 const FUNCTIONS: &[&str] = &["count", "sum", "since", "since_first", "in_segment"];
@@ -58,7 +58,7 @@ struct Parser<'a> {
     pos: usize,
     /// How the end of input is called in messages.
     end_name: &'static str,
-    /// Current nesting of `not`, parentheses and patterns, limited by [`MAX_DEPTH`].
+    /// Current nesting of `not` and parentheses, limited by [`MAX_DEPTH`].
     depth: usize,
 }
 
@@ -212,12 +212,8 @@ impl<'a> Parser<'a> {
     }
 
     fn unary(&mut self) -> PResult<Spanned<Expr>> {
-        self.nested(Self::unary_inner)
-    }
-
-    fn unary_inner(&mut self) -> PResult<Spanned<Expr>> {
         if let Some(not) = self.eat_word("not") {
-            let inner = self.unary()?;
+            let inner = self.nested(Self::unary)?;
             let span = not.span.to(inner.span);
             return Ok(Spanned::new(Expr::Not(Box::new(inner)), span));
         }
@@ -227,22 +223,7 @@ impl<'a> Parser<'a> {
     fn primary(&mut self) -> PResult<Spanned<Expr>> {
         let tok = self.peek().clone();
         match &tok.kind {
-            TokenKind::LParen => {
-                // Either a parenthesised operand that is compared, `(a + b) >= 5`, or a
-                // parenthesised condition. Try the first, then the second; if both fail,
-                // report the error that got further.
-                let start = self.pos;
-                let first = match self.comparison(false) {
-                    Ok(e) => return Ok(e),
-                    Err(e) => e,
-                };
-                self.pos = start;
-                let second = match self.paren_condition() {
-                    Ok(e) => return Ok(e),
-                    Err(e) => e,
-                };
-                Err(if first.at > second.at { first } else { second })
-            }
+            TokenKind::LParen => self.paren_primary(),
             TokenKind::Ident(w) if w == "in_segment" => self.in_segment(),
             TokenKind::Ident(w) if (w == "true" || w == "false") && !self.operator_at(1) => {
                 self.bump();
@@ -261,6 +242,24 @@ impl<'a> Parser<'a> {
             _ if self.operand_start() => self.comparison(true),
             _ => Err(self.expected("a condition")),
         }
+    }
+
+    /// A primary starting with `(`.
+    fn paren_primary(&mut self) -> PResult<Spanned<Expr>> {
+        // Either a parenthesised operand that is compared, `(a + b) >= 5`, or a
+        // parenthesised condition. Try the first, then the second; if both fail,
+        // report the error that got further.
+        let start = self.pos;
+        let first = match self.comparison(false) {
+            Ok(e) => return Ok(e),
+            Err(e) => e,
+        };
+        self.pos = start;
+        let second = match self.paren_condition() {
+            Ok(e) => return Ok(e),
+            Err(e) => e,
+        };
+        Err(if first.at > second.at { first } else { second })
     }
 
     /// True if the current token can start an operand.
@@ -347,7 +346,7 @@ impl<'a> Parser<'a> {
 
     fn paren_condition(&mut self) -> PResult<Spanned<Expr>> {
         let open = self.expect(&TokenKind::LParen, "`(`")?;
-        let inner = self.condition()?;
+        let inner = self.nested(Self::condition)?;
         let close = self.expect(&TokenKind::RParen, "`)` to close the parenthesis")?;
         Ok(Spanned::new(inner.node, open.span.to(close.span)))
     }
@@ -444,10 +443,6 @@ impl<'a> Parser<'a> {
     }
 
     fn factor(&mut self) -> PResult<Spanned<Operand>> {
-        self.nested(Self::factor_inner)
-    }
-
-    fn factor_inner(&mut self) -> PResult<Spanned<Operand>> {
         let tok = self.peek().clone();
         let lit = |l: Literal, span: Span| Ok(Spanned::new(Operand::Literal(l), span));
         match &tok.kind {
@@ -457,7 +452,7 @@ impl<'a> Parser<'a> {
             }
             TokenKind::LParen => {
                 self.bump();
-                let inner = self.operand()?;
+                let inner = self.nested(Self::operand)?;
                 let close = self.expect(&TokenKind::RParen, "`)`")?;
                 Ok(Spanned::new(inner.node, tok.span.to(close.span)))
             }
@@ -709,12 +704,8 @@ impl<'a> Parser<'a> {
     }
 
     fn f_unary(&mut self) -> PResult<Spanned<Filter>> {
-        self.nested(Self::f_unary_inner)
-    }
-
-    fn f_unary_inner(&mut self) -> PResult<Spanned<Filter>> {
         if let Some(not) = self.eat_word("not") {
-            let inner = self.f_unary()?;
+            let inner = self.nested(Self::f_unary)?;
             let span = not.span.to(inner.span);
             return Ok(Spanned::new(Filter::Not(Box::new(inner)), span));
         }
@@ -724,7 +715,7 @@ impl<'a> Parser<'a> {
     fn f_primary(&mut self) -> PResult<Spanned<Filter>> {
         if self.peek().kind == TokenKind::LParen {
             let open = self.bump();
-            let inner = self.filter()?;
+            let inner = self.nested(Self::filter)?;
             let close = self.expect(&TokenKind::RParen, "`)` to close the parenthesis")?;
             return Ok(Spanned::new(inner.node, open.span.to(close.span)));
         }
@@ -1723,11 +1714,11 @@ mod tests {
 
     #[test]
     fn deep_nesting() {
-        let ok = format!("{}score > 1{}", "(".repeat(40), ")".repeat(40));
+        let ok = format!("{}score > 1{}", "(".repeat(30), ")".repeat(30));
         cond(&ok);
-        let ok = format!("{}score{} > 1", "(".repeat(40), ")".repeat(40));
+        let ok = format!("{}score{} > 1", "(".repeat(30), ")".repeat(30));
         cond(&ok);
-        let ok = format!("{}profile.x", "not ".repeat(90));
+        let ok = format!("{}profile.x", "not ".repeat(30));
         cond(&ok);
         let deep = format!("{}score > 1{}", "(".repeat(10_000), ")".repeat(10_000));
         let (_, m) = cond_err(&deep);

@@ -1,0 +1,179 @@
+//! Offline replay: run the engine over a file of events, exactly as the live path would.
+//!
+//! Events are processed in input order with event-time semantics; transitions are written
+//! as JSON lines; the final profiles optionally as JSON lines; a summary counts what was
+//! read, accepted, rejected (by reason), late, and the transitions per segment.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::time::{format_rfc3339, Millis};
+use crate::transition::{Direction, Transition};
+
+/// Largest accepted line (the live path has the same limit per message).
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// A rejected line, for the summary.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Rejection {
+    pub line: u64,
+    pub reason: String,
+    pub detail: String,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ReplaySummary {
+    pub events_read: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub rejected_by_reason: BTreeMap<String, u64>,
+    /// The first rejections, with line numbers (at most 20).
+    pub rejections: Vec<Rejection>,
+    pub late: u64,
+    pub transitions: u64,
+    /// Per segment: [entered, exited].
+    pub transitions_by_segment: BTreeMap<String, [u64; 2]>,
+    pub profiles: usize,
+    pub watermark: Option<String>,
+}
+
+impl ReplaySummary {
+    fn count(&mut self, ts: &[Transition]) {
+        for t in ts {
+            let e = self
+                .transitions_by_segment
+                .entry(t.segment.to_string())
+                .or_default();
+            e[usize::from(t.direction == Direction::Exited)] += 1;
+        }
+        self.transitions += ts.len() as u64;
+    }
+
+    /// A human-readable report.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(s, "events read:  {}", self.events_read);
+        let _ = writeln!(s, "accepted:     {}", self.accepted);
+        let _ = writeln!(s, "rejected:     {}", self.rejected);
+        for (r, n) in &self.rejected_by_reason {
+            let _ = writeln!(s, "  {r:<20} {n}");
+        }
+        for r in &self.rejections {
+            let _ = writeln!(s, "  line {}: {}: {}", r.line, r.reason, r.detail);
+        }
+        let _ = writeln!(s, "late:         {}", self.late);
+        let _ = writeln!(s, "profiles:     {}", self.profiles);
+        if let Some(w) = &self.watermark {
+            let _ = writeln!(s, "watermark:    {w}");
+        }
+        let _ = writeln!(s, "transitions:  {}", self.transitions);
+        let _ = writeln!(s, "  {:<32} {:>8} {:>8}", "segment", "entered", "exited");
+        for (seg, [en, ex]) in &self.transitions_by_segment {
+            let _ = writeln!(s, "  {seg:<32} {en:>8} {ex:>8}");
+        }
+        s
+    }
+}
+
+/// Runs `engine` over `events` (one JSON event per line), writing transitions to
+/// `transitions`. With `advance_to`, time is moved to that instant after the last event so
+/// that timers due until then fire (as they would in a live system by then).
+pub fn replay(
+    engine: &mut Engine,
+    events: impl BufRead,
+    transitions: &mut dyn Write,
+    advance_to: Option<Millis>,
+) -> std::io::Result<ReplaySummary> {
+    let mut summary = ReplaySummary::default();
+    let mut out = Vec::new();
+    let mut line_no = 0u64;
+    let mut buf = Vec::with_capacity(1024);
+    let mut reader = events;
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let line = trim(&buf);
+        if line.is_empty() {
+            continue;
+        }
+        summary.events_read += 1;
+        let result = if line.len() > MAX_EVENT_BYTES {
+            Err(crate::event::EventError::new(
+                crate::event::RejectReason::TooLarge,
+                format!("{} bytes exceed the {MAX_EVENT_BYTES}-byte limit", line.len()),
+            ))
+        } else {
+            engine.process(line, &mut out)
+        };
+        match result {
+            Ok(()) => summary.accepted += 1,
+            Err(e) => {
+                summary.rejected += 1;
+                if e.reason == crate::event::RejectReason::Late {
+                    summary.late += 1;
+                }
+                *summary
+                    .rejected_by_reason
+                    .entry(e.reason.as_str().to_string())
+                    .or_default() += 1;
+                if summary.rejections.len() < 20 {
+                    summary.rejections.push(Rejection {
+                        line: line_no,
+                        reason: e.reason.as_str().to_string(),
+                        detail: e.detail,
+                    });
+                }
+            }
+        }
+        flush(&mut summary, &mut out, transitions)?;
+    }
+    if let Some(t) = advance_to {
+        engine.advance_watermark(t, &mut out);
+        flush(&mut summary, &mut out, transitions)?;
+    }
+    summary.profiles = engine.profile_count();
+    let wm = engine.watermark();
+    summary.watermark = (wm != Millis::MIN).then(|| format_rfc3339(wm));
+    transitions.flush()?;
+    Ok(summary)
+}
+
+fn flush(summary: &mut ReplaySummary, out: &mut Vec<Transition>, w: &mut dyn Write) -> std::io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    summary.count(out);
+    for t in out.drain(..) {
+        serde_json::to_writer(&mut *w, &t)?;
+        w.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+/// Writes every profile as one JSON line, ordered by customer id.
+pub fn write_profiles(engine: &Engine, w: &mut dyn Write) -> std::io::Result<()> {
+    let mut ids: Vec<&str> = engine.profiles().map(|(k, _)| &**k).collect();
+    ids.sort_unstable();
+    for id in ids {
+        if let Some(v) = engine.profile_json(id) {
+            serde_json::to_writer(&mut *w, &v)?;
+            w.write_all(b"\n")?;
+        }
+    }
+    w.flush()
+}
