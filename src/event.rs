@@ -351,10 +351,12 @@ fn required_str<'a>(
             RejectReason::InvalidValue,
             format!("`{field}` must not be empty"),
         )),
-        Some(Value::Str(s)) if s.len() > max_len => Err(EventError::new(
-            RejectReason::InvalidValue,
-            format!("`{field}` is longer than {max_len} bytes"),
-        )),
+        Some(Value::Str(s)) if s.len() > max_len && s.chars().count() > max_len => {
+            Err(EventError::new(
+                RejectReason::InvalidValue,
+                format!("`{field}` is longer than {max_len} characters"),
+            ))
+        }
         Some(Value::Str(s)) => Ok(s),
         Some(other) => Err(EventError::new(
             RejectReason::WrongType,
@@ -405,6 +407,11 @@ impl<'a> Wire<'a> {
                     RejectReason::InvalidTimestamp,
                     format!("`timestamp` {ms} is outside the epoch-millisecond range 0..={MAX_TIMESTAMP_MS}"),
                 ))
+            }
+            Some(Value::Float(f))
+                if f.fract() == 0.0 && (0.0..=MAX_TIMESTAMP_MS as f64).contains(&f) =>
+            {
+                f as Millis
             }
             Some(Value::Float(f)) => {
                 return Err(EventError::new(
@@ -460,6 +467,9 @@ impl<'a> Wire<'a> {
                 ));
             }
         }
+        for (k, v) in &traits {
+            check_well_known_trait(k, v)?;
+        }
         if kind == EventKind::Identify && traits.is_empty() {
             return Err(EventError::new(
                 RejectReason::MissingField,
@@ -478,6 +488,44 @@ impl<'a> Wire<'a> {
         check_properties(&event)?;
         Ok(event)
     }
+}
+
+/// Well-known CRM traits have fixed types (see `schemas/crm.schema.json`); `null` removes.
+fn check_well_known_trait(key: &str, v: &Value<'_>) -> Result<(), EventError> {
+    let ok = match (key, v) {
+        (_, Value::Null) => true,
+        ("company_size", Value::Int(i)) => *i >= 0,
+        ("company_size", Value::Float(f)) => f.is_finite() && *f >= 0.0,
+        ("company_size", _) => false,
+        ("country", Value::Str(s)) => s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase()),
+        ("country", _) => false,
+        ("email_opt_in", v) => matches!(v, Value::Bool(_)),
+        ("role" | "industry" | "time_zone" | "customer_status" | "age_band", v) => {
+            matches!(v, Value::Str(_))
+        }
+        _ => true,
+    };
+    if ok {
+        return Ok(());
+    }
+    let expected = match key {
+        "company_size" => "a non-negative number",
+        "country" => "an ISO 3166 alpha-2 code like \"DE\"",
+        "email_opt_in" => "a boolean",
+        _ => "a string",
+    };
+    let reason = if matches!(
+        (key, v),
+        ("country", Value::Str(_)) | ("company_size", Value::Int(_) | Value::Float(_))
+    ) {
+        RejectReason::InvalidValue
+    } else {
+        RejectReason::WrongType
+    };
+    Err(EventError::new(
+        reason,
+        format!("trait `{key}` must be {expected}, found {}", v.type_name()),
+    ))
 }
 
 fn check_properties(event: &Event<'_>) -> Result<(), EventError> {
@@ -522,6 +570,14 @@ fn check_properties(event: &Event<'_>) -> Result<(), EventError> {
                     "`properties.{name}` must be {expected}, found {}",
                     v.type_name()
                 ),
+            ));
+        }
+    }
+    if let Some(m) = event.property("minutes").and_then(Value::as_f64) {
+        if kind.family() == Family::Webinar && m < 0.0 {
+            return Err(EventError::new(
+                RejectReason::InvalidValue,
+                "`properties.minutes` must not be negative",
             ));
         }
     }
@@ -645,7 +701,10 @@ impl<'de> Visitor<'de> for ObjVisitor {
         let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4).min(16));
         while let Some(Key(k)) = map.next_key()? {
             let v: Value<'de> = map.next_value()?;
-            if out.iter().any(|(existing, _): &(Cow<'_, str>, _)| *existing == k) {
+            if out
+                .iter()
+                .any(|(existing, _): &(Cow<'_, str>, _)| *existing == k)
+            {
                 return Err(de::Error::custom(format_args!("duplicate key `{k}`")));
             }
             out.push((k, v));
@@ -692,13 +751,17 @@ mod tests {
 
     #[test]
     fn parses_the_contract_and_borrows() {
-        let e = ok(r#"{"event_id":"e1","customer_id":"c1","type":"ad_click","timestamp":"2026-11-22T10:00:00Z","properties":{"campaign":"q4","extra":{"nested":[1]},"n":3}}"#);
+        let e = ok(
+            r#"{"event_id":"e1","customer_id":"c1","type":"ad_click","timestamp":"2026-11-22T10:00:00Z","properties":{"campaign":"q4","extra":{"nested":[1]},"n":3}}"#,
+        );
         assert_eq!(e.kind, EventKind::AdClick);
         assert!(matches!(e.customer_id, Cow::Borrowed("c1")));
         assert_eq!(e.property("campaign").and_then(Value::as_str), Some("q4"));
         assert_eq!(e.property("extra"), Some(&Value::Object));
         assert_eq!(e.property("n").and_then(Value::as_f64), Some(3.0));
-        let e = ok(r#"{"event_id":"e2","customer_id":"c\"1","type":"trial_started","timestamp":1795341600000}"#);
+        let e = ok(
+            r#"{"event_id":"e2","customer_id":"c\"1","type":"trial_started","timestamp":1795341600000}"#,
+        );
         assert_eq!(e.kind, EventKind::Custom);
         assert_eq!(e.customer_id, "c\"1");
         assert_eq!(e.timestamp, 1_795_341_600_000);
@@ -710,22 +773,70 @@ mod tests {
         let cases = [
             ("not json", InvalidJson),
             ("[1,2]", NotAnObject),
-            (r#"{"customer_id":"c","type":"click","timestamp":0}"#, MissingField),
-            (r#"{"event_id":"","customer_id":"c","type":"click","timestamp":0}"#, InvalidValue),
-            (r#"{"event_id":"e","customer_id":7,"type":"click","timestamp":0}"#, WrongType),
-            (r#"{"event_id":"e","customer_id":"c","type":"click","timestamp":"yesterday"}"#, InvalidTimestamp),
-            (r#"{"event_id":"e","customer_id":"c","type":"click","timestamp":1.5}"#, InvalidTimestamp),
-            (r#"{"event_id":"e","customer_id":"c","type":"click","timestamp":"2026-11-22T10:00:00"}"#, InvalidTimestamp),
-            (r#"{"event_id":"e","customer_id":"c","type":"purchase","timestamp":0,"properties":{"amount":"12","currency":"EUR"}}"#, WrongType),
-            (r#"{"event_id":"e","customer_id":"c","type":"purchase","timestamp":0,"properties":{"amount":12,"currency":"euro"}}"#, InvalidValue),
-            (r#"{"event_id":"e","customer_id":"c","type":"purchase","timestamp":0,"properties":{"currency":"EUR"}}"#, MissingField),
-            (r#"{"event_id":"e","customer_id":"c","type":"ad_click","timestamp":0}"#, MissingField),
-            (r#"{"event_id":"e","customer_id":"c","type":"webinar_registered","timestamp":0,"properties":{"webinar_id":"w","ends_at":"soon"}}"#, InvalidTimestamp),
-            (r#"{"event_id":"e","customer_id":"c","type":"identify","timestamp":0}"#, MissingField),
-            (r#"{"event_id":"e","customer_id":"c","type":"identify","timestamp":0,"traits":{"a":[1]}}"#, WrongType),
-            (r#"{"event_id":"e","customer_id":"c","type":"click","timestamp":0,"properties":[]}"#, WrongType),
-            (r#"{"event_id":"e","customer_id":"c","type":"bad type!","timestamp":0}"#, InvalidValue),
-            (r#"{"event_id":"e","event_id":"f","customer_id":"c","type":"click","timestamp":0}"#, InvalidValue),
+            (
+                r#"{"customer_id":"c","type":"click","timestamp":0}"#,
+                MissingField,
+            ),
+            (
+                r#"{"event_id":"","customer_id":"c","type":"click","timestamp":0}"#,
+                InvalidValue,
+            ),
+            (
+                r#"{"event_id":"e","customer_id":7,"type":"click","timestamp":0}"#,
+                WrongType,
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","type":"click","timestamp":"yesterday"}"#,
+                InvalidTimestamp,
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","type":"click","timestamp":1.5}"#,
+                InvalidTimestamp,
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","type":"click","timestamp":"2026-11-22T10:00:00"}"#,
+                InvalidTimestamp,
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","type":"purchase","timestamp":0,"properties":{"amount":"12","currency":"EUR"}}"#,
+                WrongType,
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","type":"purchase","timestamp":0,"properties":{"amount":12,"currency":"euro"}}"#,
+                InvalidValue,
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","type":"purchase","timestamp":0,"properties":{"currency":"EUR"}}"#,
+                MissingField,
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","type":"ad_click","timestamp":0}"#,
+                MissingField,
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","type":"webinar_registered","timestamp":0,"properties":{"webinar_id":"w","ends_at":"soon"}}"#,
+                InvalidTimestamp,
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","type":"identify","timestamp":0}"#,
+                MissingField,
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","type":"identify","timestamp":0,"traits":{"a":[1]}}"#,
+                WrongType,
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","type":"click","timestamp":0,"properties":[]}"#,
+                WrongType,
+            ),
+            (
+                r#"{"event_id":"e","customer_id":"c","type":"bad type!","timestamp":0}"#,
+                InvalidValue,
+            ),
+            (
+                r#"{"event_id":"e","event_id":"f","customer_id":"c","type":"click","timestamp":0}"#,
+                InvalidValue,
+            ),
         ];
         for (input, reason) in cases {
             let e = err(input);

@@ -14,7 +14,11 @@ use segstream::symbols::Symbols;
 use segstream::time::{parse_duration, parse_rfc3339, Millis};
 
 #[derive(Parser)]
-#[command(name = "segstream", version, about = "Real-time customer segmentation on Kafka")]
+#[command(
+    name = "segstream",
+    version,
+    about = "Real-time customer segmentation on Kafka"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

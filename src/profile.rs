@@ -140,9 +140,12 @@ impl Members {
         self.low == 0 && self.high.as_ref().is_none_or(|h| h.iter().all(|w| *w == 0))
     }
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        let words = std::iter::once(self.low).chain(self.high.iter().flat_map(|h| h.iter().copied()));
+        let words =
+            std::iter::once(self.low).chain(self.high.iter().flat_map(|h| h.iter().copied()));
         words.enumerate().flat_map(|(w, bits)| {
-            (0..64).filter(move |b| bits & (1u64 << b) != 0).map(move |b| w * 64 + b)
+            (0..64)
+                .filter(move |b| bits & (1u64 << b) != 0)
+                .map(move |b| w * 64 + b)
         })
     }
 }
@@ -175,8 +178,7 @@ impl Profile {
 
     /// Heap bytes owned by this profile (excluding allocator overhead).
     pub fn heap_bytes(&self) -> usize {
-        self.arena.capacity() * 4
-            + self.members.high.as_ref().map_or(0, |h| h.len() * 8)
+        self.arena.capacity() * 4 + self.members.high.as_ref().map_or(0, |h| h.len() * 8)
     }
 
     /// Shrinks the arena to fit; the engine calls it after bulk changes.
@@ -307,7 +309,10 @@ impl Profile {
                 i += 1 + len;
                 let t = tag_of(h);
                 if matches!(t, TAG_TRAIT_STR | TAG_TRAIT_NUM | TAG_TRAIT_BOOL) {
-                    return Some((key_of(h), decode_trait(t, &self.arena[at + 1..at + 1 + len])));
+                    return Some((
+                        key_of(h),
+                        decode_trait(t, &self.arena[at + 1..at + 1 + len]),
+                    ));
                 }
             }
             None
@@ -487,13 +492,14 @@ impl Profile {
             pairs[last] = (value, pairs[last].1.saturating_add(1));
         }
         // Most frequent first; ties keep the earlier (stable sort).
-        pairs.sort_by(|a, b| b.1.cmp(&a.1));
+        pairs.sort_by_key(|p| std::cmp::Reverse(p.1));
         let words: Vec<u32> = pairs.iter().flat_map(|p| [p.0, p.1]).collect();
         self.put(TAG_FAVOURITE, slot, &words);
     }
 
     pub fn favourite(&self, slot: u16) -> Option<u32> {
-        self.payload(TAG_FAVOURITE, slot).and_then(|p| p.first().copied())
+        self.payload(TAG_FAVOURITE, slot)
+            .and_then(|p| p.first().copied())
     }
 
     // ---- feature bookkeeping for definition reloads ------------------------------------------
@@ -586,7 +592,7 @@ mod tests {
         assert!(p.set_trait(2, None));
         assert_eq!(p.trait_value(2), None);
         assert_eq!(p.trait_count(), 3);
-        assert_eq!(p.set_trait(1, Some(TraitRef::Str(""))), true);
+        assert!(p.set_trait(1, Some(TraitRef::Str(""))));
         assert_eq!(p.trait_value(1), Some(TraitRef::Str("")));
     }
 
@@ -602,7 +608,10 @@ mod tests {
         assert_eq!(p.window_oldest(0, 0), Some(10));
         // Pruning happens on the next write.
         p.window_add(0, 13, 1.0, 12);
-        assert_eq!(p.window_buckets(0).collect::<Vec<_>>(), vec![(12, 3.0), (13, 1.0)]);
+        assert_eq!(
+            p.window_buckets(0).collect::<Vec<_>>(),
+            vec![(12, 3.0), (13, 1.0)]
+        );
         // A write older than the retention is dropped, and pruning can empty the record.
         p.window_add(0, 5, 1.0, 20);
         assert_eq!(p.window_buckets(0).count(), 0);

@@ -109,7 +109,10 @@ pub fn replay(
         let result = if line.len() > MAX_EVENT_BYTES {
             Err(crate::event::EventError::new(
                 crate::event::RejectReason::TooLarge,
-                format!("{} bytes exceed the {MAX_EVENT_BYTES}-byte limit", line.len()),
+                format!(
+                    "{} bytes exceed the {MAX_EVENT_BYTES}-byte limit",
+                    line.len()
+                ),
             ))
         } else {
             engine.process(line, &mut out)
@@ -147,7 +150,11 @@ pub fn replay(
     Ok(summary)
 }
 
-fn flush(summary: &mut ReplaySummary, out: &mut Vec<Transition>, w: &mut dyn Write) -> std::io::Result<()> {
+fn flush(
+    summary: &mut ReplaySummary,
+    out: &mut Vec<Transition>,
+    w: &mut dyn Write,
+) -> std::io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
@@ -160,8 +167,14 @@ fn flush(summary: &mut ReplaySummary, out: &mut Vec<Transition>, w: &mut dyn Wri
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end]
 }
 

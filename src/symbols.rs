@@ -135,7 +135,10 @@ mod tests {
     #[test]
     fn known_kinds_have_fixed_symbols_and_classes_are_separate() {
         let mut s = Symbols::new();
-        assert_eq!(s.event_type(EventKind::Purchase, "purchase"), Some(EventKind::Purchase as u16));
+        assert_eq!(
+            s.event_type(EventKind::Purchase, "purchase"),
+            Some(EventKind::Purchase as u16)
+        );
         let a = s.intern("role", SymbolClass::TraitKey).unwrap();
         let b = s.intern("role", SymbolClass::Value).unwrap();
         assert_ne!(a, b);

@@ -236,7 +236,10 @@ mod tests {
             3,
         );
         let json = t.to_json();
-        assert!(json.contains(r#""cause":"timer:absence@2026-11-22T10:00:00.000Z""#), "{json}");
+        assert!(
+            json.contains(r#""cause":"timer:absence@2026-11-22T10:00:00.000Z""#),
+            "{json}"
+        );
         let back: Transition = serde_json::from_str(&json).unwrap();
         assert_eq!(back, t);
         assert_eq!(t.transition_id.len(), 32);

@@ -21,7 +21,10 @@ pub struct Changes {
 
 /// Interns the trait keys of an event (before the profile is borrowed). A key that cannot
 /// be interned any more (the table is full) rejects the event rather than dropping data.
-pub fn intern_traits(symbols: &mut Symbols, event: &Event<'_>) -> Result<Vec<Option<u16>>, EventError> {
+pub fn intern_traits(
+    symbols: &mut Symbols,
+    event: &Event<'_>,
+) -> Result<Vec<Option<u16>>, EventError> {
     if event.kind != EventKind::Identify {
         return Ok(Vec::new());
     }
@@ -81,7 +84,8 @@ pub fn apply_event(
                     Value::Bool(b) => Some(TraitRef::Bool(*b)),
                     _ => None,
                 };
-                if value.is_some() && p.trait_value(key).is_none() && p.trait_count() >= MAX_TRAITS {
+                if value.is_some() && p.trait_value(key).is_none() && p.trait_count() >= MAX_TRAITS
+                {
                     continue;
                 }
                 if p.set_trait(key, value) {
@@ -105,7 +109,11 @@ pub fn apply_event(
     }
     let now_s = secs(now);
     let by_type = ty.and_then(|t| defs.features_by_type.get(&t));
-    for &f in by_type.into_iter().flatten().chain(defs.features_any.iter()) {
+    for &f in by_type
+        .into_iter()
+        .flatten()
+        .chain(defs.features_any.iter())
+    {
         let feature = &defs.features[f as usize];
         match &feature.kind {
             FeatureKind::Window {
@@ -169,10 +177,9 @@ pub fn apply_event(
                 } else if a.last_cancel < at && (a.pending == 0 || at < a.pending) {
                     let due = match deadline {
                         CDeadline::Within(ms) => Some(secs(e.timestamp + ms)),
-                        CDeadline::Until(prop) => e
-                            .property(prop)
-                            .and_then(Value::as_timestamp)
-                            .map(secs),
+                        CDeadline::Until(prop) => {
+                            e.property(prop).and_then(Value::as_timestamp).map(secs)
+                        }
                     };
                     if let Some(d) = due {
                         a.pending = at;

@@ -4,7 +4,9 @@
 use crate::event::{Event, EventKind, Value};
 use crate::profile::{millis, secs, Profile, Secs};
 use crate::segment::ast::{ArithOp, CmpOp};
-use crate::segment::compile::{Attr, CFilter, CPattern, Cond, Definitions, EventMatch, FeatureKind, Lit, Op, RESUBSCRIBE};
+use crate::segment::compile::{
+    Attr, CFilter, CPattern, Cond, Definitions, EventMatch, FeatureKind, Lit, Op, RESUBSCRIBE,
+};
 use crate::symbols::{SymbolClass, Symbols};
 use crate::time::{Millis, SECOND};
 use crate::transition::TimerKind;
@@ -82,8 +84,12 @@ impl CFilter {
             CFilter::Not(f) => !f.matches(e),
             CFilter::Cmp { prop: p, op, lit } => compare(prop(p), *op, Val::from_lit(lit)),
             CFilter::In { prop: p, list } => val_in(prop(p), list),
-            CFilter::Contains { prop: p, needle } => matches!(prop(p), Val::Str(s) if s.contains(&**needle)),
-            CFilter::Prefix { prop: p, prefix } => matches!(prop(p), Val::Str(s) if s.starts_with(&**prefix)),
+            CFilter::Contains { prop: p, needle } => {
+                matches!(prop(p), Val::Str(s) if s.contains(&**needle))
+            }
+            CFilter::Prefix { prop: p, prefix } => {
+                matches!(prop(p), Val::Str(s) if s.starts_with(&**prefix))
+            }
             CFilter::Exists(p) => prop(p) != Val::Missing,
         }
     }
@@ -130,8 +136,12 @@ impl Ctx<'_> {
             Cond::Not(x) => !self.eval(x),
             Cond::Cmp { lhs, op, rhs } => compare(self.operand(lhs), *op, self.operand(rhs)),
             Cond::In { lhs, list } => val_in(self.operand(lhs), list),
-            Cond::Contains { lhs, needle } => matches!(self.operand(lhs), Val::Str(s) if s.contains(&**needle)),
-            Cond::Prefix { lhs, prefix } => matches!(self.operand(lhs), Val::Str(s) if s.starts_with(&**prefix)),
+            Cond::Contains { lhs, needle } => {
+                matches!(self.operand(lhs), Val::Str(s) if s.contains(&**needle))
+            }
+            Cond::Prefix { lhs, prefix } => {
+                matches!(self.operand(lhs), Val::Str(s) if s.starts_with(&**prefix))
+            }
             Cond::Exists(o) => self.operand(o) != Val::Missing,
             Cond::Truthy(o) => self.operand(o) == Val::Bool(true),
             Cond::Segment(i) => self.profile.members.contains(*i),
@@ -145,7 +155,9 @@ impl Ctx<'_> {
     }
 
     fn type_sym(&self, name: &str) -> Option<u16> {
-        self.symbols.get(name, SymbolClass::EventType).map(|s| s as u16)
+        self.symbols
+            .get(name, SymbolClass::EventType)
+            .map(|s| s as u16)
     }
 
     fn count(&self, kind: EventKind) -> f64 {
@@ -182,7 +194,9 @@ impl Ctx<'_> {
                 Attr::Purchases => Val::Num(self.count(EventKind::Purchase)),
                 Attr::Events => Val::Num(p.types().map(|(_, s)| f64::from(s.count)).sum()),
                 Attr::OptedOut => {
-                    let unsub = p.type_stats(EventKind::Unsubscribe as u16).map_or(0, |s| s.last);
+                    let unsub = p
+                        .type_stats(EventKind::Unsubscribe as u16)
+                        .map_or(0, |s| s.last);
                     let resub = self
                         .type_sym(RESUBSCRIBE)
                         .and_then(|t| p.type_stats(t))
@@ -190,7 +204,11 @@ impl Ctx<'_> {
                     Val::Bool(unsub != 0 && unsub >= resub)
                 }
                 Attr::FavouriteCategory | Attr::FavouriteProduct => {
-                    let slot = if *a == Attr::FavouriteCategory { FAV_CATEGORY } else { FAV_PRODUCT };
+                    let slot = if *a == Attr::FavouriteCategory {
+                        FAV_CATEGORY
+                    } else {
+                        FAV_PRODUCT
+                    };
                     p.favourite(slot)
                         .map_or(Val::Missing, |s| Val::Str(self.symbols.name(s)))
                 }
@@ -198,7 +216,9 @@ impl Ctx<'_> {
                 Attr::ClickRate => self.ratio(EventKind::EmailClick, EventKind::EmailSent),
             },
             Op::Window { feature, window } => {
-                let FeatureKind::Window { resolution, .. } = &self.defs.features[*feature as usize].kind else {
+                let FeatureKind::Window { resolution, .. } =
+                    &self.defs.features[*feature as usize].kind
+                else {
                     return Val::Missing;
                 };
                 let from = match window {
@@ -223,7 +243,9 @@ impl Ctx<'_> {
                 self.since(t)
             }
             Op::SinceFeature { feature, first } => {
-                let t = p.recency(*feature).map_or(0, |(f, l)| if *first { f } else { l });
+                let t = p
+                    .recency(*feature)
+                    .map_or(0, |(f, l)| if *first { f } else { l });
                 self.since(t)
             }
             Op::Score => Val::Num(self.score()),
@@ -272,9 +294,11 @@ impl Ctx<'_> {
                 self.operand_changes(lhs, rhs, best);
                 self.operand_changes(rhs, lhs, best);
             }
-            Cond::In { lhs, .. } | Cond::Contains { lhs, .. } | Cond::Prefix { lhs, .. } | Cond::Exists(lhs) | Cond::Truthy(lhs) => {
-                self.operand_changes(lhs, &Op::Lit(Lit::Num(0.0)), best)
-            }
+            Cond::In { lhs, .. }
+            | Cond::Contains { lhs, .. }
+            | Cond::Prefix { lhs, .. }
+            | Cond::Exists(lhs)
+            | Cond::Truthy(lhs) => self.operand_changes(lhs, &Op::Lit(Lit::Num(0.0)), best),
             Cond::Absence(f) => {
                 for a in self.profile.absence(*f) {
                     if a.pending != 0 {
@@ -289,8 +313,13 @@ impl Ctx<'_> {
     fn operand_changes(&self, o: &Op, other: &Op, best: &mut Option<(Millis, TimerKind)>) {
         let p = self.profile;
         match o {
-            Op::Window { feature, window: Some(w) } => {
-                let FeatureKind::Window { resolution, .. } = &self.defs.features[*feature as usize].kind else {
+            Op::Window {
+                feature,
+                window: Some(w),
+            } => {
+                let FeatureKind::Window { resolution, .. } =
+                    &self.defs.features[*feature as usize].kind
+                else {
                     return;
                 };
                 let from = window_start(self.now, *w, *resolution);
@@ -311,11 +340,13 @@ impl Ctx<'_> {
                 }
             }
             Op::Score => {
-                let (Op::Lit(Lit::Num(thr)), Some(hl)) = (other, self.defs.scoring.half_life) else {
+                let (Op::Lit(Lit::Num(thr)), Some(hl)) = (other, self.defs.scoring.half_life)
+                else {
                     return;
                 };
                 let s0 = f64::from(p.score);
-                if s0 == 0.0 || *thr == 0.0 || s0.signum() != thr.signum() || s0.abs() <= thr.abs() {
+                if s0 == 0.0 || *thr == 0.0 || s0.signum() != thr.signum() || s0.abs() <= thr.abs()
+                {
                     return;
                 }
                 // s0 * 2^(-dt/hl) = thr  =>  dt = hl * log2(s0/thr)

@@ -150,9 +150,12 @@ pub struct EngineState {
     pub stats: EngineStats,
 }
 
+/// A segment's name and rule version.
+type NameVersion = (Arc<str>, Arc<str>);
+
 /// The layout of a definitions set that profile state depends on.
 struct Layout {
-    segments: Vec<(Arc<str>, Arc<str>)>,
+    segments: Vec<NameVersion>,
     feature_keys: Vec<String>,
 }
 
@@ -279,7 +282,11 @@ impl Engine {
 
     /// Applies one validated event: fires the customer's due timers, updates the profile,
     /// re-evaluates the segments the event can affect, then moves the watermark.
-    pub fn apply(&mut self, event: &Event<'_>, out: &mut Vec<Transition>) -> Result<(), EventError> {
+    pub fn apply(
+        &mut self,
+        event: &Event<'_>,
+        out: &mut Vec<Transition>,
+    ) -> Result<(), EventError> {
         if event.timestamp < self.watermark {
             self.stats.events_late += 1;
             return Err(EventError::new(
@@ -396,8 +403,21 @@ impl Engine {
             }
             if is_in != profile.members.contains(i) {
                 profile.members.set(i, is_in);
-                let dir = if is_in { Direction::Entered } else { Direction::Exited };
-                emit(&mut self.stats, profile, &id, seg, dir, event.timestamp.max(now), cause.clone(), out);
+                let dir = if is_in {
+                    Direction::Entered
+                } else {
+                    Direction::Exited
+                };
+                emit(
+                    &mut self.stats,
+                    profile,
+                    &id,
+                    seg,
+                    dir,
+                    event.timestamp.max(now),
+                    cause.clone(),
+                    out,
+                );
                 for &d in &seg.dependents {
                     self.affected[d] = true;
                 }
@@ -417,21 +437,39 @@ impl Engine {
 
     /// Right to be forgotten: the customer exits every segment and the profile is erased.
     fn forget(&mut self, id: &Arc<str>, event: &Event<'_>, out: &mut Vec<Transition>) {
-        let Some(mut profile) = self.profiles.remove(id) else { return };
+        let Some(mut profile) = self.profiles.remove(id) else {
+            return;
+        };
         let at = profile.clock.max(event.timestamp);
         let cause = Cause::Event(event.event_id.as_ref().into());
         self.exit_all(&mut profile, id, at, cause, out);
         self.stats.profiles_forgotten += 1;
     }
 
-    fn exit_all(&mut self, profile: &mut Profile, id: &Arc<str>, at: Millis, cause: Cause, out: &mut Vec<Transition>) {
+    fn exit_all(
+        &mut self,
+        profile: &mut Profile,
+        id: &Arc<str>,
+        at: Millis,
+        cause: Cause,
+        out: &mut Vec<Transition>,
+    ) {
         let defs = self.defs.clone();
         // Dependents first, so a segment never outlives one it depends on.
         let members: Vec<usize> = profile.members.iter().collect();
         for &i in members.iter().rev() {
             if let Some(seg) = defs.segments.get(i) {
                 profile.members.set(i, false);
-                emit(&mut self.stats, profile, id, seg, Direction::Exited, at, cause.clone(), out);
+                emit(
+                    &mut self.stats,
+                    profile,
+                    id,
+                    seg,
+                    Direction::Exited,
+                    at,
+                    cause.clone(),
+                    out,
+                );
             }
         }
     }
@@ -446,7 +484,9 @@ impl Engine {
             if *t > to {
                 break;
             }
-            let Some(Reverse((t, id))) = self.timers.pop() else { break };
+            let Some(Reverse((t, id))) = self.timers.pop() else {
+                break;
+            };
             let due = self.profiles.get(&id).is_some_and(|p| p.timer_at == t);
             if due {
                 self.fire_customer(&id, t, out);
@@ -464,7 +504,9 @@ impl Engine {
     fn fire_customer(&mut self, id: &Arc<str>, t: Millis, out: &mut Vec<Transition>) {
         self.stats.timers_fired += 1;
         let defs = self.defs.clone();
-        let Some(mut profile) = self.profiles.remove(id) else { return };
+        let Some(mut profile) = self.profiles.remove(id) else {
+            return;
+        };
         profile.timer_at = 0;
         let before = profile.clock;
         profile.clock = profile.clock.max(t);
@@ -507,7 +549,11 @@ impl Engine {
                 .filter(|(n, _)| *n <= t)
                 .map_or(TimerKind::Window, |(_, k)| k);
                 profile.members.set(i, is_in);
-                let dir = if is_in { Direction::Entered } else { Direction::Exited };
+                let dir = if is_in {
+                    Direction::Entered
+                } else {
+                    Direction::Exited
+                };
                 let cause = Cause::Timer { kind, deadline: t };
                 emit(&mut self.stats, &mut profile, id, seg, dir, now, cause, out);
             }
@@ -526,19 +572,33 @@ impl Engine {
     /// Replaces the definitions. Features with an unchanged key keep their state; every
     /// customer's membership in added and changed segments is re-evaluated from the
     /// profile, and members of removed segments exit. Transitions carry cause `reload`.
-    pub fn replace_definitions(&mut self, defs: Definitions, out: &mut Vec<Transition>) -> ReloadReport {
+    pub fn replace_definitions(
+        &mut self,
+        defs: Definitions,
+        out: &mut Vec<Transition>,
+    ) -> ReloadReport {
         let old = Layout::of(&self.defs);
         self.install(defs, &old, out)
     }
 
     /// Compiles `text` against this engine's symbols and replaces the definitions; an
     /// invalid file changes nothing and returns every error.
-    pub fn reload_source(&mut self, file: &str, text: &str, out: &mut Vec<Transition>) -> Result<ReloadReport, Diagnostics> {
+    pub fn reload_source(
+        &mut self,
+        file: &str,
+        text: &str,
+        out: &mut Vec<Transition>,
+    ) -> Result<ReloadReport, Diagnostics> {
         let defs = Definitions::from_source(file, text, &mut self.symbols)?;
         Ok(self.replace_definitions(defs, out))
     }
 
-    fn install(&mut self, defs: Definitions, old: &Layout, out: &mut Vec<Transition>) -> ReloadReport {
+    fn install(
+        &mut self,
+        defs: Definitions,
+        old: &Layout,
+        out: &mut Vec<Transition>,
+    ) -> ReloadReport {
         let defs = Arc::new(defs);
         let mut report = ReloadReport {
             version: defs.version.to_string(),
@@ -584,7 +644,7 @@ impl Engine {
                 }
             }
         }
-        let removed: Vec<(usize, &(Arc<str>, Arc<str>))> = old
+        let removed: Vec<(usize, &NameVersion)> = old
             .segments
             .iter()
             .enumerate()
@@ -598,7 +658,9 @@ impl Engine {
         let before = out.len();
         self.timers.clear();
         for id in ids {
-            let Some(profile) = self.profiles.get_mut(&id) else { continue };
+            let Some(profile) = self.profiles.get_mut(&id) else {
+                continue;
+            };
             profile.remap_features(&|k| feature_map.get(k as usize).copied().flatten());
             let old_members = std::mem::take(&mut profile.members);
             let now = profile.clock;
@@ -613,7 +675,16 @@ impl Engine {
                         dependents: Vec::new(),
                         time_dependent: false,
                     };
-                    emit(&mut self.stats, profile, &id, &seg, Direction::Exited, now, cause.clone(), out);
+                    emit(
+                        &mut self.stats,
+                        profile,
+                        &id,
+                        &seg,
+                        Direction::Exited,
+                        now,
+                        cause.clone(),
+                        out,
+                    );
                 }
             }
             let mut next: Option<Millis> = None;
@@ -625,7 +696,11 @@ impl Engine {
                     profile,
                     now,
                 };
-                let is_in = if reevaluate[i] { ctx.eval(&seg.cond) } else { was };
+                let is_in = if reevaluate[i] {
+                    ctx.eval(&seg.cond)
+                } else {
+                    was
+                };
                 if seg.time_dependent {
                     if let Some((n, _)) = ctx.next_change(&seg.cond) {
                         next = Some(next.map_or(n, |x: Millis| x.min(n)));
@@ -633,8 +708,21 @@ impl Engine {
                 }
                 profile.members.set(i, is_in);
                 if is_in != was {
-                    let dir = if is_in { Direction::Entered } else { Direction::Exited };
-                    emit(&mut self.stats, profile, &id, seg, dir, now, cause.clone(), out);
+                    let dir = if is_in {
+                        Direction::Entered
+                    } else {
+                        Direction::Exited
+                    };
+                    emit(
+                        &mut self.stats,
+                        profile,
+                        &id,
+                        seg,
+                        dir,
+                        now,
+                        cause.clone(),
+                        out,
+                    );
                 }
             }
             if let Some(ttl) = self.config.profile_ttl {

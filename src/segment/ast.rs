@@ -135,7 +135,10 @@ pub enum Operand {
     /// `favourite_category`, `favourite_product`, `events`).
     Attr(String),
     /// `count(PATTERN, WINDOW)`: number of matching events in the window.
-    Count { pattern: Pattern, window: Spanned<Window> },
+    Count {
+        pattern: Pattern,
+        window: Spanned<Window>,
+    },
     /// `sum(PATTERN, PROPERTY, WINDOW)`: sum of a numeric property of matching events.
     Sum {
         pattern: Pattern,
@@ -143,7 +146,10 @@ pub enum Operand {
         window: Spanned<Window>,
     },
     /// `since(PATTERN)` (time since the last match) or `since_first(PATTERN)`.
-    Since { pattern: Pattern, first: bool },
+    Since {
+        pattern: Pattern,
+        first: bool,
+    },
     /// `score`: the decayed lead score.
     Score,
     Arith {

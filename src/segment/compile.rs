@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::ast::{self, ArithOp, CmpOp, Deadline, Expr, Filter, Literal, Operand, Pattern, Span, Spanned, Window};
+use super::ast::{
+    self, ArithOp, CmpOp, Deadline, Expr, Filter, Literal, Operand, Pattern, Span, Spanned, Window,
+};
 use super::diagnostic::{Diagnostic, Diagnostics, SourceMap};
 use crate::event::{EventKind, PropType};
 use crate::symbols::{SymbolClass, Symbols};
@@ -147,11 +149,20 @@ pub enum Op {
     Trait(u16),
     Attr(Attr),
     /// A windowed feature read over `window` ms (`None`: lifetime).
-    Window { feature: u16, window: Option<Millis> },
+    Window {
+        feature: u16,
+        window: Option<Millis>,
+    },
     /// Time since the last (or first) event of a type (`None`: any type).
-    SinceType { ty: Option<u16>, first: bool },
+    SinceType {
+        ty: Option<u16>,
+        first: bool,
+    },
     /// Time since the last (or first) match of a filtered pattern.
-    SinceFeature { feature: u16, first: bool },
+    SinceFeature {
+        feature: u16,
+        first: bool,
+    },
     Score,
     Arith(ArithOp, Box<Op>, Box<Op>),
 }
@@ -237,7 +248,7 @@ impl Definitions {
                 return Ok(d);
             }
         }
-        diags.sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+        diags.sort_by_key(|d| (d.line, d.column));
         diags.dedup();
         Err(Diagnostics(diags))
     }
@@ -284,7 +295,9 @@ impl Ty {
         }
     }
     fn compatible(self, other: Ty) -> bool {
-        self == other || (self == Ty::Dyn && other != Ty::Dur) || (other == Ty::Dyn && self != Ty::Dur)
+        self == other
+            || (self == Ty::Dyn && other != Ty::Dur)
+            || (other == Ty::Dyn && self != Ty::Dur)
     }
 }
 
@@ -361,7 +374,11 @@ fn canon_filter(f: &Filter, out: &mut String) {
     };
     match f {
         Filter::And(v) | Filter::Or(v) => {
-            let sep = if matches!(f, Filter::And(_)) { " and " } else { " or " };
+            let sep = if matches!(f, Filter::And(_)) {
+                " and "
+            } else {
+                " or "
+            };
             out.push('(');
             for (i, x) in v.iter().enumerate() {
                 if i > 0 {
@@ -375,7 +392,11 @@ fn canon_filter(f: &Filter, out: &mut String) {
             out.push_str("not ");
             canon_filter(&x.node, out);
         }
-        Filter::Compare { property, op, value } => {
+        Filter::Compare {
+            property,
+            op,
+            value,
+        } => {
             let _ = write!(out, "{}{}", property.node, op.symbol());
             canon_lit(&value.node, out);
         }
@@ -462,7 +483,11 @@ fn canon_window(w: &Window, out: &mut String) {
 fn canon_expr(e: &Expr, out: &mut String) {
     match e {
         Expr::Or(v) | Expr::And(v) => {
-            let sep = if matches!(e, Expr::And(_)) { " and " } else { " or " };
+            let sep = if matches!(e, Expr::And(_)) {
+                " and "
+            } else {
+                " or "
+            };
             out.push('(');
             for (i, x) in v.iter().enumerate() {
                 if i > 0 {
@@ -585,7 +610,11 @@ impl<'a> Compiler<'a> {
         self.diags.push(self.map.diagnostic(span, msg));
     }
 
-    fn compile(mut self, src: &ast::DefinitionsSource, diags: &mut Vec<Diagnostic>) -> Option<Definitions> {
+    fn compile(
+        mut self,
+        src: &ast::DefinitionsSource,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<Definitions> {
         for (i, s) in src.segments.iter().enumerate() {
             self.segment_names.insert(s.name.node.clone(), i);
         }
@@ -604,7 +633,10 @@ impl<'a> Compiler<'a> {
             if info.score && scoring.rules.is_empty() {
                 self.error(
                     s.condition.span,
-                    format!("segment `{}` uses `score` but [scoring] defines no rules", s.name.node),
+                    format!(
+                        "segment `{}` uses `score` but [scoring] defines no rules",
+                        s.name.node
+                    ),
                 );
             }
             let mut canon = String::new();
@@ -622,7 +654,10 @@ impl<'a> Compiler<'a> {
                         let hint = suggestion(name, self.segment_names.keys().map(String::as_str))
                             .map(|c| format!("; did you mean `{c}`?"))
                             .unwrap_or_default();
-                        let msg = format!("segment `{}` uses unknown segment `{name}`{hint}", s.name.node);
+                        let msg = format!(
+                            "segment `{}` uses unknown segment `{name}`{hint}",
+                            s.name.node
+                        );
                         self.error(*span, msg);
                     }
                 }
@@ -650,7 +685,8 @@ impl<'a> Compiler<'a> {
             }
             versions[i] = Some(hex12(&data));
         }
-        let position: HashMap<usize, usize> = order.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+        let position: HashMap<usize, usize> =
+            order.iter().enumerate().map(|(p, &i)| (i, p)).collect();
         let mut segments = Vec::with_capacity(n);
         let mut by_type: HashMap<u16, Vec<usize>> = HashMap::new();
         let mut on_any = Vec::new();
@@ -736,7 +772,11 @@ impl<'a> Compiler<'a> {
 
     /// The condition as written (for display in the API).
     fn map_text(&self, span: Span) -> String {
-        self.text.get(span.start..span.end).unwrap_or("").trim().to_string()
+        self.text
+            .get(span.start..span.end)
+            .unwrap_or("")
+            .trim()
+            .to_string()
     }
 
     fn topological(
@@ -775,15 +815,28 @@ impl<'a> Compiler<'a> {
         let mut cycles = Vec::new();
         for i in 0..n {
             if state[i] == 0 {
-                visit(i, deps, &mut state, &mut Vec::new(), &mut order, &mut cycles);
+                visit(
+                    i,
+                    deps,
+                    &mut state,
+                    &mut Vec::new(),
+                    &mut order,
+                    &mut cycles,
+                );
             }
         }
         for cycle in &cycles {
-            let names: Vec<&str> = cycle.iter().map(|&i| compiled[i].0.name.node.as_str()).collect();
+            let names: Vec<&str> = cycle
+                .iter()
+                .map(|&i| compiled[i].0.name.node.as_str())
+                .collect();
             let first = cycle[0];
             let path = format!("{} -> {}", names.join(" -> "), names[0]);
             let span = compiled[first].0.name.span;
-            self.error(span, format!("segments depend on each other in a cycle: {path}"));
+            self.error(
+                span,
+                format!("segments depend on each other in a cycle: {path}"),
+            );
         }
         cycles.is_empty().then_some(order)
     }
@@ -793,7 +846,10 @@ impl<'a> Compiler<'a> {
             if h.node <= 0 || h.node > MAX_WINDOW {
                 self.error(
                     h.span,
-                    format!("`half_life` must be between 1s and {}", format_duration(MAX_WINDOW)),
+                    format!(
+                        "`half_life` must be between 1s and {}",
+                        format_duration(MAX_WINDOW)
+                    ),
                 );
                 None
             } else {
@@ -803,7 +859,10 @@ impl<'a> Compiler<'a> {
         let mut rules = Vec::new();
         for r in &s.rules {
             if !r.points.node.is_finite() || r.points.node.abs() > 1e6 {
-                self.error(r.points.span, "`points` must be a finite number within ±1000000");
+                self.error(
+                    r.points.span,
+                    "`points` must be a finite number within ±1000000",
+                );
             }
             if let Some(pattern) = self.pattern(&r.pattern) {
                 rules.push(ScoreRule {
@@ -822,7 +881,10 @@ impl<'a> Compiler<'a> {
         }
         let kind = EventKind::from_type(name);
         if kind == EventKind::Forget {
-            self.error(ev.span, "`forget` erases the profile; it cannot be used in a condition");
+            self.error(
+                ev.span,
+                "`forget` erases the profile; it cannot be used in a condition",
+            );
             return None;
         }
         if kind == EventKind::Custom {
@@ -853,14 +915,21 @@ impl<'a> Compiler<'a> {
         Some(CPattern { event, filter })
     }
 
-    fn check_property(&mut self, kind: EventKind, prop: &Spanned<String>, value: Option<&Spanned<Literal>>) -> bool {
+    fn check_property(
+        &mut self,
+        kind: EventKind,
+        prop: &Spanned<String>,
+        value: Option<&Spanned<Literal>>,
+    ) -> bool {
         let known = kind.known_properties();
         match known.iter().find(|(n, _)| *n == prop.node) {
             Some((_, ty)) => {
                 if let Some(v) = value {
                     let ok = matches!(
                         (ty, &v.node),
-                        (PropType::Str, Literal::Str(_)) | (PropType::Num, Literal::Num(_)) | (PropType::Timestamp, Literal::Num(_) | Literal::Str(_))
+                        (PropType::Str, Literal::Str(_))
+                            | (PropType::Num, Literal::Num(_))
+                            | (PropType::Timestamp, Literal::Num(_) | Literal::Str(_))
                     );
                     if !ok {
                         let want = match ty {
@@ -870,7 +939,12 @@ impl<'a> Compiler<'a> {
                         };
                         self.error(
                             v.span,
-                            format!("`{}` of `{}` is {want}; it cannot be compared with {}", prop.node, kind.name(), lit_ty(&v.node).name()),
+                            format!(
+                                "`{}` of `{}` is {want}; it cannot be compared with {}",
+                                prop.node,
+                                kind.name(),
+                                lit_ty(&v.node).name()
+                            ),
                         );
                         return false;
                     }
@@ -881,7 +955,11 @@ impl<'a> Compiler<'a> {
                 if let Some(s) = suggestion(&prop.node, known.iter().map(|(n, _)| *n)) {
                     self.error(
                         prop.span,
-                        format!("`{}` has no documented property `{}`; did you mean `{s}`?", kind.name(), prop.node),
+                        format!(
+                            "`{}` has no documented property `{}`; did you mean `{s}`?",
+                            kind.name(),
+                            prop.node
+                        ),
                     );
                     return false;
                 }
@@ -893,7 +971,10 @@ impl<'a> Compiler<'a> {
     fn filter(&mut self, f: &Filter, kind: EventKind) -> Option<CFilter> {
         let lit_ok = |c: &mut Self, l: &Spanned<Literal>| {
             if matches!(l.node, Literal::Duration(_)) {
-                c.error(l.span, "a duration cannot be compared with an event property");
+                c.error(
+                    l.span,
+                    "a duration cannot be compared with an event property",
+                );
                 false
             } else {
                 true
@@ -919,12 +1000,19 @@ impl<'a> Compiler<'a> {
                 }
             }
             Filter::Not(x) => CFilter::Not(Box::new(self.filter(&x.node, kind)?)),
-            Filter::Compare { property, op, value } => {
+            Filter::Compare {
+                property,
+                op,
+                value,
+            } => {
                 let ok = lit_ok(self, value) & self.check_property(kind, property, Some(value));
                 if !ok {
                     return None;
                 }
-                if matches!(value.node, Literal::Bool(_) | Literal::Str(_)) && !matches!(op, CmpOp::Eq | CmpOp::Ne) && matches!(value.node, Literal::Bool(_)) {
+                if matches!(value.node, Literal::Bool(_) | Literal::Str(_))
+                    && !matches!(op, CmpOp::Eq | CmpOp::Ne)
+                    && matches!(value.node, Literal::Bool(_))
+                {
                     self.error(value.span, "booleans can only be compared with = or !=");
                     return None;
                 }
@@ -1006,13 +1094,20 @@ impl<'a> Compiler<'a> {
         match w.node {
             Window::Ever => Some(None),
             Window::Last(ms) if ms <= 0 => {
-                self.error(w.span, "an empty window can never hold an event; use a positive duration");
+                self.error(
+                    w.span,
+                    "an empty window can never hold an event; use a positive duration",
+                );
                 None
             }
             Window::Last(ms) if ms > MAX_WINDOW => {
                 self.error(
                     w.span,
-                    format!("window {} is longer than the {} maximum; use `ever` for lifetime totals", format_duration(ms), format_duration(MAX_WINDOW)),
+                    format!(
+                        "window {} is longer than the {} maximum; use `ever` for lifetime totals",
+                        format_duration(ms),
+                        format_duration(MAX_WINDOW)
+                    ),
                 );
                 None
             }
@@ -1042,7 +1137,13 @@ impl<'a> Compiler<'a> {
                     let hint = suggestion(name, names.iter().copied())
                         .map(|s| format!("did you mean `profile.{s}`? "))
                         .unwrap_or_default();
-                    self.error(o.span, format!("unknown profile attribute `profile.{name}`; {hint}known: {}", names.join(", ")));
+                    self.error(
+                        o.span,
+                        format!(
+                            "unknown profile attribute `profile.{name}`; {hint}known: {}",
+                            names.join(", ")
+                        ),
+                    );
                     return None;
                 };
                 match a.event_types() {
@@ -1050,7 +1151,9 @@ impl<'a> Compiler<'a> {
                     Some(kinds) => {
                         for k in kinds {
                             if *k == EventKind::Custom {
-                                if let Some(t) = self.symbols.event_type(EventKind::Custom, RESUBSCRIBE) {
+                                if let Some(t) =
+                                    self.symbols.event_type(EventKind::Custom, RESUBSCRIBE)
+                                {
                                     info.types.insert(t);
                                 }
                             } else {
@@ -1061,15 +1164,29 @@ impl<'a> Compiler<'a> {
                 }
                 (Op::Attr(*a), a.ty())
             }
-            Operand::Count { pattern, window } | Operand::Sum { pattern, window, .. } => {
+            Operand::Count { pattern, window }
+            | Operand::Sum {
+                pattern, window, ..
+            } => {
                 let p = self.pattern(pattern);
                 let w = self.window(window);
                 let sum = match &o.node {
                     Operand::Sum { property, .. } => {
                         let kind = EventKind::from_type(&pattern.event.node);
-                        if let Some((_, ty)) = kind.known_properties().iter().find(|(n, _)| *n == property.node) {
+                        if let Some((_, ty)) = kind
+                            .known_properties()
+                            .iter()
+                            .find(|(n, _)| *n == property.node)
+                        {
                             if *ty != PropType::Num {
-                                self.error(property.span, format!("`{}` of `{}` is not a number; it cannot be summed", property.node, kind.name()));
+                                self.error(
+                                    property.span,
+                                    format!(
+                                        "`{}` of `{}` is not a number; it cannot be summed",
+                                        property.node,
+                                        kind.name()
+                                    ),
+                                );
                                 return None;
                             }
                         } else if !self.check_property(kind, property, None) {
@@ -1111,15 +1228,27 @@ impl<'a> Compiler<'a> {
                     self.error(o.span, "too many distinct aggregates in one file");
                     return None;
                 };
-                (Op::Window { feature: f, window: w }, Ty::Num)
+                (
+                    Op::Window {
+                        feature: f,
+                        window: w,
+                    },
+                    Ty::Num,
+                )
             }
             Operand::Since { pattern, first } => {
                 let p = self.pattern(pattern)?;
                 self.note_pattern(&p, info);
                 info.time = true;
                 let op = match (&p.event, &p.filter) {
-                    (EventMatch::Any, None) => Op::SinceType { ty: None, first: *first },
-                    (EventMatch::Type(t), None) => Op::SinceType { ty: Some(*t), first: *first },
+                    (EventMatch::Any, None) => Op::SinceType {
+                        ty: None,
+                        first: *first,
+                    },
+                    (EventMatch::Type(t), None) => Op::SinceType {
+                        ty: Some(*t),
+                        first: *first,
+                    },
                     (_, Some(_)) => {
                         let mut key = String::from("rec|");
                         canon_pattern(pattern, &mut key);
@@ -1127,7 +1256,10 @@ impl<'a> Compiler<'a> {
                             self.error(o.span, "too many distinct aggregates in one file");
                             return None;
                         };
-                        Op::SinceFeature { feature: f, first: *first }
+                        Op::SinceFeature {
+                            feature: f,
+                            first: *first,
+                        }
                     }
                 };
                 (op, Ty::Dur)
@@ -1142,7 +1274,10 @@ impl<'a> Compiler<'a> {
                 let r = self.operand(rhs, info);
                 let ((l, lt), (r, rt)) = (l?, r?);
                 for (x, t, s) in [(&l, lt, lhs.span), (&r, rt, rhs.span)] {
-                    if matches!(x, Op::Score | Op::SinceType { .. } | Op::SinceFeature { .. }) {
+                    if matches!(
+                        x,
+                        Op::Score | Op::SinceType { .. } | Op::SinceFeature { .. }
+                    ) {
                         self.error(s, "`score` and `since(...)` can only be compared directly with a literal, not used in arithmetic");
                         return None;
                     }
@@ -1176,17 +1311,21 @@ impl<'a> Compiler<'a> {
                     } else {
                         ""
                     };
-                    self.error(rhs.span, format!("cannot compare {} with {}{hint}", lt.name(), rt.name()));
+                    self.error(
+                        rhs.span,
+                        format!("cannot compare {} with {}{hint}", lt.name(), rt.name()),
+                    );
                     return None;
                 }
-                if matches!(lt, Ty::Bool) || matches!(rt, Ty::Bool) {
-                    if !matches!(op, CmpOp::Eq | CmpOp::Ne) {
-                        self.error(e.span, "booleans can only be compared with = or !=");
-                        return None;
-                    }
+                if (lt == Ty::Bool || rt == Ty::Bool) && !matches!(op, CmpOp::Eq | CmpOp::Ne) {
+                    self.error(e.span, "booleans can only be compared with = or !=");
+                    return None;
                 }
                 for (x, other, span) in [(&l, &r, rhs.span), (&r, &l, lhs.span)] {
-                    let direct = matches!(x, Op::Score | Op::SinceType { .. } | Op::SinceFeature { .. });
+                    let direct = matches!(
+                        x,
+                        Op::Score | Op::SinceType { .. } | Op::SinceFeature { .. }
+                    );
                     if direct && !matches!(other, Op::Lit(_)) {
                         self.error(span, "`score` and `since(...)` must be compared with a literal number or duration");
                         return None;
@@ -1194,16 +1333,24 @@ impl<'a> Compiler<'a> {
                     if matches!(x, Op::SinceType { .. } | Op::SinceFeature { .. }) {
                         if let Op::Lit(Lit::Num(d)) = other {
                             if *d < 0.0 || *d > MAX_WINDOW as f64 {
-                                self.error(span, format!("impossible duration: use 0s..{}", format_duration(MAX_WINDOW)));
+                                self.error(
+                                    span,
+                                    format!(
+                                        "impossible duration: use 0s..{}",
+                                        format_duration(MAX_WINDOW)
+                                    ),
+                                );
                                 return None;
                             }
                         }
                     }
                     if let (Op::Window { .. }, Op::Lit(Lit::Num(n))) = (x, other) {
                         let never = if std::ptr::eq(x, &l) {
-                            (*n < 0.0 && matches!(op, CmpOp::Lt | CmpOp::Le | CmpOp::Eq)) || (*n <= 0.0 && *op == CmpOp::Lt)
+                            (*n < 0.0 && matches!(op, CmpOp::Lt | CmpOp::Le | CmpOp::Eq))
+                                || (*n <= 0.0 && *op == CmpOp::Lt)
                         } else {
-                            (*n < 0.0 && matches!(op, CmpOp::Gt | CmpOp::Ge | CmpOp::Eq)) || (*n <= 0.0 && *op == CmpOp::Gt)
+                            (*n < 0.0 && matches!(op, CmpOp::Gt | CmpOp::Ge | CmpOp::Eq))
+                                || (*n <= 0.0 && *op == CmpOp::Gt)
                         };
                         let counts = matches!(&l, Op::Window { feature, .. } if self.is_count(*feature))
                             || matches!(&r, Op::Window { feature, .. } if self.is_count(*feature));
@@ -1218,18 +1365,28 @@ impl<'a> Compiler<'a> {
                         self.categorical.insert(*k);
                     }
                 }
-                Cond::Cmp { lhs: l, op: *op, rhs: r }
+                Cond::Cmp {
+                    lhs: l,
+                    op: *op,
+                    rhs: r,
+                }
             }
             Expr::In { lhs, list } => {
                 let (l, lt) = self.operand(lhs, info)?;
                 if matches!(lt, Ty::Dur | Ty::Bool) {
-                    self.error(lhs.span, format!("`in` needs a string or number, found {}", lt.name()));
+                    self.error(
+                        lhs.span,
+                        format!("`in` needs a string or number, found {}", lt.name()),
+                    );
                     return None;
                 }
                 for x in list {
                     let t = lit_ty(&x.node);
                     if !lt.compatible(t) || t == Ty::Dur {
-                        self.error(x.span, format!("list item is {}, but the value is {}", t.name(), lt.name()));
+                        self.error(
+                            x.span,
+                            format!("list item is {}, but the value is {}", t.name(), lt.name()),
+                        );
                         return None;
                     }
                 }
@@ -1241,10 +1398,17 @@ impl<'a> Compiler<'a> {
                     list: list.iter().map(|x| compile_lit(&x.node)).collect(),
                 }
             }
-            Expr::Contains { lhs, needle } | Expr::Prefix { lhs, prefix: needle } => {
+            Expr::Contains { lhs, needle }
+            | Expr::Prefix {
+                lhs,
+                prefix: needle,
+            } => {
                 let (l, lt) = self.operand(lhs, info)?;
                 if !matches!(lt, Ty::Str | Ty::Dyn) {
-                    self.error(lhs.span, format!("`contains` and `prefix` need a string, found {}", lt.name()));
+                    self.error(
+                        lhs.span,
+                        format!("`contains` and `prefix` need a string, found {}", lt.name()),
+                    );
                     return None;
                 }
                 let n: Box<str> = needle.node.as_str().into();
@@ -1256,8 +1420,14 @@ impl<'a> Compiler<'a> {
             }
             Expr::Exists(o) => {
                 let (l, _) = self.operand(o, info)?;
-                if !matches!(l, Op::Trait(_) | Op::Attr(Attr::FavouriteCategory | Attr::FavouriteProduct)) {
-                    self.error(o.span, "`exists` applies to traits and favourites; for events use count(...) >= 1");
+                if !matches!(
+                    l,
+                    Op::Trait(_) | Op::Attr(Attr::FavouriteCategory | Attr::FavouriteProduct)
+                ) {
+                    self.error(
+                        o.span,
+                        "`exists` applies to traits and favourites; for events use count(...) >= 1",
+                    );
                     return None;
                 }
                 Cond::Exists(l)
@@ -1265,7 +1435,13 @@ impl<'a> Compiler<'a> {
             Expr::Truthy(o) => {
                 let (l, t) = self.operand(o, info)?;
                 if !matches!(t, Ty::Bool | Ty::Dyn) {
-                    self.error(o.span, format!("expected a condition, found {}; compare it with something", t.name()));
+                    self.error(
+                        o.span,
+                        format!(
+                            "expected a condition, found {}; compare it with something",
+                            t.name()
+                        ),
+                    );
                     return None;
                 }
                 Cond::Truthy(l)
@@ -1283,15 +1459,25 @@ impl<'a> Compiler<'a> {
                 let (trigger, cancel) = (trigger?, cancel?);
                 let deadline = match &a.deadline.node {
                     Deadline::Within(ms) if *ms < SECOND || *ms > MAX_WINDOW => {
-                        self.error(a.deadline.span, format!("impossible deadline: use 1s..{}", format_duration(MAX_WINDOW)));
+                        self.error(
+                            a.deadline.span,
+                            format!(
+                                "impossible deadline: use 1s..{}",
+                                format_duration(MAX_WINDOW)
+                            ),
+                        );
                         return None;
                     }
                     Deadline::Within(ms) => CDeadline::Within(*ms),
                     Deadline::Until(p) => {
                         let kind = EventKind::from_type(&a.trigger.event.node);
-                        if let Some((_, ty)) = kind.known_properties().iter().find(|(n, _)| n == p) {
+                        if let Some((_, ty)) = kind.known_properties().iter().find(|(n, _)| n == p)
+                        {
                             if *ty != PropType::Timestamp {
-                                self.error(a.deadline.span, format!("`{p}` of `{}` is not a timestamp", kind.name()));
+                                self.error(
+                                    a.deadline.span,
+                                    format!("`{p}` of `{}` is not a timestamp", kind.name()),
+                                );
                                 return None;
                             }
                         }
@@ -1299,7 +1485,10 @@ impl<'a> Compiler<'a> {
                     }
                 };
                 if trigger == cancel && a.correlate.is_none() {
-                    self.error(e.span, "impossible condition: every trigger is also its own cancel");
+                    self.error(
+                        e.span,
+                        "impossible condition: every trigger is also its own cancel",
+                    );
                     return None;
                 }
                 if let Some(c) = &a.correlate {
@@ -1328,7 +1517,10 @@ impl<'a> Compiler<'a> {
     }
 
     fn is_count(&self, feature: u16) -> bool {
-        matches!(&self.features[feature as usize].kind, FeatureKind::Window { sum: None, .. })
+        matches!(
+            &self.features[feature as usize].kind,
+            FeatureKind::Window { sum: None, .. }
+        )
     }
 }
 

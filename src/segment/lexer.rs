@@ -239,15 +239,6 @@ const UNITS: &[(&str, i64)] = &[
     ("w", 604_800_000),
 ];
 
-/// Parses a whole duration such as `30d`, `1h30m` or `250ms` into milliseconds. `None` if
-/// the text is not a duration (or overflows).
-pub fn parse_duration(text: &str) -> Option<i64> {
-    match scan_duration(text) {
-        Some((ms, len)) if len == text.len() => ms,
-        _ => None,
-    }
-}
-
 /// Scans `digits unit { digits unit }` at the start of `text`. Returns the value (`None`
 /// on overflow) and the length scanned, or `None` if `text` does not start with
 /// `digits unit`.
@@ -523,13 +514,13 @@ mod tests {
                 Eof
             ]
         );
-        assert_eq!(parse_duration("1d12h"), Some(36 * 3_600_000));
-        assert_eq!(parse_duration("1m1ms"), Some(60_001));
-        assert_eq!(parse_duration("30"), None);
-        assert_eq!(parse_duration("30x"), None);
-        assert_eq!(parse_duration("h"), None);
-        assert_eq!(parse_duration(""), None);
-        assert_eq!(parse_duration("99999999999999999999d"), None);
+        assert_eq!(crate::time::parse_duration("1d12h"), Some(36 * 3_600_000));
+        assert_eq!(crate::time::parse_duration("1m1ms"), Some(60_001));
+        assert_eq!(crate::time::parse_duration("30"), None);
+        assert_eq!(crate::time::parse_duration("30x"), None);
+        assert_eq!(crate::time::parse_duration("h"), None);
+        assert_eq!(crate::time::parse_duration(""), None);
+        assert_eq!(crate::time::parse_duration("99999999999999999999d"), None);
     }
 
     #[test]

@@ -26,8 +26,9 @@ use super::ast::{
     DefinitionsSource, Pattern, ScoreRuleSource, ScoringSource, SegmentSource, Span, Spanned,
 };
 use super::diagnostic::{Diagnostic, SourceMap};
-use super::lexer::{parse_duration, OffsetMap};
+use super::lexer::OffsetMap;
 use super::parser::{parse_condition, parse_filter};
+use crate::time::parse_duration;
 
 /// The only file format version this crate reads.
 pub const FORMAT_VERSION: i64 = 1;
