@@ -118,6 +118,8 @@ pub struct EngineStats {
     pub events_late: u64,
     pub transitions: u64,
     pub timers_fired: u64,
+    /// Segment conditions evaluated (the index keeps this far below events x segments).
+    pub evaluations: u64,
     pub profiles_forgotten: u64,
     pub profiles_expired: u64,
 }
@@ -333,12 +335,7 @@ impl Engine {
         if let Some((k, _)) = self.profiles.get_key_value(customer_id) {
             return Some(k.clone());
         }
-        if kind == EventKind::Forget {
-            return None;
-        }
-        let k: Arc<str> = customer_id.into();
-        self.profiles.insert(k.clone(), Profile::new());
-        Some(k)
+        (kind != EventKind::Forget).then(|| customer_id.into())
     }
 
     fn apply_to_profile(
@@ -350,7 +347,8 @@ impl Engine {
         out: &mut Vec<Transition>,
     ) {
         let defs = self.defs.clone();
-        // The profile may have been evicted by its TTL timer just above.
+        // New, or evicted by its TTL timer just above.
+        let fresh = !self.profiles.contains_key(&id);
         let profile = self.profiles.entry(id.clone()).or_default();
         let now = profile.clock.max(event.timestamp);
         profile.clock = now;
@@ -364,9 +362,10 @@ impl Engine {
             now,
             self.config.allowed_lateness,
         );
-        // Mark the segments this event can affect.
+        // Mark the segments this event can affect; a new profile is evaluated against every
+        // segment once, since segments like `not ...` hold for a customer with no history.
         let affected = &mut self.affected;
-        affected.iter_mut().for_each(|a| *a = false);
+        affected.iter_mut().for_each(|a| *a = fresh);
         let mut mark = |list: Option<&Vec<usize>>| {
             for &i in list.into_iter().flatten() {
                 affected[i] = true;
@@ -396,6 +395,7 @@ impl Engine {
                 now,
             };
             let is_in = ctx.eval(&seg.cond);
+            self.stats.evaluations += 1;
             if seg.time_dependent {
                 if let Some((t, _)) = ctx.next_change(&seg.cond) {
                     next = Some(next.map_or(t, |n: Millis| n.min(t)));
@@ -535,6 +535,7 @@ impl Engine {
                 now,
             };
             let is_in = ctx.eval(&seg.cond);
+            self.stats.evaluations += 1;
             if let Some((n, _)) = ctx.next_change(&seg.cond) {
                 next = Some(next.map_or(n, |x: Millis| x.min(n)));
             }

@@ -1128,7 +1128,6 @@ impl<'a> Compiler<'a> {
                     return None;
                 };
                 info.traits.insert(k as u16);
-                info.types.insert(EventKind::Identify as u16);
                 (Op::Trait(k as u16), Ty::Dyn)
             }
             Operand::Attr(name) => {
