@@ -654,6 +654,23 @@ impl Engine {
         report.removed = removed.iter().map(|(_, (n, _))| n.to_string()).collect();
 
         let cause = Cause::Reload(defs.version.clone());
+        let identical = report.added.is_empty()
+            && report.changed.is_empty()
+            && removed.is_empty()
+            && old.feature_keys.len() == defs.features.len()
+            && feature_map.iter().enumerate().all(|(i, m)| *m == Some(i as u16));
+        if identical {
+            // Same definitions (e.g. a restore): state and timers stay exactly as they were.
+            self.timers = self
+                .profiles
+                .iter()
+                .filter(|(_, p)| p.timer_at != 0)
+                .map(|(k, p)| Reverse((p.timer_at, k.clone())))
+                .collect();
+            self.affected = vec![false; defs.segments.len()];
+            self.defs = defs;
+            return report;
+        }
         let mut ids: Vec<Arc<str>> = self.profiles.keys().cloned().collect();
         ids.sort();
         let before = out.len();
