@@ -1,0 +1,73 @@
+//! The engine's parser and the JSON Schemas in `schemas/` describe the same contract: every
+//! example event the schemas accept, the parser accepts, and every example they reject, the
+//! parser rejects with a reason.
+
+use std::path::Path;
+
+use segstream::event::parse_event;
+use segstream::generator::{generate, FunnelConfig};
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_parser_accepts_exactly_the_valid_examples() {
+    let dir = Path::new("examples/events");
+    let mut valid = 0;
+    let mut invalid = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("jsonl") {
+            continue;
+        }
+        let is_invalid = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("invalid"));
+        for line in lines(&path) {
+            match (parse_event(line.as_bytes()), is_invalid) {
+                (Ok(_), false) => valid += 1,
+                (Err(e), true) => {
+                    assert!(!e.detail.is_empty());
+                    invalid += 1;
+                }
+                (Ok(_), true) => panic!("{}: accepted an invalid event: {line}", path.display()),
+                (Err(e), false) => {
+                    panic!("{}: rejected a valid event ({e}): {line}", path.display())
+                }
+            }
+        }
+    }
+    assert!(
+        valid >= 40 && invalid >= 40,
+        "{valid} valid, {invalid} invalid"
+    );
+}
+
+#[test]
+fn the_parser_accepts_every_generated_event() {
+    let cfg = FunnelConfig {
+        customers: 300,
+        ..FunnelConfig::default()
+    };
+    for e in generate(&cfg) {
+        parse_event(e.json.as_bytes()).unwrap_or_else(|err| panic!("{err}: {}", e.json));
+    }
+}
+
+#[test]
+fn transition_examples_parse_as_transitions() {
+    let path = Path::new("examples/transitions/reference-funnel.jsonl");
+    let all = lines(path);
+    assert!(!all.is_empty());
+    for line in all {
+        let t: segstream::transition::Transition = serde_json::from_str(&line).unwrap();
+        assert_eq!(serde_json::to_string(&t).unwrap(), line);
+    }
+}
