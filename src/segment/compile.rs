@@ -630,7 +630,7 @@ impl<'a> Compiler<'a> {
                 time: false,
             };
             let cond = self.expr(&s.condition, &mut info);
-            if info.score && scoring.rules.is_empty() {
+            if info.score && src.scoring.rules.is_empty() {
                 self.error(
                     s.condition.span,
                     format!(
