@@ -13,13 +13,14 @@
 //!   outside the timed section), then `Engine::process` for every line: parse, profile
 //!   update, segment evaluation, timers and transitions.
 //!
-//! Run: `cargo bench --bench engine` (or `-- --quick` for a smoke run). See
-//! `docs/performance.md` for the figures.
+//! Run: `cargo bench --bench engine` (or `-- --quick` for a smoke run);
+//! `SEGSTREAM_BENCH_CUSTOMERS=100000 cargo bench --bench engine -- --quick` changes the
+//! population. See `docs/performance.md` for the figures.
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
 use segstream::engine::{Engine, EngineConfig};
 use segstream::event::parse_event;
 use segstream::generator::{generate, FunnelConfig};
@@ -27,14 +28,22 @@ use segstream::generator::{generate, FunnelConfig};
 const LIBRARY_FILE: &str = "segments/library.toml";
 const LIBRARY: &str = include_str!("../segments/library.toml");
 
-/// Customers in the simulated week (about 19 events each).
+/// Customers in the simulated week (about 19 events each); `SEGSTREAM_BENCH_CUSTOMERS`
+/// overrides it (to see how the per-event cost grows with the number of profiles).
 const CUSTOMERS: usize = 20_000;
 /// The engine's output buffer is cleared once it holds this many transitions.
 const OUT_FLUSH: usize = 4_096;
 
-fn workload() -> Vec<Vec<u8>> {
+fn customers() -> usize {
+    std::env::var("SEGSTREAM_BENCH_CUSTOMERS").map_or(CUSTOMERS, |v| {
+        v.parse()
+            .expect("SEGSTREAM_BENCH_CUSTOMERS must be a number")
+    })
+}
+
+fn workload(customers: usize) -> Vec<Vec<u8>> {
     let events = generate(&FunnelConfig {
-        customers: CUSTOMERS,
+        customers,
         days: 7,
         ..FunnelConfig::default()
     });
@@ -66,23 +75,30 @@ fn run(engine: &mut Engine, lines: &[Vec<u8>]) -> usize {
 }
 
 /// The bench is only honest if every event goes all the way through the engine.
-fn check(lines: &[Vec<u8>]) {
+fn check(lines: &[Vec<u8>], customers: usize) {
     let bytes: usize = lines.iter().map(Vec::len).sum();
     for line in lines {
         if let Err(e) = parse_event(line) {
-            panic!("parse_event rejects a generated event: {e}: {}", String::from_utf8_lossy(line));
+            panic!(
+                "parse_event rejects a generated event: {e}: {}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
     let mut engine = engine();
     let transitions = run(&mut engine, lines);
     let stats = engine.stats();
-    assert_eq!(stats.events_applied, lines.len() as u64, "every event is applied");
+    assert_eq!(
+        stats.events_applied,
+        lines.len() as u64,
+        "every event is applied"
+    );
     assert_eq!(stats.events_late, 0, "no event is late");
     eprintln!(
         "workload: {} events ({:.0} bytes/event), {} customers, {} profiles, {} transitions, {} timers fired",
         lines.len(),
         bytes as f64 / lines.len() as f64,
-        CUSTOMERS,
+        customers,
         engine.profile_count(),
         transitions,
         stats.timers_fired,
@@ -90,17 +106,24 @@ fn check(lines: &[Vec<u8>]) {
 }
 
 fn benches(c: &mut Criterion) {
-    let lines = workload();
-    assert!(lines.len() >= 100_000, "only {} events", lines.len());
-    check(&lines);
+    let customers = customers();
+    let lines = workload(customers);
+    if customers == CUSTOMERS {
+        assert!(lines.len() >= 100_000, "only {} events", lines.len());
+    }
+    check(&lines, customers);
     let n = lines.len() as u64;
 
+    // One iteration is a pass over all the events (0.15 to 1 s), so flat sampling: every
+    // sample is the same number of whole passes.
     let mut parse = c.benchmark_group("parse_only");
     parse.throughput(Throughput::Elements(n));
+    parse.sampling_mode(SamplingMode::Flat);
     parse.bench_function("serde_json_ignored", |b| {
         b.iter(|| {
             for line in &lines {
-                let v: serde::de::IgnoredAny = serde_json::from_slice(black_box(line)).expect("valid JSON");
+                let v: serde::de::IgnoredAny =
+                    serde_json::from_slice(black_box(line)).expect("valid JSON");
                 black_box(v);
             }
         })
@@ -108,7 +131,8 @@ fn benches(c: &mut Criterion) {
     parse.bench_function("serde_json_value", |b| {
         b.iter(|| {
             for line in &lines {
-                let v: serde_json::Value = serde_json::from_slice(black_box(line)).expect("valid JSON");
+                let v: serde_json::Value =
+                    serde_json::from_slice(black_box(line)).expect("valid JSON");
                 black_box(v);
             }
         })
@@ -125,6 +149,9 @@ fn benches(c: &mut Criterion) {
 
     let mut full = c.benchmark_group("full_path");
     full.throughput(Throughput::Elements(n));
+    full.sampling_mode(SamplingMode::Flat);
+    // About a second per pass: 10 samples need 10 s.
+    full.measurement_time(Duration::from_secs(10));
     full.bench_function("library", |b| {
         b.iter_batched(
             engine,
