@@ -123,49 +123,35 @@ struct Run {
     arena: Option<ArenaUse>,
 }
 
-/// Record kinds of the profile arena (`src/profile.rs`), by tag.
+/// Record kinds of the profile arena, as `Profile::usage_by_kind` names them.
 const RECORD_KINDS: [&str; 9] = [
-    "?",
     "type stats",
-    "trait (string)",
-    "trait (number)",
-    "trait (bool)",
-    "window buckets",
+    "traits",
+    "windows",
     "recency",
     "absence",
     "favourites",
+    "value",
+    "memberships",
+    "other",
 ];
 
 #[derive(Default)]
 struct ArenaUse {
     /// Bytes (header + payload) per record kind.
     bytes: [usize; 9],
-    /// Records per record kind.
-    records: [usize; 9],
     /// Bytes in use (length, not capacity).
     used: usize,
 }
 
-/// What the arena of each profile holds, read from its serialized form (the arena is
-/// private; its serde representation is the list of words). `None` if that changes.
+/// What the arena of each profile holds, by record kind.
 fn arena_use<'a>(profiles: impl Iterator<Item = &'a Profile>) -> Option<ArenaUse> {
     let mut u = ArenaUse::default();
     for p in profiles {
-        let v = serde_json::to_value(p).ok()?;
-        let words: Vec<u32> = v
-            .get("arena")?
-            .as_array()?
-            .iter()
-            .map(|w| w.as_u64().map(|w| w as u32))
-            .collect::<Option<_>>()?;
-        u.used += words.len() * 4;
-        let mut i = 0;
-        while i < words.len() {
-            let (tag, len) = ((words[i] >> 28) as usize, (words[i] & 0xfff) as usize);
-            let k = if tag < RECORD_KINDS.len() { tag } else { 0 };
-            u.bytes[k] += (1 + len) * 4;
-            u.records[k] += 1;
-            i += 1 + len;
+        for (name, bytes) in p.usage_by_kind() {
+            let k = RECORD_KINDS.iter().position(|n| *n == name).unwrap_or(8);
+            u.bytes[k] += bytes;
+            u.used += bytes;
         }
     }
     Some(u)
@@ -320,19 +306,12 @@ fn main() {
             let capacity: usize = r.sizes.iter().sum::<usize>() - r.profiles * size_of::<Profile>();
             per(capacity.saturating_sub(arena(r).used), r)
         });
-        for (k, name) in RECORD_KINDS.iter().enumerate().skip(1) {
-            row(&format!("  {name} (bytes / records)"), &|r| {
-                let a = arena(r);
-                format!(
-                    "{} / {:.1}",
-                    per(a.bytes[k], r),
-                    a.records[k] as f64 / r.profiles as f64
-                )
-            });
+        for (k, name) in RECORD_KINDS.iter().enumerate() {
+            row(&format!("  {name} (bytes)"), &|r| per(arena(r).bytes[k], r));
         }
     }
     println!();
-    println!("profile bytes = size_of::<Profile>() + Profile::heap_bytes() (arena capacity + member words).");
+    println!("profile bytes = size_of::<Profile>() + Profile::heap_bytes() (the arena's capacity).");
     println!(
         "all-in = live heap after the last event minus live heap of the freshly built engine:"
     );

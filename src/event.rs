@@ -18,6 +18,20 @@ pub const MAX_TIMESTAMP_MS: Millis = u32::MAX as Millis * 1000;
 pub const MAX_ID_LEN: usize = 256;
 pub const MAX_TYPE_LEN: usize = 64;
 
+/// CRM traits with few distinct values (profiles intern them); traits compared by value in
+/// segment conditions are treated the same way.
+pub const CATEGORICAL_TRAITS: [&str; 9] = [
+    "role",
+    "industry",
+    "country",
+    "time_zone",
+    "customer_status",
+    "age_band",
+    "plan",
+    "language",
+    "company_size_band",
+];
+
 /// The event types segstream knows by name. Any other type string is [`EventKind::Custom`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]

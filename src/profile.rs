@@ -1,19 +1,28 @@
 //! The per-customer profile: compact by construction.
 //!
-//! Everything variable-sized lives in one `Vec<u32>` arena of tagged records (one
-//! allocation per profile), so that a customer with a typical week of activity costs a
-//! couple of hundred bytes rather than kilobytes of maps and JSON values. Records:
+//! Everything variable-sized lives in one `Vec<u32>` arena of tagged records, kept at exact
+//! capacity (one allocation per profile, no slack), so that a customer with a typical week
+//! of activity costs about 250 bytes rather than kilobytes of maps and JSON values.
 //!
-//! | tag | key | payload (u32 words) |
-//! |---|---|---|
-//! | `TYPE` | event-type symbol | count, first seen, last seen |
-//! | `TRAIT_STR` | trait symbol | byte length, UTF-8 bytes padded to words |
-//! | `TRAIT_NUM` | trait symbol | f64 as two words |
-//! | `TRAIT_BOOL` | trait symbol | 0 or 1 |
-//! | `WINDOW` | feature index | (bucket, f32 value) pairs, ascending bucket |
-//! | `RECENCY` | feature index | first, last |
-//! | `ABSENCE` | feature index | (key hash, pending since, deadline, last cancel) per instance |
-//! | `FAVOURITE` | 0 = category, 1 = product | (symbol, count) pairs, most frequent first |
+//! A record starts with a header word. *Compact* records keep their data in the header:
+//! `tag:4 | key:12 | data:16`; *generic* records have `tag:4 | key:16 | len:12` followed by
+//! `len` payload words.
+//!
+//! | tag | form | key | data / payload |
+//! |---|---|---|---|
+//! | `TYPE` | compact + 2 words | event type | count (16 bits); first seen, last seen |
+//! | `TYPE_BIG` | generic | event type | count, first seen, last seen (count ≥ 65 535) |
+//! | `TRAIT_SYM` | compact | trait | interned value symbol |
+//! | `TRAIT_BOOL` | compact | trait | 0 or 1 |
+//! | `TRAIT_STR` | generic | trait | byte length, UTF-8 bytes padded to words |
+//! | `TRAIT_F32` / `TRAIT_F64` | generic | trait | the number (one or two words) |
+//! | `COUNTS` | generic | feature | base bucket, then `delta:16 | count:16` per bucket |
+//! | `SUMS` | generic | feature | base bucket, then (`delta`, f32) per bucket |
+//! | `RECENCY` | generic | feature | first, last |
+//! | `ABSENCE` | generic | feature | (key hash, pending since, deadline, last cancel) per instance |
+//! | `FAVOURITE` | generic | slot | `symbol:16 | count:16` per candidate, most frequent first |
+//! | `REVENUE` | generic | 0 | f64 |
+//! | `MEMBERS` | generic | 0 | membership bits of segments 64 and up |
 //!
 //! Times inside the arena are whole seconds since the epoch (`u32`, until 2106); 0 means
 //! "none". The profile knows nothing of segments: the engine gives features their meaning.
@@ -34,40 +43,82 @@ pub fn millis(s: Secs) -> Millis {
 }
 
 const TAG_TYPE: u32 = 1;
-const TAG_TRAIT_STR: u32 = 2;
-const TAG_TRAIT_NUM: u32 = 3;
+const TAG_TYPE_BIG: u32 = 2;
+const TAG_TRAIT_SYM: u32 = 3;
 const TAG_TRAIT_BOOL: u32 = 4;
-const TAG_WINDOW: u32 = 5;
-const TAG_RECENCY: u32 = 6;
-const TAG_ABSENCE: u32 = 7;
-const TAG_FAVOURITE: u32 = 8;
+const TAG_TRAIT_STR: u32 = 5;
+const TAG_TRAIT_F32: u32 = 6;
+const TAG_TRAIT_F64: u32 = 7;
+const TAG_COUNTS: u32 = 8;
+const TAG_SUMS: u32 = 9;
+const TAG_RECENCY: u32 = 10;
+const TAG_ABSENCE: u32 = 11;
+const TAG_FAVOURITE: u32 = 12;
+const TAG_REVENUE: u32 = 13;
+const TAG_MEMBERS: u32 = 14;
+
+const TRAIT_TAGS: [u32; 5] = [
+    TAG_TRAIT_SYM,
+    TAG_TRAIT_BOOL,
+    TAG_TRAIT_STR,
+    TAG_TRAIT_F32,
+    TAG_TRAIT_F64,
+];
 
 const MAX_LEN: usize = 0xfff;
 /// How many correlated instances (e.g. webinars) an absence feature tracks per customer.
 pub const MAX_ABSENCE_INSTANCES: usize = 8;
 /// How many candidates the favourite tracker keeps (space-saving top-k).
 const FAVOURITE_SLOTS: usize = 4;
-/// The most trait values a profile keeps; an `identify` beyond it replaces nothing new.
+/// The most trait values a profile keeps; an `identify` beyond it adds nothing new.
 pub const MAX_TRAITS: usize = 64;
+/// Keys of compact records (event types, trait names) are below this.
+pub const MAX_COMPACT_KEY: u32 = 0xfff;
 
-fn header(tag: u32, key: u16, len: usize) -> u32 {
-    debug_assert!(len <= MAX_LEN);
+fn is_compact(tag: u32) -> bool {
+    matches!(tag, TAG_TYPE | TAG_TRAIT_SYM | TAG_TRAIT_BOOL)
+}
+
+fn generic(tag: u32, key: u16, len: usize) -> u32 {
+    debug_assert!(len <= MAX_LEN && !is_compact(tag));
     (tag << 28) | (u32::from(key) << 12) | len as u32
+}
+
+fn compact(tag: u32, key: u16, data: u16) -> u32 {
+    debug_assert!(u32::from(key) <= MAX_COMPACT_KEY && is_compact(tag));
+    (tag << 28) | (u32::from(key) << 16) | u32::from(data)
 }
 
 fn tag_of(h: u32) -> u32 {
     h >> 28
 }
+
 fn key_of(h: u32) -> u16 {
-    ((h >> 12) & 0xffff) as u16
+    if is_compact(tag_of(h)) {
+        ((h >> 16) & 0xfff) as u16
+    } else {
+        ((h >> 12) & 0xffff) as u16
+    }
 }
+
+fn data_of(h: u32) -> u16 {
+    (h & 0xffff) as u16
+}
+
+/// Payload words after the header.
 fn len_of(h: u32) -> usize {
-    (h & 0xfff) as usize
+    match tag_of(h) {
+        TAG_TYPE => 2,
+        TAG_TRAIT_SYM | TAG_TRAIT_BOOL => 0,
+        _ => (h & 0xfff) as usize,
+    }
 }
 
 /// A trait value as stored.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum TraitRef<'a> {
+    /// An interned value (see `SymbolClass::Value`).
+    Sym(u16),
     Str(&'a str),
     Num(f64),
     Bool(bool),
@@ -94,59 +145,13 @@ pub struct AbsenceInstance {
     pub last_cancel: Secs,
 }
 
-/// Segment memberships as a bitset over the current definitions' segment indices.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Members {
-    low: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    high: Option<Box<[u64]>>,
-}
+/// An owned copy of a profile's segment memberships (by segment index).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members(Vec<u64>);
 
 impl Members {
     pub fn contains(&self, i: usize) -> bool {
-        if i < 64 {
-            self.low & (1 << i) != 0
-        } else {
-            let (w, b) = ((i - 64) / 64, (i - 64) % 64);
-            self.high
-                .as_ref()
-                .and_then(|h| h.get(w))
-                .is_some_and(|x| x & (1 << b) != 0)
-        }
-    }
-    pub fn set(&mut self, i: usize, on: bool) {
-        if i < 64 {
-            if on {
-                self.low |= 1 << i;
-            } else {
-                self.low &= !(1 << i);
-            }
-            return;
-        }
-        let (w, b) = ((i - 64) / 64, (i - 64) % 64);
-        let high = self.high.get_or_insert_with(|| vec![0; w + 1].into());
-        if high.len() <= w {
-            let mut v = high.to_vec();
-            v.resize(w + 1, 0);
-            *high = v.into();
-        }
-        if on {
-            high[w] |= 1 << b;
-        } else {
-            high[w] &= !(1 << b);
-        }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.low == 0 && self.high.as_ref().is_none_or(|h| h.iter().all(|w| *w == 0))
-    }
-    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        let words =
-            std::iter::once(self.low).chain(self.high.iter().flat_map(|h| h.iter().copied()));
-        words.enumerate().flat_map(|(w, bits)| {
-            (0..64)
-                .filter(move |b| bits & (1u64 << b) != 0)
-                .map(move |b| w * 64 + b)
-        })
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 }
 
@@ -154,21 +159,17 @@ impl Members {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     arena: Vec<u32>,
-    /// First and last event of any type (seconds).
-    pub first_seen: Secs,
-    pub last_seen: Secs,
+    /// Membership bits of the first 64 segments (the rest live in the arena).
+    members_low: u64,
     /// The customer's evaluation clock: the latest event time or fired timer (ms).
     pub clock: Millis,
     /// Sequence number of the last transition emitted for this customer.
     pub sequence: u32,
-    /// When this customer's next timer is due (ms; 0 = none).
-    pub timer_at: Millis,
+    /// When this customer's next timer is due (seconds; 0 = none).
+    pub timer_at: Secs,
     /// Lead score as of `score_at` (decays from there).
     pub score: f32,
     pub score_at: Secs,
-    /// Lifetime sum of purchase amounts.
-    pub revenue: f64,
-    pub members: Members,
 }
 
 impl Profile {
@@ -178,12 +179,7 @@ impl Profile {
 
     /// Heap bytes owned by this profile (excluding allocator overhead).
     pub fn heap_bytes(&self) -> usize {
-        self.arena.capacity() * 4 + self.members.high.as_ref().map_or(0, |h| h.len() * 8)
-    }
-
-    /// Shrinks the arena to fit; the engine calls it after bulk changes.
-    pub fn shrink(&mut self) {
-        self.arena.shrink_to_fit();
+        self.arena.capacity() * 4
     }
 
     // ---- records ----------------------------------------------------------------------
@@ -206,18 +202,24 @@ impl Profile {
             .map(|(i, len)| &self.arena[i + 1..i + 1 + len])
     }
 
-    /// Replaces (or appends) a record's payload.
+    /// Replaces (or appends) a generic record's payload, keeping capacity exact.
     fn put(&mut self, tag: u32, key: u16, payload: &[u32]) {
         let len = payload.len().min(MAX_LEN);
         match self.find(tag, key) {
             Some((i, old)) => {
-                self.arena[i] = header(tag, key, len);
+                if len > old {
+                    self.arena.reserve_exact(len - old);
+                }
+                self.arena[i] = generic(tag, key, len);
                 self.arena
                     .splice(i + 1..i + 1 + old, payload[..len].iter().copied());
+                if len < old {
+                    self.arena.shrink_to_fit();
+                }
             }
             None => {
                 self.arena.reserve_exact(1 + len);
-                self.arena.push(header(tag, key, len));
+                self.arena.push(generic(tag, key, len));
                 self.arena.extend_from_slice(&payload[..len]);
             }
         }
@@ -227,14 +229,15 @@ impl Profile {
         match self.find(tag, key) {
             Some((i, len)) => {
                 self.arena.drain(i..i + 1 + len);
+                self.arena.shrink_to_fit();
                 true
             }
             None => false,
         }
     }
 
-    /// Records of a tag, with their key and payload.
-    fn records(&self, tag: u32) -> impl Iterator<Item = (u16, &[u32])> + '_ {
+    /// Records of a tag, with their header and payload.
+    fn records(&self, tag: u32) -> impl Iterator<Item = (u32, &[u32])> + '_ {
         let mut i = 0;
         std::iter::from_fn(move || {
             while i < self.arena.len() {
@@ -243,7 +246,7 @@ impl Profile {
                 let at = i;
                 i += 1 + len;
                 if tag_of(h) == tag {
-                    return Some((key_of(h), &self.arena[at + 1..at + 1 + len]));
+                    return Some((h, &self.arena[at + 1..at + 1 + len]));
                 }
             }
             None
@@ -252,22 +255,41 @@ impl Profile {
 
     // ---- event types --------------------------------------------------------------------
 
+    /// Counts an event of type `ty` (a 12-bit symbol) at `at`.
     pub fn touch_type(&mut self, ty: u16, at: Secs) {
-        match self.find(TAG_TYPE, ty) {
-            Some((i, _)) => {
-                let p = &mut self.arena[i + 1..i + 4];
-                p[0] = p[0].saturating_add(1);
-                if p[1] == 0 || at < p[1] {
-                    p[1] = at;
-                }
-                p[2] = p[2].max(at);
+        if let Some((i, _)) = self.find(TAG_TYPE, ty) {
+            let h = self.arena[i];
+            let count = data_of(h);
+            let (first, last) = (self.arena[i + 1], self.arena[i + 2]);
+            let (first, last) = (first.min(at), last.max(at));
+            if count < u16::MAX - 1 {
+                self.arena[i] = compact(TAG_TYPE, ty, count + 1);
+                self.arena[i + 1] = first;
+                self.arena[i + 2] = last;
+            } else {
+                self.arena.drain(i..i + 3);
+                self.put(TAG_TYPE_BIG, ty, &[u32::from(count) + 1, first, last]);
             }
-            None => self.put(TAG_TYPE, ty, &[1, at, at]),
+        } else if let Some((i, _)) = self.find(TAG_TYPE_BIG, ty) {
+            let p = &mut self.arena[i + 1..i + 4];
+            p[0] = p[0].saturating_add(1);
+            p[1] = p[1].min(at);
+            p[2] = p[2].max(at);
+        } else {
+            self.arena.reserve_exact(3);
+            self.arena.extend_from_slice(&[compact(TAG_TYPE, ty, 1), at, at]);
         }
     }
 
     pub fn type_stats(&self, ty: u16) -> Option<TypeStats> {
-        self.payload(TAG_TYPE, ty).map(|p| TypeStats {
+        if let Some((i, _)) = self.find(TAG_TYPE, ty) {
+            return Some(TypeStats {
+                count: u32::from(data_of(self.arena[i])),
+                first: self.arena[i + 1],
+                last: self.arena[i + 2],
+            });
+        }
+        self.payload(TAG_TYPE_BIG, ty).map(|p| TypeStats {
             count: p[0],
             first: p[1],
             last: p[2],
@@ -275,28 +297,46 @@ impl Profile {
     }
 
     pub fn types(&self) -> impl Iterator<Item = (u16, TypeStats)> + '_ {
-        self.records(TAG_TYPE).map(|(k, p)| {
+        let small = self.records(TAG_TYPE).map(|(h, p)| {
             (
-                k,
+                key_of(h),
+                TypeStats {
+                    count: u32::from(data_of(h)),
+                    first: p[0],
+                    last: p[1],
+                },
+            )
+        });
+        let big = self.records(TAG_TYPE_BIG).map(|(h, p)| {
+            (
+                key_of(h),
                 TypeStats {
                     count: p[0],
                     first: p[1],
                     last: p[2],
                 },
             )
-        })
+        });
+        small.chain(big)
+    }
+
+    /// First event of any type (0 = none).
+    pub fn first_seen(&self) -> Secs {
+        self.types().map(|(_, s)| s.first).min().unwrap_or(0)
+    }
+
+    /// Last event of any type (0 = none).
+    pub fn last_seen(&self) -> Secs {
+        self.types().map(|(_, s)| s.last).max().unwrap_or(0)
     }
 
     // ---- traits -------------------------------------------------------------------------
 
-    fn trait_record(&self, key: u16) -> Option<(u32, &[u32])> {
-        [TAG_TRAIT_STR, TAG_TRAIT_NUM, TAG_TRAIT_BOOL]
-            .into_iter()
-            .find_map(|t| self.payload(t, key).map(|p| (t, p)))
-    }
-
     pub fn trait_value(&self, key: u16) -> Option<TraitRef<'_>> {
-        self.trait_record(key).map(|(t, p)| decode_trait(t, p))
+        TRAIT_TAGS
+            .into_iter()
+            .find_map(|t| self.find(t, key).map(|(i, len)| (t, i, len)))
+            .map(|(t, i, len)| decode_trait(t, self.arena[i], &self.arena[i + 1..i + 1 + len]))
     }
 
     pub fn traits(&self) -> impl Iterator<Item = (u16, TraitRef<'_>)> + '_ {
@@ -308,11 +348,8 @@ impl Profile {
                 let at = i;
                 i += 1 + len;
                 let t = tag_of(h);
-                if matches!(t, TAG_TRAIT_STR | TAG_TRAIT_NUM | TAG_TRAIT_BOOL) {
-                    return Some((
-                        key_of(h),
-                        decode_trait(t, &self.arena[at + 1..at + 1 + len]),
-                    ));
+                if TRAIT_TAGS.contains(&t) {
+                    return Some((key_of(h), decode_trait(t, h, &self.arena[at + 1..at + 1 + len])));
                 }
             }
             None
@@ -323,24 +360,47 @@ impl Profile {
         self.traits().count()
     }
 
-    /// Sets a trait; `None` removes it. Returns whether anything changed.
+    /// Sets a trait (`key` is a 12-bit symbol); `None` removes it. Returns whether the
+    /// stored value changed.
     pub fn set_trait(&mut self, key: u16, value: Option<TraitRef<'_>>) -> bool {
         let old = self.trait_value(key);
         if old == value {
             return false;
         }
-        for t in [TAG_TRAIT_STR, TAG_TRAIT_NUM, TAG_TRAIT_BOOL] {
-            self.remove(t, key);
+        for t in TRAIT_TAGS {
+            if self.find(t, key).is_some() {
+                if is_compact(t) {
+                    let (i, _) = self.find(t, key).unwrap_or_default();
+                    self.arena.remove(i);
+                    self.arena.shrink_to_fit();
+                } else {
+                    self.remove(t, key);
+                }
+            }
         }
+        let push_compact = |arena: &mut Vec<u32>, tag, data| {
+            arena.reserve_exact(1);
+            arena.push(compact(tag, key, data));
+        };
         match value {
             None => {}
-            Some(TraitRef::Bool(b)) => self.put(TAG_TRAIT_BOOL, key, &[u32::from(b)]),
+            Some(TraitRef::Sym(s)) => push_compact(&mut self.arena, TAG_TRAIT_SYM, s),
+            Some(TraitRef::Bool(b)) => push_compact(&mut self.arena, TAG_TRAIT_BOOL, u16::from(b)),
             Some(TraitRef::Num(n)) => {
-                let bits = n.to_bits();
-                self.put(TAG_TRAIT_NUM, key, &[bits as u32, (bits >> 32) as u32]);
+                let small = n as f32;
+                if f64::from(small) == n {
+                    self.put(TAG_TRAIT_F32, key, &[small.to_bits()]);
+                } else {
+                    let bits = n.to_bits();
+                    self.put(TAG_TRAIT_F64, key, &[bits as u32, (bits >> 32) as u32]);
+                }
             }
             Some(TraitRef::Str(s)) => {
-                let bytes = &s.as_bytes()[..s.len().min((MAX_LEN - 1) * 4)];
+                let mut cut = s.len().min((MAX_LEN - 1) * 4);
+                while !s.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                let bytes = &s.as_bytes()[..cut];
                 let mut words = Vec::with_capacity(1 + bytes.len().div_ceil(4));
                 words.push(bytes.len() as u32);
                 for chunk in bytes.chunks(4) {
@@ -357,75 +417,81 @@ impl Profile {
     // ---- windowed aggregates ------------------------------------------------------------
 
     /// Adds `value` to `bucket` of a windowed feature, first dropping buckets before
-    /// `keep_from` (they have left the longest window that uses the feature).
-    pub fn window_add(&mut self, feature: u16, bucket: u32, value: f32, keep_from: u32) {
-        let Some((i, len)) = self.find(TAG_WINDOW, feature) else {
-            if bucket >= keep_from {
-                self.put(TAG_WINDOW, feature, &[bucket, value.to_bits()]);
-            }
-            return;
-        };
-        let start = i + 1;
-        let end = start + len;
-        // Prune expired pairs at the front.
-        let mut first_live = start;
-        while first_live < end && self.arena[first_live] < keep_from {
-            first_live += 2;
-        }
-        let removed = first_live - start;
-        if removed > 0 {
-            self.arena.drain(start..first_live);
-        }
-        let len = len - removed;
-        let end = start + len;
+    /// `keep_from` (they have left the longest window that uses the feature). Counts are
+    /// kept as 16-bit numbers per bucket (saturating), sums as f32.
+    pub fn window_add(&mut self, feature: u16, is_sum: bool, bucket: u32, value: f32, keep_from: u32) {
+        let tag = if is_sum { TAG_SUMS } else { TAG_COUNTS };
+        let stride = if is_sum { 2 } else { 1 };
+        let mut entries: Vec<(u32, f32)> = self.window_entries(tag, feature).collect();
+        let before = entries.len();
+        entries.retain(|(b, _)| *b >= keep_from);
         if bucket >= keep_from {
-            let mut j = start;
-            while j < end && self.arena[j] < bucket {
-                j += 2;
+            match entries.binary_search_by_key(&bucket, |(b, _)| *b) {
+                Ok(i) => entries[i].1 += value,
+                Err(i) => entries.insert(i, (bucket, value)),
             }
-            if j < end && self.arena[j] == bucket {
-                let v = f32::from_bits(self.arena[j + 1]) + value;
-                self.arena[j + 1] = v.to_bits();
-                self.arena[i] = header(TAG_WINDOW, feature, len);
-            } else if len + 2 <= MAX_LEN {
-                self.arena.splice(j..j, [bucket, value.to_bits()]);
-                self.arena[i] = header(TAG_WINDOW, feature, len + 2);
+        } else if entries.len() == before {
+            return;
+        }
+        // Buckets more than 16 bits apart from the oldest cannot be stored; they are older
+        // than any window of the feature, so drop the oldest until the rest fit.
+        while entries.len() > 1 && entries[entries.len() - 1].0 - entries[0].0 > 0xffff {
+            entries.remove(0);
+        }
+        if entries.is_empty() {
+            self.remove(tag, feature);
+            return;
+        }
+        let base = entries[0].0;
+        let mut words = Vec::with_capacity(1 + entries.len() * stride);
+        words.push(base);
+        for (b, v) in entries.iter().take((MAX_LEN - 1) / stride) {
+            let delta = (b - base) << 16;
+            if is_sum {
+                words.push(delta);
+                words.push(v.to_bits());
             } else {
-                // Full (2047 buckets): fold into the newest bucket so totals stay right.
-                let v = f32::from_bits(self.arena[end - 1]) + value;
-                self.arena[end - 1] = v.to_bits();
-                self.arena[i] = header(TAG_WINDOW, feature, len);
+                words.push(delta | (v.clamp(0.0, 65_535.0) as u32));
             }
-        } else {
-            self.arena[i] = header(TAG_WINDOW, feature, len);
         }
-        if len == 0 && bucket < keep_from {
-            self.arena.remove(i);
-        }
+        self.put(tag, feature, &words);
+    }
+
+    fn window_entries(&self, tag: u32, feature: u16) -> impl Iterator<Item = (u32, f32)> + '_ {
+        let p = self.payload(tag, feature).unwrap_or(&[]);
+        let base = p.first().copied().unwrap_or(0);
+        let body = p.get(1..).unwrap_or(&[]);
+        let stride = if tag == TAG_SUMS { 2 } else { 1 };
+        body.chunks_exact(stride).map(move |c| {
+            let b = base + (c[0] >> 16);
+            let v = if stride == 2 {
+                f32::from_bits(c[1])
+            } else {
+                (c[0] & 0xffff) as f32
+            };
+            (b, v)
+        })
+    }
+
+    /// All (bucket, value) pairs of a windowed feature, oldest first.
+    pub fn window_buckets(&self, feature: u16) -> impl Iterator<Item = (u32, f32)> + '_ {
+        self.window_entries(TAG_COUNTS, feature)
+            .chain(self.window_entries(TAG_SUMS, feature))
     }
 
     /// Sum of the buckets at or after `from`.
     pub fn window_sum(&self, feature: u16, from: u32) -> f64 {
-        self.payload(TAG_WINDOW, feature).map_or(0.0, |p| {
-            p.chunks_exact(2)
-                .filter(|c| c[0] >= from)
-                .map(|c| f64::from(f32::from_bits(c[1])))
-                .sum()
-        })
+        self.window_buckets(feature)
+            .filter(|(b, _)| *b >= from)
+            .map(|(_, v)| f64::from(v))
+            .sum()
     }
 
     /// The oldest bucket at or after `from` that holds something.
     pub fn window_oldest(&self, feature: u16, from: u32) -> Option<u32> {
-        self.payload(TAG_WINDOW, feature)
-            .and_then(|p| p.chunks_exact(2).map(|c| c[0]).find(|b| *b >= from))
-    }
-
-    /// All (bucket, value) pairs of a windowed feature.
-    pub fn window_buckets(&self, feature: u16) -> impl Iterator<Item = (u32, f32)> + '_ {
-        self.payload(TAG_WINDOW, feature)
-            .unwrap_or(&[])
-            .chunks_exact(2)
-            .map(|c| (c[0], f32::from_bits(c[1])))
+        self.window_buckets(feature)
+            .map(|(b, _)| b)
+            .find(|b| *b >= from)
     }
 
     // ---- filtered recency -----------------------------------------------------------------
@@ -474,13 +540,13 @@ impl Profile {
 
     // ---- favourites ------------------------------------------------------------------------
 
-    /// Counts one occurrence of `value` (a symbol) in favourite slot `slot`.
-    pub fn favourite_add(&mut self, slot: u16, value: u32) {
-        let mut pairs: Vec<(u32, u32)> = self
+    /// Counts one occurrence of `value` (a 16-bit symbol) in favourite slot `slot`.
+    pub fn favourite_add(&mut self, slot: u16, value: u16) {
+        let mut pairs: Vec<(u16, u16)> = self
             .payload(TAG_FAVOURITE, slot)
             .unwrap_or(&[])
-            .chunks_exact(2)
-            .map(|c| (c[0], c[1]))
+            .iter()
+            .map(|w| ((w >> 16) as u16, *w as u16))
             .collect();
         if let Some(p) = pairs.iter_mut().find(|p| p.0 == value) {
             p.1 = p.1.saturating_add(1);
@@ -493,19 +559,114 @@ impl Profile {
         }
         // Most frequent first; ties keep the earlier (stable sort).
         pairs.sort_by_key(|p| std::cmp::Reverse(p.1));
-        let words: Vec<u32> = pairs.iter().flat_map(|p| [p.0, p.1]).collect();
+        let words: Vec<u32> = pairs
+            .iter()
+            .map(|p| (u32::from(p.0) << 16) | u32::from(p.1))
+            .collect();
         self.put(TAG_FAVOURITE, slot, &words);
     }
 
-    pub fn favourite(&self, slot: u16) -> Option<u32> {
+    pub fn favourite(&self, slot: u16) -> Option<u16> {
         self.payload(TAG_FAVOURITE, slot)
-            .and_then(|p| p.first().copied())
+            .and_then(|p| p.first())
+            .map(|w| (w >> 16) as u16)
+    }
+
+    // ---- value -------------------------------------------------------------------------
+
+    /// Lifetime sum of purchase amounts.
+    pub fn revenue(&self) -> f64 {
+        self.payload(TAG_REVENUE, 0)
+            .map_or(0.0, |p| f64::from_bits(u64::from(p[0]) | (u64::from(p[1]) << 32)))
+    }
+
+    pub fn add_revenue(&mut self, amount: f64) {
+        let bits = (self.revenue() + amount).to_bits();
+        self.put(TAG_REVENUE, 0, &[bits as u32, (bits >> 32) as u32]);
+    }
+
+    // ---- memberships ---------------------------------------------------------------------
+
+    pub fn is_member(&self, i: usize) -> bool {
+        if i < 64 {
+            return self.members_low & (1 << i) != 0;
+        }
+        let (w, b) = ((i - 64) / 32, (i - 64) % 32);
+        self.payload(TAG_MEMBERS, 0)
+            .and_then(|p| p.get(w))
+            .is_some_and(|x| x & (1 << b) != 0)
+    }
+
+    pub fn set_member(&mut self, i: usize, on: bool) {
+        if i < 64 {
+            if on {
+                self.members_low |= 1 << i;
+            } else {
+                self.members_low &= !(1 << i);
+            }
+            return;
+        }
+        let (w, b) = ((i - 64) / 32, (i - 64) % 32);
+        let mut words = self.payload(TAG_MEMBERS, 0).unwrap_or(&[]).to_vec();
+        if words.len() <= w {
+            if !on {
+                return;
+            }
+            words.resize(w + 1, 0);
+        }
+        if on {
+            words[w] |= 1 << b;
+        } else {
+            words[w] &= !(1 << b);
+        }
+        while words.last() == Some(&0) {
+            words.pop();
+        }
+        if words.is_empty() {
+            self.remove(TAG_MEMBERS, 0);
+        } else {
+            self.put(TAG_MEMBERS, 0, &words);
+        }
+    }
+
+    /// Indices of the segments the customer is in, ascending.
+    pub fn members(&self) -> impl Iterator<Item = usize> + '_ {
+        let low = (0..64).filter(move |b| self.members_low & (1u64 << b) != 0);
+        let high = self
+            .payload(TAG_MEMBERS, 0)
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+            .flat_map(|(w, bits)| {
+                (0..32)
+                    .filter(move |b| bits & (1u32 << b) != 0)
+                    .map(move |b| 64 + w * 32 + b)
+            });
+        low.chain(high)
+    }
+
+    pub fn has_members(&self) -> bool {
+        self.members_low != 0 || self.find(TAG_MEMBERS, 0).is_some()
+    }
+
+    /// Removes every membership and returns them.
+    pub fn take_members(&mut self) -> Members {
+        let mut words = Vec::new();
+        for i in self.members() {
+            if words.len() <= i / 64 {
+                words.resize(i / 64 + 1, 0u64);
+            }
+            words[i / 64] |= 1 << (i % 64);
+        }
+        self.members_low = 0;
+        self.remove(TAG_MEMBERS, 0);
+        Members(words)
     }
 
     // ---- feature bookkeeping for definition reloads ------------------------------------------
 
     /// Renumbers (or drops, where `map` gives `None`) all feature records after the
-    /// definitions changed. Type, trait and favourite records are kept as they are.
+    /// definitions changed. Type, trait, value and favourite records are kept as they are.
     pub fn remap_features(&mut self, map: &dyn Fn(u16) -> Option<u16>) {
         let mut out = Vec::with_capacity(self.arena.len());
         let mut i = 0;
@@ -514,9 +675,9 @@ impl Profile {
             let len = len_of(h);
             let tag = tag_of(h);
             let body = &self.arena[i + 1..i + 1 + len];
-            if matches!(tag, TAG_WINDOW | TAG_RECENCY | TAG_ABSENCE) {
+            if matches!(tag, TAG_COUNTS | TAG_SUMS | TAG_RECENCY | TAG_ABSENCE) {
                 if let Some(k) = map(key_of(h)) {
-                    out.push(header(tag, k, len));
+                    out.push(generic(tag, k, len));
                     out.extend_from_slice(body);
                 }
             } else {
@@ -525,31 +686,60 @@ impl Profile {
             }
             i += 1 + len;
         }
+        out.shrink_to_fit();
         self.arena = out;
     }
-}
 
-fn decode_trait(tag: u32, p: &[u32]) -> TraitRef<'_> {
-    match tag {
-        TAG_TRAIT_BOOL => TraitRef::Bool(p[0] != 0),
-        TAG_TRAIT_NUM => TraitRef::Num(f64::from_bits(u64::from(p[0]) | (u64::from(p[1]) << 32))),
-        _ => {
-            let len = p[0] as usize;
-            let bytes: &[u8] = bytemuck_words(&p[1..]);
-            // Stored from a &str, possibly cut inside a char when over-long: keep the valid part.
-            match std::str::from_utf8(&bytes[..len]) {
-                Ok(s) => TraitRef::Str(s),
-                Err(e) => TraitRef::Str(
-                    std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
-                ),
+    /// Bytes of the arena used by each record tag (for the size report).
+    pub fn usage_by_kind(&self) -> Vec<(&'static str, usize)> {
+        let names = [
+            (TAG_TYPE, "type stats"),
+            (TAG_TYPE_BIG, "type stats"),
+            (TAG_TRAIT_SYM, "traits"),
+            (TAG_TRAIT_BOOL, "traits"),
+            (TAG_TRAIT_STR, "traits"),
+            (TAG_TRAIT_F32, "traits"),
+            (TAG_TRAIT_F64, "traits"),
+            (TAG_COUNTS, "windows"),
+            (TAG_SUMS, "windows"),
+            (TAG_RECENCY, "recency"),
+            (TAG_ABSENCE, "absence"),
+            (TAG_FAVOURITE, "favourites"),
+            (TAG_REVENUE, "value"),
+            (TAG_MEMBERS, "memberships"),
+        ];
+        let mut out: Vec<(&'static str, usize)> = Vec::new();
+        let mut i = 0;
+        while i < self.arena.len() {
+            let h = self.arena[i];
+            let len = len_of(h);
+            let name = names
+                .iter()
+                .find(|(t, _)| *t == tag_of(h))
+                .map_or("other", |(_, n)| n);
+            match out.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, b)) => *b += 4 * (1 + len),
+                None => out.push((name, 4 * (1 + len))),
             }
+            i += 1 + len;
         }
+        out
     }
 }
 
-/// The bytes of a word slice, in memory order (strings are stored with `from_ne_bytes`).
-fn bytemuck_words(words: &[u32]) -> &[u8] {
-    bytemuck::cast_slice(words)
+fn decode_trait(tag: u32, header: u32, p: &[u32]) -> TraitRef<'_> {
+    match tag {
+        TAG_TRAIT_SYM => TraitRef::Sym(data_of(header)),
+        TAG_TRAIT_BOOL => TraitRef::Bool(data_of(header) != 0),
+        TAG_TRAIT_F32 => TraitRef::Num(f64::from(f32::from_bits(p[0]))),
+        TAG_TRAIT_F64 => TraitRef::Num(f64::from_bits(u64::from(p[0]) | (u64::from(p[1]) << 32))),
+        _ => {
+            let len = p[0] as usize;
+            let bytes: &[u8] = bytemuck::cast_slice(&p[1..]);
+            // Written from a &str and cut at a char boundary: valid UTF-8.
+            TraitRef::Str(std::str::from_utf8(&bytes[..len]).unwrap_or_default())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -573,6 +763,25 @@ mod tests {
         );
         assert_eq!(p.types().count(), 2);
         assert_eq!(p.type_stats(9), None);
+        assert_eq!((p.first_seen(), p.last_seen()), (10, 200));
+        assert_eq!(p.heap_bytes(), 24, "two compact type records, exact capacity");
+    }
+
+    #[test]
+    fn type_counts_grow_past_16_bits() {
+        let mut p = Profile::new();
+        for i in 0..70_000u32 {
+            p.touch_type(1, 1000 + i % 7);
+        }
+        assert_eq!(
+            p.type_stats(1),
+            Some(TypeStats {
+                count: 70_000,
+                first: 1000,
+                last: 1006
+            })
+        );
+        assert_eq!(p.types().count(), 1);
     }
 
     #[test]
@@ -582,41 +791,57 @@ mod tests {
         assert!(p.set_trait(2, Some(TraitRef::Num(5000.5))));
         assert!(p.set_trait(3, Some(TraitRef::Bool(true))));
         assert!(p.set_trait(4, Some(TraitRef::Str("Europe/Zürich"))));
+        assert!(p.set_trait(5, Some(TraitRef::Sym(77))));
+        assert!(p.set_trait(6, Some(TraitRef::Num(0.1))));
         assert!(!p.set_trait(1, Some(TraitRef::Str("marketing"))));
         assert_eq!(p.trait_value(1), Some(TraitRef::Str("marketing")));
         assert_eq!(p.trait_value(2), Some(TraitRef::Num(5000.5)));
         assert_eq!(p.trait_value(3), Some(TraitRef::Bool(true)));
         assert_eq!(p.trait_value(4), Some(TraitRef::Str("Europe/Zürich")));
+        assert_eq!(p.trait_value(5), Some(TraitRef::Sym(77)));
+        assert_eq!(p.trait_value(6), Some(TraitRef::Num(0.1)));
         assert!(p.set_trait(1, Some(TraitRef::Num(1.0))));
         assert_eq!(p.trait_value(1), Some(TraitRef::Num(1.0)));
         assert!(p.set_trait(2, None));
         assert_eq!(p.trait_value(2), None);
-        assert_eq!(p.trait_count(), 3);
+        assert!(p.set_trait(5, Some(TraitRef::Bool(false))));
+        assert_eq!(p.trait_value(5), Some(TraitRef::Bool(false)));
+        assert_eq!(p.trait_count(), 5);
         assert!(p.set_trait(1, Some(TraitRef::Str(""))));
         assert_eq!(p.trait_value(1), Some(TraitRef::Str("")));
+        assert_eq!(p.heap_bytes(), p.arena.len() * 4, "no slack");
     }
 
     #[test]
     fn windows_add_sum_and_prune() {
+        for is_sum in [false, true] {
+            let mut p = Profile::new();
+            p.window_add(0, is_sum, 10, 1.0, 0);
+            p.window_add(0, is_sum, 12, 2.0, 0);
+            p.window_add(0, is_sum, 11, 4.0, 0);
+            p.window_add(0, is_sum, 12, 1.0, 0);
+            assert_eq!(p.window_sum(0, 0), 8.0);
+            assert_eq!(p.window_sum(0, 11), 7.0);
+            assert_eq!(p.window_oldest(0, 0), Some(10));
+            // Pruning happens on the next write.
+            p.window_add(0, is_sum, 13, 1.0, 12);
+            assert_eq!(
+                p.window_buckets(0).collect::<Vec<_>>(),
+                vec![(12, 3.0), (13, 1.0)]
+            );
+            // A write older than the retention is dropped, and pruning can empty the record.
+            p.window_add(0, is_sum, 5, 1.0, 20);
+            assert_eq!(p.window_buckets(0).count(), 0);
+            assert_eq!(p.heap_bytes(), 0);
+        }
         let mut p = Profile::new();
-        p.window_add(0, 10, 1.0, 0);
-        p.window_add(0, 12, 2.0, 0);
-        p.window_add(0, 11, 4.0, 0);
-        p.window_add(0, 12, 1.0, 0);
-        assert_eq!(p.window_sum(0, 0), 8.0);
-        assert_eq!(p.window_sum(0, 11), 7.0);
-        assert_eq!(p.window_oldest(0, 0), Some(10));
-        // Pruning happens on the next write.
-        p.window_add(0, 13, 1.0, 12);
-        assert_eq!(
-            p.window_buckets(0).collect::<Vec<_>>(),
-            vec![(12, 3.0), (13, 1.0)]
-        );
-        // A write older than the retention is dropped, and pruning can empty the record.
-        p.window_add(0, 5, 1.0, 20);
-        assert_eq!(p.window_buckets(0).count(), 0);
-        p.touch_type(1, 1);
-        assert_eq!(p.type_stats(1).map(|s| s.count), Some(1));
+        p.window_add(1, true, 100_000, 2.5, 0);
+        p.window_add(1, true, 100_003, -1.0, 0);
+        assert_eq!(p.window_sum(1, 0), 1.5);
+        // Far-apart buckets: the old one cannot be in any window with the new one.
+        p.window_add(2, false, 10, 1.0, 0);
+        p.window_add(2, false, 10 + 70_000, 1.0, 0);
+        assert_eq!(p.window_buckets(2).collect::<Vec<_>>(), vec![(70_010, 1.0)]);
     }
 
     #[test]
@@ -630,7 +855,7 @@ mod tests {
         };
         p.set_absence(2, &[a]);
         p.recency_touch(3, 50);
-        p.window_add(4, 1, 1.0, 0);
+        p.window_add(4, false, 1, 1.0, 0);
         p.touch_type(9, 5);
         assert_eq!(p.absence(2).collect::<Vec<_>>(), vec![a]);
         p.remap_features(&|k| match k {
@@ -655,16 +880,21 @@ mod tests {
     }
 
     #[test]
-    fn members_bitset() {
-        let mut m = Members::default();
-        m.set(3, true);
-        m.set(70, true);
-        m.set(200, true);
-        assert!(m.contains(3) && m.contains(70) && m.contains(200) && !m.contains(4));
-        assert_eq!(m.iter().collect::<Vec<_>>(), vec![3, 70, 200]);
-        m.set(70, false);
-        m.set(200, false);
-        m.set(3, false);
-        assert!(m.is_empty());
+    fn revenue_and_memberships() {
+        let mut p = Profile::new();
+        assert_eq!(p.revenue(), 0.0);
+        p.add_revenue(10.25);
+        p.add_revenue(0.5);
+        assert_eq!(p.revenue(), 10.75);
+        p.set_member(3, true);
+        p.set_member(70, true);
+        p.set_member(200, true);
+        assert!(p.is_member(3) && p.is_member(70) && p.is_member(200) && !p.is_member(4));
+        assert_eq!(p.members().collect::<Vec<_>>(), vec![3, 70, 200]);
+        p.set_member(200, false);
+        let m = p.take_members();
+        assert!(m.contains(3) && m.contains(70) && !m.contains(200));
+        assert!(!p.has_members());
+        assert_eq!(p.revenue(), 10.75);
     }
 }

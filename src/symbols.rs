@@ -19,11 +19,13 @@ pub enum SymbolClass {
 }
 
 impl SymbolClass {
+    /// Each class has its own id space, sized to the bits profiles store it in:
+    /// event types and trait names in 12 bits, values in 16.
     fn cap(self) -> usize {
         match self {
-            SymbolClass::EventType => 2_048,
-            SymbolClass::TraitKey => 4_096,
-            SymbolClass::Value => 50_000,
+            SymbolClass::EventType => 4_095,
+            SymbolClass::TraitKey => 4_095,
+            SymbolClass::Value => 65_535,
         }
     }
     fn index(self) -> usize {
@@ -31,11 +33,11 @@ impl SymbolClass {
     }
 }
 
+/// Interned names, one id space per [`SymbolClass`].
 #[derive(Debug, Clone, Default)]
 pub struct Symbols {
-    names: Vec<(Box<str>, SymbolClass)>,
+    names: [Vec<Box<str>>; 3],
     index: [HashMap<Box<str>, u32>; 3],
-    counts: [usize; 3],
 }
 
 impl Symbols {
@@ -58,18 +60,20 @@ impl Symbols {
         if let Some(s) = self.get(name, class) {
             return Some(s);
         }
-        if self.counts[class.index()] >= class.cap() || self.names.len() >= u16::MAX as usize {
+        let names = &mut self.names[class.index()];
+        if names.len() >= class.cap() {
             return None;
         }
-        let sym = self.names.len() as u32;
-        self.names.push((name.into(), class));
+        let sym = names.len() as u32;
+        names.push(name.into());
         self.index[class.index()].insert(name.into(), sym);
-        self.counts[class.index()] += 1;
         Some(sym)
     }
 
-    pub fn name(&self, sym: u32) -> &str {
-        self.names.get(sym as usize).map_or("?", |(n, _)| n)
+    pub fn name(&self, class: SymbolClass, sym: u32) -> &str {
+        self.names[class.index()]
+            .get(sym as usize)
+            .map_or("?", |n| n)
     }
 
     /// The symbol of an event's type: fixed for known kinds, interned for custom ones.
@@ -80,50 +84,28 @@ impl Symbols {
         self.intern(name, SymbolClass::EventType).map(|s| s as u16)
     }
 
-    pub fn len(&self) -> usize {
-        self.names.len()
+    /// Number of names in a class.
+    pub fn len(&self, class: SymbolClass) -> usize {
+        self.names[class.index()].len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct Entry {
-    name: String,
-    class: u8,
 }
 
 impl Serialize for Symbols {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let entries: Vec<Entry> = self
-            .names
-            .iter()
-            .map(|(n, c)| Entry {
-                name: n.to_string(),
-                class: *c as u8,
-            })
-            .collect();
-        entries.serialize(s)
+        self.names.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Symbols {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let entries = Vec::<Entry>::deserialize(d)?;
+        let names = <[Vec<Box<str>>; 3]>::deserialize(d)?;
         let mut s = Symbols::default();
-        for e in entries {
-            let class = match e.class {
-                0 => SymbolClass::EventType,
-                1 => SymbolClass::TraitKey,
-                _ => SymbolClass::Value,
-            };
-            let sym = s.names.len() as u32;
-            s.names.push((e.name.as_str().into(), class));
-            s.index[class.index()].insert(e.name.into(), sym);
-            s.counts[class.index()] += 1;
+        for (class, list) in names.iter().enumerate() {
+            for (i, n) in list.iter().enumerate() {
+                s.index[class].insert(n.clone(), i as u32);
+            }
         }
+        s.names = names;
         Ok(s)
     }
 }
@@ -141,9 +123,9 @@ mod tests {
         );
         let a = s.intern("role", SymbolClass::TraitKey).unwrap();
         let b = s.intern("role", SymbolClass::Value).unwrap();
-        assert_ne!(a, b);
+        assert_eq!((a, b), (0, 0), "classes have their own id spaces");
         assert_eq!(s.intern("role", SymbolClass::TraitKey), Some(a));
-        assert_eq!(s.name(a), "role");
+        assert_eq!(s.name(SymbolClass::TraitKey, a), "role");
         let json = serde_json::to_string(&s).unwrap();
         let back: Symbols = serde_json::from_str(&json).unwrap();
         assert_eq!(back.get("role", SymbolClass::TraitKey), Some(a));

@@ -66,10 +66,6 @@ pub fn apply_event(
 ) -> Changes {
     let mut changes = Changes::default();
     let at = secs(e.timestamp).max(1);
-    if p.first_seen == 0 || at < p.first_seen {
-        p.first_seen = at;
-    }
-    p.last_seen = p.last_seen.max(at);
     if let Some(t) = ty {
         p.touch_type(t, at);
     }
@@ -78,6 +74,12 @@ pub fn apply_event(
             for ((_, v), key) in e.traits.iter().zip(trait_keys) {
                 let Some(key) = *key else { continue };
                 let value = match v {
+                    Value::Str(s) if s.len() <= 64 && defs.categorical_traits.contains(&key) => {
+                        match symbols.intern(s, SymbolClass::Value) {
+                            Some(sym) => Some(TraitRef::Sym(sym as u16)),
+                            None => Some(TraitRef::Str(s)),
+                        }
+                    }
                     Value::Str(s) => Some(TraitRef::Str(s)),
                     Value::Int(i) => Some(TraitRef::Num(*i as f64)),
                     Value::Float(f) => Some(TraitRef::Num(*f)),
@@ -95,12 +97,12 @@ pub fn apply_event(
         }
         EventKind::Purchase => {
             if let Some(a) = e.property("amount").and_then(Value::as_f64) {
-                p.revenue += a;
+                p.add_revenue(a);
             }
             for (prop, slot) in [("category", FAV_CATEGORY), ("product", FAV_PRODUCT)] {
                 if let Some(v) = e.property(prop).and_then(Value::as_str) {
                     if let Some(sym) = symbols.intern(v, SymbolClass::Value) {
-                        p.favourite_add(slot, sym);
+                        p.favourite_add(slot, sym as u16);
                     }
                 }
             }
@@ -131,11 +133,12 @@ pub fn apply_event(
                         None => continue,
                     },
                 };
+                let is_sum = sum.is_some();
                 if *resolution == 0 {
-                    p.window_add(f, 0, value, 0);
+                    p.window_add(f, is_sum, 0, value, 0);
                 } else {
                     let keep_from = now_s.saturating_sub(*retention) / resolution;
-                    p.window_add(f, at / resolution, value, keep_from);
+                    p.window_add(f, is_sum, at / resolution, value, keep_from);
                 }
             }
             FeatureKind::Recency => {

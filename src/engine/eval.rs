@@ -144,7 +144,7 @@ impl Ctx<'_> {
             }
             Cond::Exists(o) => self.operand(o) != Val::Missing,
             Cond::Truthy(o) => self.operand(o) == Val::Bool(true),
-            Cond::Segment(i) => self.profile.members.contains(*i),
+            Cond::Segment(i) => self.profile.is_member(*i),
             Cond::Absence(f) => {
                 let now = self.now_s();
                 self.profile
@@ -185,12 +185,15 @@ impl Ctx<'_> {
             Op::Lit(l) => Val::from_lit(l),
             Op::Trait(k) => match p.trait_value(*k) {
                 None => Val::Missing,
+                Some(crate::profile::TraitRef::Sym(s)) => {
+                    Val::Str(self.symbols.name(SymbolClass::Value, u32::from(s)))
+                }
                 Some(crate::profile::TraitRef::Str(s)) => Val::Str(s),
                 Some(crate::profile::TraitRef::Num(n)) => Val::Num(n),
                 Some(crate::profile::TraitRef::Bool(b)) => Val::Bool(b),
             },
             Op::Attr(a) => match a {
-                Attr::Revenue => Val::Num(p.revenue),
+                Attr::Revenue => Val::Num(p.revenue()),
                 Attr::Purchases => Val::Num(self.count(EventKind::Purchase)),
                 Attr::Events => Val::Num(p.types().map(|(_, s)| f64::from(s.count)).sum()),
                 Attr::OptedOut => {
@@ -210,7 +213,9 @@ impl Ctx<'_> {
                         FAV_PRODUCT
                     };
                     p.favourite(slot)
-                        .map_or(Val::Missing, |s| Val::Str(self.symbols.name(s)))
+                        .map_or(Val::Missing, |s| {
+                            Val::Str(self.symbols.name(SymbolClass::Value, u32::from(s)))
+                        })
                 }
                 Attr::OpenRate => self.ratio(EventKind::EmailOpen, EventKind::EmailSent),
                 Attr::ClickRate => self.ratio(EventKind::EmailClick, EventKind::EmailSent),
@@ -231,9 +236,9 @@ impl Ctx<'_> {
                 let t = match ty {
                     None => {
                         if *first {
-                            p.first_seen
+                            p.first_seen()
                         } else {
-                            p.last_seen
+                            p.last_seen()
                         }
                     }
                     Some(t) => p

@@ -26,10 +26,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{parse_event, Event, EventError, EventKind, RejectReason};
-use crate::profile::{millis, Members, Profile};
+use crate::profile::{millis, secs, Profile, Secs};
 use crate::segment::compile::Definitions;
 use crate::segment::diagnostic::Diagnostics;
-use crate::symbols::Symbols;
+use crate::symbols::{SymbolClass, Symbols};
 use crate::time::{format_duration, format_rfc3339, Millis, DAY, MINUTE, SECOND};
 use crate::transition::{Cause, Direction, TimerKind, Transition};
 
@@ -179,7 +179,7 @@ pub struct Engine {
     config: EngineConfig,
     defs: Arc<Definitions>,
     symbols: Symbols,
-    profiles: HashMap<Arc<str>, Profile>,
+    profiles: hashbrown::HashMap<Arc<str>, Profile>,
     timers: BinaryHeap<Reverse<(Millis, Arc<str>)>>,
     watermark: Millis,
     max_event_time: Millis,
@@ -195,7 +195,7 @@ impl Engine {
             config,
             defs: Arc::new(defs),
             symbols,
-            profiles: HashMap::new(),
+            profiles: hashbrown::HashMap::new(),
             timers: BinaryHeap::new(),
             watermark: Millis::MIN,
             max_event_time: Millis::MIN,
@@ -243,7 +243,7 @@ impl Engine {
     pub fn populations(&self) -> Vec<(Arc<str>, usize)> {
         let mut counts = vec![0usize; self.defs.segments.len()];
         for p in self.profiles.values() {
-            for i in p.members.iter() {
+            for i in p.members() {
                 if let Some(c) = counts.get_mut(i) {
                     *c += 1;
                 }
@@ -259,8 +259,7 @@ impl Engine {
     /// Names of the segments a customer is in.
     pub fn memberships(&self, customer_id: &str) -> Vec<Arc<str>> {
         self.profiles.get(customer_id).map_or_else(Vec::new, |p| {
-            p.members
-                .iter()
+            p.members()
                 .filter_map(|i| self.defs.segments.get(i).map(|s| s.name.clone()))
                 .collect()
         })
@@ -284,11 +283,7 @@ impl Engine {
 
     /// Applies one validated event: fires the customer's due timers, updates the profile,
     /// re-evaluates the segments the event can affect, then moves the watermark.
-    pub fn apply(
-        &mut self,
-        event: &Event<'_>,
-        out: &mut Vec<Transition>,
-    ) -> Result<(), EventError> {
+    pub fn apply(&mut self, event: &Event<'_>, out: &mut Vec<Transition>) -> Result<(), EventError> {
         if event.timestamp < self.watermark {
             self.stats.events_late += 1;
             return Err(EventError::new(
@@ -304,22 +299,20 @@ impl Engine {
         let ty = self.symbols.event_type(event.kind, &event.event_type);
         // Trait keys are interned before the profile is borrowed.
         let trait_keys = apply::intern_traits(&mut self.symbols, event)?;
-        let id = self.customer_key(&event.customer_id, event.kind);
-        if let Some(id) = id {
-            // Catch the customer up with time first.
-            while let Some(t) = self
-                .profiles
-                .get(&id)
-                .map(|p| p.timer_at)
-                .filter(|t| *t != 0 && *t <= event.timestamp)
-            {
-                self.fire_customer(&id, t, out);
-            }
-            if event.kind == EventKind::Forget {
-                self.forget(&id, event, out);
-            } else {
-                self.apply_to_profile(id, event, ty, &trait_keys, out);
-            }
+        // Catch the customer up with time first (rare: only when a timer is due).
+        let cid: &str = &event.customer_id;
+        while let Some((id, t)) = self
+            .profiles
+            .get_key_value(cid)
+            .filter(|(_, p)| p.timer_at != 0 && millis(p.timer_at) <= event.timestamp)
+            .map(|(k, p)| (k.clone(), millis(p.timer_at)))
+        {
+            self.fire_customer(&id, t, out);
+        }
+        if event.kind == EventKind::Forget {
+            self.forget(event, out);
+        } else {
+            self.apply_to_profile(event, ty, &trait_keys, out);
         }
         self.stats.events_applied += 1;
         if event.timestamp > self.max_event_time {
@@ -330,41 +323,50 @@ impl Engine {
         Ok(())
     }
 
-    /// The map key for a customer, creating the profile unless the event is a `forget`.
-    fn customer_key(&mut self, customer_id: &str, kind: EventKind) -> Option<Arc<str>> {
-        if let Some((k, _)) = self.profiles.get_key_value(customer_id) {
-            return Some(k.clone());
-        }
-        (kind != EventKind::Forget).then(|| customer_id.into())
-    }
-
     fn apply_to_profile(
         &mut self,
-        id: Arc<str>,
         event: &Event<'_>,
         ty: Option<u16>,
         trait_keys: &[Option<u16>],
         out: &mut Vec<Transition>,
     ) {
-        let defs = self.defs.clone();
-        // New, or evicted by its TTL timer just above.
-        let fresh = !self.profiles.contains_key(&id);
-        let profile = self.profiles.entry(id.clone()).or_default();
+        let Engine {
+            config,
+            defs,
+            symbols,
+            profiles,
+            timers,
+            stats,
+            affected,
+            ..
+        } = self;
+        let defs: &Definitions = defs;
+        // One map lookup: the profile, created if new.
+        let (id, profile, fresh) = match profiles.entry_ref(&*event.customer_id) {
+            hashbrown::hash_map::EntryRef::Occupied(o) => {
+                let id = o.key().clone();
+                (id, o.into_mut(), false)
+            }
+            hashbrown::hash_map::EntryRef::Vacant(v) => {
+                let e = v.insert_entry(Profile::new());
+                let id = e.key().clone();
+                (id, e.into_mut(), true)
+            }
+        };
         let now = profile.clock.max(event.timestamp);
         profile.clock = now;
         let changes = apply::apply_event(
-            &defs,
-            &mut self.symbols,
+            defs,
+            symbols,
             profile,
             event,
             ty,
             trait_keys,
             now,
-            self.config.allowed_lateness,
+            config.allowed_lateness,
         );
         // Mark the segments this event can affect; a new profile is evaluated against every
         // segment once, since segments like `not ...` hold for a customer with no history.
-        let affected = &mut self.affected;
         affected.iter_mut().for_each(|a| *a = fresh);
         let mut mark = |list: Option<&Vec<usize>>| {
             for &i in list.into_iter().flatten() {
@@ -381,97 +383,56 @@ impl Engine {
         if changes.score {
             mark(Some(&defs.on_score));
         }
-        let cause = Cause::Event(event.event_id.as_ref().into());
-        let profile = self.profiles.get_mut(&id).expect("profile exists");
         let mut next: Option<Millis> = None;
         for (i, seg) in defs.segments.iter().enumerate() {
-            if !self.affected[i] {
+            if !affected[i] {
                 continue;
             }
             let ctx = Ctx {
-                defs: &defs,
-                symbols: &self.symbols,
+                defs,
+                symbols,
                 profile,
                 now,
             };
             let is_in = ctx.eval(&seg.cond);
-            self.stats.evaluations += 1;
+            stats.evaluations += 1;
             if seg.time_dependent {
                 if let Some((t, _)) = ctx.next_change(&seg.cond) {
                     next = Some(next.map_or(t, |n: Millis| n.min(t)));
                 }
             }
-            if is_in != profile.members.contains(i) {
-                profile.members.set(i, is_in);
-                let dir = if is_in {
-                    Direction::Entered
-                } else {
-                    Direction::Exited
-                };
-                emit(
-                    &mut self.stats,
-                    profile,
-                    &id,
-                    seg,
-                    dir,
-                    event.timestamp.max(now),
-                    cause.clone(),
-                    out,
-                );
+            if is_in != profile.is_member(i) {
+                profile.set_member(i, is_in);
+                let dir = if is_in { Direction::Entered } else { Direction::Exited };
+                let cause = Cause::Event(event.event_id.as_ref().into());
+                emit(stats, profile, &id, seg, dir, now, cause, out);
                 for &d in &seg.dependents {
-                    self.affected[d] = true;
+                    affected[d] = true;
                 }
             }
         }
-        if let Some(ttl) = self.config.profile_ttl {
-            let t = millis(profile.last_seen) + ttl;
+        if let Some(ttl) = config.profile_ttl {
+            let t = millis(profile.last_seen()) + ttl;
             next = Some(next.map_or(t, |n| n.min(t)));
         }
         if let Some(t) = next {
-            if profile.timer_at == 0 || t < profile.timer_at {
-                profile.timer_at = t;
-                self.timers.push(Reverse((t, id)));
+            let at = timer_secs(t);
+            if profile.timer_at == 0 || at < profile.timer_at {
+                profile.timer_at = at;
+                timers.push(Reverse((millis(at), id)));
             }
         }
     }
 
     /// Right to be forgotten: the customer exits every segment and the profile is erased.
-    fn forget(&mut self, id: &Arc<str>, event: &Event<'_>, out: &mut Vec<Transition>) {
-        let Some(mut profile) = self.profiles.remove(id) else {
+    fn forget(&mut self, event: &Event<'_>, out: &mut Vec<Transition>) {
+        let Some((id, mut profile)) = self.profiles.remove_entry(&*event.customer_id) else {
             return;
         };
         let at = profile.clock.max(event.timestamp);
         let cause = Cause::Event(event.event_id.as_ref().into());
-        self.exit_all(&mut profile, id, at, cause, out);
+        exit_all(&self.defs, &mut self.stats, &mut profile, &id, at, cause, out);
         self.stats.profiles_forgotten += 1;
-    }
-
-    fn exit_all(
-        &mut self,
-        profile: &mut Profile,
-        id: &Arc<str>,
-        at: Millis,
-        cause: Cause,
-        out: &mut Vec<Transition>,
-    ) {
-        let defs = self.defs.clone();
-        // Dependents first, so a segment never outlives one it depends on.
-        let members: Vec<usize> = profile.members.iter().collect();
-        for &i in members.iter().rev() {
-            if let Some(seg) = defs.segments.get(i) {
-                profile.members.set(i, false);
-                emit(
-                    &mut self.stats,
-                    profile,
-                    id,
-                    seg,
-                    Direction::Exited,
-                    at,
-                    cause.clone(),
-                    out,
-                );
-            }
-        }
     }
 
     /// Moves the watermark forward (never back) and fires every timer it passes.
@@ -484,10 +445,11 @@ impl Engine {
             if *t > to {
                 break;
             }
-            let Some(Reverse((t, id))) = self.timers.pop() else {
-                break;
-            };
-            let due = self.profiles.get(&id).is_some_and(|p| p.timer_at == t);
+            let Some(Reverse((t, id))) = self.timers.pop() else { break };
+            let due = self
+                .profiles
+                .get(&id)
+                .is_some_and(|p| millis(p.timer_at) == t);
             if due {
                 self.fire_customer(&id, t, out);
             }
@@ -502,24 +464,32 @@ impl Engine {
 
     /// Fires a customer's timer due at `t`: evaluates the segments time can change.
     fn fire_customer(&mut self, id: &Arc<str>, t: Millis, out: &mut Vec<Transition>) {
-        self.stats.timers_fired += 1;
-        let defs = self.defs.clone();
-        let Some(mut profile) = self.profiles.remove(id) else {
-            return;
-        };
+        let Engine {
+            config,
+            defs,
+            symbols,
+            profiles,
+            timers,
+            stats,
+            ..
+        } = self;
+        let defs: &Definitions = defs;
+        let Some(profile) = profiles.get_mut(id) else { return };
+        stats.timers_fired += 1;
         profile.timer_at = 0;
         let before = profile.clock;
         profile.clock = profile.clock.max(t);
         let now = profile.clock;
-        if let Some(ttl) = self.config.profile_ttl {
-            let expires = millis(profile.last_seen) + ttl;
+        if let Some(ttl) = config.profile_ttl {
+            let expires = millis(profile.last_seen()) + ttl;
             if expires <= now {
                 let cause = Cause::Timer {
                     kind: TimerKind::Ttl,
                     deadline: expires,
                 };
-                self.exit_all(&mut profile, id, expires.max(before), cause, out);
-                self.stats.profiles_expired += 1;
+                exit_all(defs, stats, profile, id, expires.max(before), cause, out);
+                stats.profiles_expired += 1;
+                profiles.remove(id);
                 return;
             }
         }
@@ -529,45 +499,40 @@ impl Engine {
                 continue;
             }
             let ctx = Ctx {
-                defs: &defs,
-                symbols: &self.symbols,
-                profile: &profile,
+                defs,
+                symbols,
+                profile,
                 now,
             };
             let is_in = ctx.eval(&seg.cond);
-            self.stats.evaluations += 1;
+            stats.evaluations += 1;
             if let Some((n, _)) = ctx.next_change(&seg.cond) {
                 next = Some(next.map_or(n, |x: Millis| x.min(n)));
             }
-            if is_in != profile.members.contains(i) {
+            if is_in != profile.is_member(i) {
                 let kind = Ctx {
-                    defs: &defs,
-                    symbols: &self.symbols,
-                    profile: &profile,
+                    defs,
+                    symbols,
+                    profile,
                     now: before.min(t - 1),
                 }
                 .next_change(&seg.cond)
                 .filter(|(n, _)| *n <= t)
                 .map_or(TimerKind::Window, |(_, k)| k);
-                profile.members.set(i, is_in);
-                let dir = if is_in {
-                    Direction::Entered
-                } else {
-                    Direction::Exited
-                };
+                profile.set_member(i, is_in);
+                let dir = if is_in { Direction::Entered } else { Direction::Exited };
                 let cause = Cause::Timer { kind, deadline: t };
-                emit(&mut self.stats, &mut profile, id, seg, dir, now, cause, out);
+                emit(stats, profile, id, seg, dir, now, cause, out);
             }
         }
-        if let Some(ttl) = self.config.profile_ttl {
-            let x = millis(profile.last_seen) + ttl;
+        if let Some(ttl) = config.profile_ttl {
+            let x = millis(profile.last_seen()) + ttl;
             next = Some(next.map_or(x, |n| n.min(x)));
         }
         if let Some(n) = next {
-            profile.timer_at = n;
-            self.timers.push(Reverse((n, id.clone())));
+            profile.timer_at = timer_secs(n);
+            timers.push(Reverse((millis(profile.timer_at), id.clone())));
         }
-        self.profiles.insert(id.clone(), profile);
     }
 
     /// Replaces the definitions. Features with an unchanged key keep their state; every
@@ -665,7 +630,7 @@ impl Engine {
                 .profiles
                 .iter()
                 .filter(|(_, p)| p.timer_at != 0)
-                .map(|(k, p)| Reverse((p.timer_at, k.clone())))
+                .map(|(k, p)| Reverse((millis(p.timer_at), k.clone())))
                 .collect();
             self.affected = vec![false; defs.segments.len()];
             self.defs = defs;
@@ -680,7 +645,7 @@ impl Engine {
                 continue;
             };
             profile.remap_features(&|k| feature_map.get(k as usize).copied().flatten());
-            let old_members = std::mem::take(&mut profile.members);
+            let old_members = profile.take_members();
             let now = profile.clock;
             for (j, (name, version)) in removed.iter().map(|(j, s)| (*j, s)) {
                 if old_members.contains(j) {
@@ -724,7 +689,7 @@ impl Engine {
                         next = Some(next.map_or(n, |x: Millis| x.min(n)));
                     }
                 }
-                profile.members.set(i, is_in);
+                profile.set_member(i, is_in);
                 if is_in != was {
                     let dir = if is_in {
                         Direction::Entered
@@ -744,12 +709,12 @@ impl Engine {
                 }
             }
             if let Some(ttl) = self.config.profile_ttl {
-                let x = millis(profile.last_seen) + ttl;
+                let x = millis(profile.last_seen()) + ttl;
                 next = Some(next.map_or(x, |n| n.min(x)));
             }
-            profile.timer_at = next.unwrap_or(0);
+            profile.timer_at = next.map_or(0, timer_secs);
             if let Some(n) = next {
-                self.timers.push(Reverse((n, id.clone())));
+                self.timers.push(Reverse((millis(timer_secs(n)), id.clone())));
             }
         }
         report.transitions = out.len() - before;
@@ -829,6 +794,31 @@ impl Engine {
     }
 }
 
+/// Timers are kept in whole seconds, rounded up so a timer never fires early.
+fn timer_secs(ms: Millis) -> Secs {
+    secs(ms + 999).max(1)
+}
+
+/// Every membership ends (forget, TTL): dependents first, so a segment never outlives
+/// one it depends on.
+fn exit_all(
+    defs: &Definitions,
+    stats: &mut EngineStats,
+    profile: &mut Profile,
+    id: &Arc<str>,
+    at: Millis,
+    cause: Cause,
+    out: &mut Vec<Transition>,
+) {
+    let members: Vec<usize> = profile.members().collect();
+    for &i in members.iter().rev() {
+        if let Some(seg) = defs.segments.get(i) {
+            profile.set_member(i, false);
+            emit(stats, profile, id, seg, Direction::Exited, at, cause.clone(), out);
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn emit(
     stats: &mut EngineStats,
@@ -854,9 +844,9 @@ fn emit(
 }
 
 /// Members of a profile by segment name (for the API and tests).
-pub fn member_names(defs: &Definitions, members: &Members) -> Vec<String> {
-    members
-        .iter()
+pub fn member_names(defs: &Definitions, profile: &Profile) -> Vec<String> {
+    profile
+        .members()
         .filter_map(|i| defs.segments.get(i).map(|s| s.name.to_string()))
         .collect()
 }
@@ -871,16 +861,19 @@ impl Engine {
         let mut traits = Map::new();
         for (k, v) in p.traits() {
             let v = match v {
+                crate::profile::TraitRef::Sym(s) => {
+                    J::from(self.symbols.name(SymbolClass::Value, u32::from(s)))
+                }
                 crate::profile::TraitRef::Str(s) => J::from(s),
                 crate::profile::TraitRef::Num(n) => J::from(n),
                 crate::profile::TraitRef::Bool(b) => J::from(b),
             };
-            traits.insert(self.symbols.name(u32::from(k)).to_string(), v);
+            traits.insert(self.symbols.name(SymbolClass::TraitKey, u32::from(k)).to_string(), v);
         }
         let mut types = Map::new();
         for (t, s) in p.types() {
             types.insert(
-                self.symbols.name(u32::from(t)).to_string(),
+                self.symbols.name(SymbolClass::EventType, u32::from(t)).to_string(),
                 json!({
                     "count": s.count,
                     "first_seen": format_rfc3339(millis(s.first)),
@@ -897,13 +890,13 @@ impl Engine {
         use crate::segment::compile::Attr;
         Some(json!({
             "customer_id": customer_id,
-            "segments": member_names(&self.defs, &p.members),
+            "segments": member_names(&self.defs, p),
             "traits": traits,
-            "first_seen": format_rfc3339(millis(p.first_seen)),
-            "last_seen": format_rfc3339(millis(p.last_seen)),
+            "first_seen": format_rfc3339(millis(p.first_seen())),
+            "last_seen": format_rfc3339(millis(p.last_seen())),
             "events": types,
             "value": {
-                "revenue": p.revenue,
+                "revenue": p.revenue(),
                 "purchases": attr(Attr::Purchases),
                 "favourite_category": attr(Attr::FavouriteCategory),
                 "favourite_product": attr(Attr::FavouriteProduct),
@@ -916,7 +909,7 @@ impl Engine {
             "score": (ctx.score() * 100.0).round() / 100.0,
             "clock": format_rfc3339(p.clock),
             "sequence": p.sequence,
-            "next_timer": (p.timer_at != 0).then(|| format_rfc3339(p.timer_at)),
+            "next_timer": (p.timer_at != 0).then(|| format_rfc3339(millis(p.timer_at))),
         }))
     }
 }

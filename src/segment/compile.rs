@@ -618,6 +618,12 @@ impl<'a> Compiler<'a> {
         for (i, s) in src.segments.iter().enumerate() {
             self.segment_names.insert(s.name.node.clone(), i);
         }
+        // Well-known CRM traits hold a few distinct values: profiles store them interned.
+        for name in crate::event::CATEGORICAL_TRAITS {
+            if let Some(k) = self.symbols.intern(name, SymbolClass::TraitKey) {
+                self.categorical.insert(k as u16);
+            }
+        }
         let scoring = self.compile_scoring(&src.scoring);
         let mut compiled = Vec::new();
         for s in &src.segments {
