@@ -311,7 +311,9 @@ fn main() {
         }
     }
     println!();
-    println!("profile bytes = size_of::<Profile>() + Profile::heap_bytes() (the arena's capacity).");
+    println!(
+        "profile bytes = size_of::<Profile>() + Profile::heap_bytes() (the arena's capacity)."
+    );
     println!(
         "all-in = live heap after the last event minus live heap of the freshly built engine:"
     );

@@ -251,6 +251,9 @@ impl Value<'_> {
     }
 }
 
+/// The members of `properties` or `traits`, in input order.
+pub type Fields<'a> = Vec<(Cow<'a, str>, Value<'a>)>;
+
 /// A validated event, borrowing from the input buffer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event<'a> {
@@ -259,8 +262,8 @@ pub struct Event<'a> {
     pub event_type: Cow<'a, str>,
     pub kind: EventKind,
     pub timestamp: Millis,
-    pub properties: Vec<(Cow<'a, str>, Value<'a>)>,
-    pub traits: Vec<(Cow<'a, str>, Value<'a>)>,
+    pub properties: Fields<'a>,
+    pub traits: Fields<'a>,
 }
 
 impl<'a> Event<'a> {
@@ -445,7 +448,7 @@ impl<'a> Wire<'a> {
         };
         let kind = EventKind::from_type(&event_type);
         let properties = match self.properties {
-            None => Vec::new(),
+            None => Fields::new(),
             Some(Obj::Map(m)) => m,
             Some(Obj::Not(t)) => {
                 return Err(EventError::new(
@@ -455,7 +458,7 @@ impl<'a> Wire<'a> {
             }
         };
         let traits = match self.traits {
-            None => Vec::new(),
+            None => Fields::new(),
             Some(Obj::Map(m)) => m,
             Some(Obj::Not(t)) => {
                 return Err(EventError::new(
@@ -552,8 +555,13 @@ fn check_properties(event: &Event<'_>) -> Result<(), EventError> {
             ));
         }
     }
-    for (name, ty) in kind.known_properties() {
-        let Some(v) = event.property(name) else {
+    let known = kind.known_properties();
+    // One pass over the event's properties (fewer than the documented ones, usually).
+    for (name, v) in &event.properties {
+        let Some((_, ty)) = known
+            .iter()
+            .find(|(k, _)| k.len() == name.len() && *k == name.as_ref())
+        else {
             continue;
         };
         let ok = match (ty, v) {
@@ -639,7 +647,7 @@ struct Wire<'a> {
 
 /// An object's scalar members, or the JSON type found instead of an object.
 enum Obj<'a> {
-    Map(Vec<(Cow<'a, str>, Value<'a>)>),
+    Map(Fields<'a>),
     Not(&'static str),
 }
 
@@ -695,7 +703,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Value<'a> {
 
 struct Key<'a>(Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for Key<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match d.deserialize_str(ValueVisitor)? {
             Value::Str(s) => Ok(Key(s)),
@@ -704,17 +712,17 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-struct ObjVisitor;
+struct ObjVisitor<'a>(std::marker::PhantomData<&'a ()>);
 
-impl<'de> Visitor<'de> for ObjVisitor {
-    type Value = Obj<'de>;
+impl<'de: 'a, 'a> Visitor<'de> for ObjVisitor<'a> {
+    type Value = Obj<'a>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4).min(16));
+        let mut out = Fields::new();
         while let Some(Key(k)) = map.next_key()? {
-            let v: Value<'de> = map.next_value()?;
+            let v: Value<'a> = map.next_value()?;
             if out
                 .iter()
                 .any(|(existing, _): &(Cow<'_, str>, _)| *existing == k)
@@ -748,7 +756,7 @@ impl<'de> Visitor<'de> for ObjVisitor {
 
 impl<'de: 'a, 'a> Deserialize<'de> for Obj<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ObjVisitor)
+        d.deserialize_any(ObjVisitor(std::marker::PhantomData))
     }
 }
 

@@ -277,7 +277,8 @@ impl Profile {
             p[2] = p[2].max(at);
         } else {
             self.arena.reserve_exact(3);
-            self.arena.extend_from_slice(&[compact(TAG_TYPE, ty, 1), at, at]);
+            self.arena
+                .extend_from_slice(&[compact(TAG_TYPE, ty, 1), at, at]);
         }
     }
 
@@ -349,7 +350,10 @@ impl Profile {
                 i += 1 + len;
                 let t = tag_of(h);
                 if TRAIT_TAGS.contains(&t) {
-                    return Some((key_of(h), decode_trait(t, h, &self.arena[at + 1..at + 1 + len])));
+                    return Some((
+                        key_of(h),
+                        decode_trait(t, h, &self.arena[at + 1..at + 1 + len]),
+                    ));
                 }
             }
             None
@@ -419,9 +423,50 @@ impl Profile {
     /// Adds `value` to `bucket` of a windowed feature, first dropping buckets before
     /// `keep_from` (they have left the longest window that uses the feature). Counts are
     /// kept as 16-bit numbers per bucket (saturating), sums as f32.
-    pub fn window_add(&mut self, feature: u16, is_sum: bool, bucket: u32, value: f32, keep_from: u32) {
+    pub fn window_add(
+        &mut self,
+        feature: u16,
+        is_sum: bool,
+        bucket: u32,
+        value: f32,
+        keep_from: u32,
+    ) {
         let tag = if is_sum { TAG_SUMS } else { TAG_COUNTS };
         let stride = if is_sum { 2 } else { 1 };
+        // Fast path, without allocating: nothing to prune and the bucket is the newest or
+        // already present (the common case: events arrive roughly in time order).
+        if let Some((i, len)) = self.find(tag, feature) {
+            let base = self.arena[i + 1];
+            if base >= keep_from && bucket >= base && bucket - base <= 0xffff {
+                let delta = bucket - base;
+                let body = i + 2..i + 1 + len;
+                let mut j = body.start;
+                while j < body.end && (self.arena[j] >> 16) < delta {
+                    j += stride;
+                }
+                if j < body.end && (self.arena[j] >> 16) == delta {
+                    if is_sum {
+                        let v = f32::from_bits(self.arena[j + 1]) + value;
+                        self.arena[j + 1] = v.to_bits();
+                    } else {
+                        let c = ((self.arena[j] & 0xffff) as f32 + value).clamp(0.0, 65_535.0);
+                        self.arena[j] = (delta << 16) | c as u32;
+                    }
+                    return;
+                }
+                if j == body.end && len + stride <= MAX_LEN {
+                    self.arena.reserve_exact(stride);
+                    if is_sum {
+                        self.arena.splice(j..j, [delta << 16, value.to_bits()]);
+                    } else {
+                        let c = value.clamp(0.0, 65_535.0) as u32;
+                        self.arena.insert(j, (delta << 16) | c);
+                    }
+                    self.arena[i] = generic(tag, feature, len + stride);
+                    return;
+                }
+            }
+        }
         let mut entries: Vec<(u32, f32)> = self.window_entries(tag, feature).collect();
         let before = entries.len();
         entries.retain(|(b, _)| *b >= keep_from);
@@ -474,22 +519,53 @@ impl Profile {
     }
 
     /// All (bucket, value) pairs of a windowed feature, oldest first.
-    pub fn window_buckets(&self, feature: u16) -> impl Iterator<Item = (u32, f32)> + '_ {
-        self.window_entries(TAG_COUNTS, feature)
-            .chain(self.window_entries(TAG_SUMS, feature))
+    pub fn window_buckets(
+        &self,
+        feature: u16,
+        is_sum: bool,
+    ) -> impl Iterator<Item = (u32, f32)> + '_ {
+        self.window_entries(if is_sum { TAG_SUMS } else { TAG_COUNTS }, feature)
     }
 
     /// Sum of the buckets at or after `from`.
-    pub fn window_sum(&self, feature: u16, from: u32) -> f64 {
-        self.window_buckets(feature)
-            .filter(|(b, _)| *b >= from)
-            .map(|(_, v)| f64::from(v))
-            .sum()
+    pub fn window_sum(&self, feature: u16, is_sum: bool, from: u32) -> f64 {
+        let tag = if is_sum { TAG_SUMS } else { TAG_COUNTS };
+        let Some(p) = self.payload(tag, feature) else {
+            return 0.0;
+        };
+        let base = p[0];
+        if is_sum {
+            p[1..]
+                .chunks_exact(2)
+                .filter(|c| base + (c[0] >> 16) >= from)
+                .map(|c| f64::from(f32::from_bits(c[1])))
+                .sum()
+        } else {
+            let total: u32 = p[1..]
+                .iter()
+                .filter(|w| base + (*w >> 16) >= from)
+                .map(|w| w & 0xffff)
+                .sum();
+            f64::from(total)
+        }
+    }
+
+    /// The sum of the buckets at or after `from`, and the oldest of them, in one scan.
+    pub fn window_sum_oldest(&self, feature: u16, is_sum: bool, from: u32) -> (f64, Option<u32>) {
+        let mut total = 0.0;
+        let mut oldest = None;
+        for (b, v) in self.window_buckets(feature, is_sum) {
+            if b >= from {
+                total += f64::from(v);
+                oldest.get_or_insert(b);
+            }
+        }
+        (total, oldest)
     }
 
     /// The oldest bucket at or after `from` that holds something.
-    pub fn window_oldest(&self, feature: u16, from: u32) -> Option<u32> {
-        self.window_buckets(feature)
+    pub fn window_oldest(&self, feature: u16, is_sum: bool, from: u32) -> Option<u32> {
+        self.window_buckets(feature, is_sum)
             .map(|(b, _)| b)
             .find(|b| *b >= from)
     }
@@ -576,8 +652,9 @@ impl Profile {
 
     /// Lifetime sum of purchase amounts.
     pub fn revenue(&self) -> f64 {
-        self.payload(TAG_REVENUE, 0)
-            .map_or(0.0, |p| f64::from_bits(u64::from(p[0]) | (u64::from(p[1]) << 32)))
+        self.payload(TAG_REVENUE, 0).map_or(0.0, |p| {
+            f64::from_bits(u64::from(p[0]) | (u64::from(p[1]) << 32))
+        })
     }
 
     pub fn add_revenue(&mut self, amount: f64) {
@@ -764,7 +841,11 @@ mod tests {
         assert_eq!(p.types().count(), 2);
         assert_eq!(p.type_stats(9), None);
         assert_eq!((p.first_seen(), p.last_seen()), (10, 200));
-        assert_eq!(p.heap_bytes(), 24, "two compact type records, exact capacity");
+        assert_eq!(
+            p.heap_bytes(),
+            24,
+            "two compact type records, exact capacity"
+        );
     }
 
     #[test]
@@ -820,28 +901,31 @@ mod tests {
             p.window_add(0, is_sum, 12, 2.0, 0);
             p.window_add(0, is_sum, 11, 4.0, 0);
             p.window_add(0, is_sum, 12, 1.0, 0);
-            assert_eq!(p.window_sum(0, 0), 8.0);
-            assert_eq!(p.window_sum(0, 11), 7.0);
-            assert_eq!(p.window_oldest(0, 0), Some(10));
+            assert_eq!(p.window_sum(0, is_sum, 0), 8.0);
+            assert_eq!(p.window_sum(0, is_sum, 11), 7.0);
+            assert_eq!(p.window_oldest(0, is_sum, 0), Some(10));
             // Pruning happens on the next write.
             p.window_add(0, is_sum, 13, 1.0, 12);
             assert_eq!(
-                p.window_buckets(0).collect::<Vec<_>>(),
+                p.window_buckets(0, is_sum).collect::<Vec<_>>(),
                 vec![(12, 3.0), (13, 1.0)]
             );
             // A write older than the retention is dropped, and pruning can empty the record.
             p.window_add(0, is_sum, 5, 1.0, 20);
-            assert_eq!(p.window_buckets(0).count(), 0);
+            assert_eq!(p.window_buckets(0, is_sum).count(), 0);
             assert_eq!(p.heap_bytes(), 0);
         }
         let mut p = Profile::new();
         p.window_add(1, true, 100_000, 2.5, 0);
         p.window_add(1, true, 100_003, -1.0, 0);
-        assert_eq!(p.window_sum(1, 0), 1.5);
+        assert_eq!(p.window_sum(1, true, 0), 1.5);
         // Far-apart buckets: the old one cannot be in any window with the new one.
         p.window_add(2, false, 10, 1.0, 0);
         p.window_add(2, false, 10 + 70_000, 1.0, 0);
-        assert_eq!(p.window_buckets(2).collect::<Vec<_>>(), vec![(70_010, 1.0)]);
+        assert_eq!(
+            p.window_buckets(2, false).collect::<Vec<_>>(),
+            vec![(70_010, 1.0)]
+        );
     }
 
     #[test]
@@ -864,7 +948,7 @@ mod tests {
             _ => None,
         });
         assert_eq!(p.absence(0).collect::<Vec<_>>(), vec![a]);
-        assert_eq!(p.window_sum(1, 0), 1.0);
+        assert_eq!(p.window_sum(1, false, 0), 1.0);
         assert_eq!(p.recency(3), None);
         assert_eq!(p.type_stats(9).map(|s| s.count), Some(1));
     }

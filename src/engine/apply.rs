@@ -110,12 +110,8 @@ pub fn apply_event(
         _ => {}
     }
     let now_s = secs(now);
-    let by_type = ty.and_then(|t| defs.features_by_type.get(&t));
-    for &f in by_type
-        .into_iter()
-        .flatten()
-        .chain(defs.features_any.iter())
-    {
+    let by_type = ty.map_or(&[][..], |t| defs.features_by_type.get(t));
+    for &f in by_type.iter().chain(defs.features_any.iter()) {
         let feature = &defs.features[f as usize];
         match &feature.kind {
             FeatureKind::Window {

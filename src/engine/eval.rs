@@ -5,7 +5,7 @@ use crate::event::{Event, EventKind, Value};
 use crate::profile::{millis, secs, Profile, Secs};
 use crate::segment::ast::{ArithOp, CmpOp};
 use crate::segment::compile::{
-    Attr, CFilter, CPattern, Cond, Definitions, EventMatch, FeatureKind, Lit, Op, RESUBSCRIBE,
+    Attr, CFilter, CPattern, Cond, Definitions, EventMatch, FeatureKind, Lit, Op,
 };
 use crate::symbols::{SymbolClass, Symbols};
 use crate::time::{Millis, SECOND};
@@ -154,12 +154,6 @@ impl Ctx<'_> {
         }
     }
 
-    fn type_sym(&self, name: &str) -> Option<u16> {
-        self.symbols
-            .get(name, SymbolClass::EventType)
-            .map(|s| s as u16)
-    }
-
     fn count(&self, kind: EventKind) -> f64 {
         self.profile
             .type_stats(kind as u16)
@@ -201,7 +195,8 @@ impl Ctx<'_> {
                         .type_stats(EventKind::Unsubscribe as u16)
                         .map_or(0, |s| s.last);
                     let resub = self
-                        .type_sym(RESUBSCRIBE)
+                        .defs
+                        .resubscribe
                         .and_then(|t| p.type_stats(t))
                         .map_or(0, |s| s.last);
                     Val::Bool(unsub != 0 && unsub >= resub)
@@ -212,17 +207,17 @@ impl Ctx<'_> {
                     } else {
                         FAV_PRODUCT
                     };
-                    p.favourite(slot)
-                        .map_or(Val::Missing, |s| {
-                            Val::Str(self.symbols.name(SymbolClass::Value, u32::from(s)))
-                        })
+                    p.favourite(slot).map_or(Val::Missing, |s| {
+                        Val::Str(self.symbols.name(SymbolClass::Value, u32::from(s)))
+                    })
                 }
                 Attr::OpenRate => self.ratio(EventKind::EmailOpen, EventKind::EmailSent),
                 Attr::ClickRate => self.ratio(EventKind::EmailClick, EventKind::EmailSent),
             },
             Op::Window { feature, window } => {
-                let FeatureKind::Window { resolution, .. } =
-                    &self.defs.features[*feature as usize].kind
+                let FeatureKind::Window {
+                    resolution, sum, ..
+                } = &self.defs.features[*feature as usize].kind
                 else {
                     return Val::Missing;
                 };
@@ -230,7 +225,7 @@ impl Ctx<'_> {
                     Some(w) => window_start(self.now, *w, *resolution),
                     None => 0,
                 };
-                Val::Num(p.window_sum(*feature, from))
+                Val::Num(p.window_sum(*feature, sum.is_some(), from))
             }
             Op::SinceType { ty, first } => {
                 let t = match ty {
@@ -258,14 +253,7 @@ impl Ctx<'_> {
                 let (Val::Num(a), Val::Num(b)) = (self.operand(l), self.operand(r)) else {
                     return Val::Missing;
                 };
-                let v = match op {
-                    ArithOp::Add => a + b,
-                    ArithOp::Sub => a - b,
-                    ArithOp::Mul => a * b,
-                    ArithOp::Div if b == 0.0 => return Val::Missing,
-                    ArithOp::Div => a / b,
-                };
-                Val::Num(v)
+                arith(*op, a, b)
             }
         }
     }
@@ -280,94 +268,129 @@ impl Ctx<'_> {
 
     /// The earliest time after `now` at which `c` could change without a new event.
     pub fn next_change(&self, c: &Cond) -> Option<(Millis, TimerKind)> {
-        let mut best: Option<(Millis, TimerKind)> = None;
-        self.collect_changes(c, &mut best);
-        best
+        let mut next = None;
+        self.eval_next(c, &mut next);
+        next
     }
 
-    fn offer(&self, best: &mut Option<(Millis, TimerKind)>, at: Millis, kind: TimerKind) {
+    fn offer(&self, best: &mut Next, at: Millis, kind: TimerKind) {
         if at > self.now && best.is_none_or(|(b, _)| at < b) {
             *best = Some((at, kind));
         }
     }
 
-    fn collect_changes(&self, c: &Cond, best: &mut Option<(Millis, TimerKind)>) {
+    /// Evaluates `c` and lowers `next` to the earliest time after `now` at which its value
+    /// could change without a new event. One pass does both. Only the leaves evaluation
+    /// visits are considered: with `A and B` and `A` false, only a change of `A` can change
+    /// the result, and when it does the condition is evaluated (and timed) again.
+    pub fn eval_next(&self, c: &Cond, next: &mut Next) -> bool {
+        const NONE: Op = Op::Lit(Lit::Bool(false));
         match c {
-            Cond::And(v) | Cond::Or(v) => v.iter().for_each(|x| self.collect_changes(x, best)),
-            Cond::Not(x) => self.collect_changes(x, best),
-            Cond::Cmp { lhs, rhs, .. } => {
-                self.operand_changes(lhs, rhs, best);
-                self.operand_changes(rhs, lhs, best);
+            Cond::And(v) => v.iter().all(|x| self.eval_next(x, next)),
+            Cond::Or(v) => v.iter().any(|x| self.eval_next(x, next)),
+            Cond::Not(x) => !self.eval_next(x, next),
+            Cond::Cmp { lhs, op, rhs } => {
+                let a = self.operand_next(lhs, rhs, next);
+                let b = self.operand_next(rhs, lhs, next);
+                compare(a, *op, b)
             }
-            Cond::In { lhs, .. }
-            | Cond::Contains { lhs, .. }
-            | Cond::Prefix { lhs, .. }
-            | Cond::Exists(lhs)
-            | Cond::Truthy(lhs) => self.operand_changes(lhs, &Op::Lit(Lit::Num(0.0)), best),
+            Cond::In { lhs, list } => val_in(self.operand_next(lhs, &NONE, next), list),
             Cond::Absence(f) => {
+                let now = self.now_s();
+                let mut fired = false;
                 for a in self.profile.absence(*f) {
-                    if a.pending != 0 {
-                        self.offer(best, millis(a.deadline), TimerKind::Absence);
+                    if a.pending == 0 {
+                        continue;
+                    }
+                    if a.deadline <= now {
+                        fired = true;
+                    } else {
+                        self.offer(next, millis(a.deadline), TimerKind::Absence);
                     }
                 }
+                fired
             }
-            Cond::Const(_) | Cond::Segment(_) => {}
+            _ => self.eval(c),
         }
     }
 
-    fn operand_changes(&self, o: &Op, other: &Op, best: &mut Option<(Millis, TimerKind)>) {
+    /// An operand's value; time-dependent operands also offer when they next change (for
+    /// `since` and `score`, when the comparison with `other` flips).
+    fn operand_next<'s>(&'s self, o: &'s Op, other: &Op, next: &mut Next) -> Val<'s> {
         let p = self.profile;
         match o {
             Op::Window {
                 feature,
                 window: Some(w),
             } => {
-                let FeatureKind::Window { resolution, .. } =
-                    &self.defs.features[*feature as usize].kind
+                let FeatureKind::Window {
+                    resolution, sum, ..
+                } = &self.defs.features[*feature as usize].kind
                 else {
-                    return;
+                    return Val::Missing;
                 };
                 let from = window_start(self.now, *w, *resolution);
-                if let Some(b) = p.window_oldest(*feature, from) {
+                let (total, oldest) = p.window_sum_oldest(*feature, sum.is_some(), from);
+                if let Some(b) = oldest {
                     // Bucket b leaves the window when now - w reaches its end.
                     let end = (i64::from(b) + 1) * i64::from(*resolution) * SECOND;
-                    self.offer(best, end + w, TimerKind::Window);
+                    self.offer(next, end + w, TimerKind::Window);
                 }
+                Val::Num(total)
             }
             Op::SinceType { .. } | Op::SinceFeature { .. } => {
-                let Op::Lit(Lit::Num(d)) = other else { return };
-                if let Val::Num(elapsed) = self.operand(o) {
+                let v = self.operand(o);
+                if let (Val::Num(elapsed), Op::Lit(Lit::Num(d))) = (v, other) {
                     // The comparison flips when elapsed reaches d (>=) or passes it (>).
-                    let base = self.now - elapsed as Millis;
-                    let at = base + *d as Millis;
-                    self.offer(best, at, TimerKind::Recency);
-                    self.offer(best, at + SECOND, TimerKind::Recency);
+                    let at = self.now - elapsed as Millis + *d as Millis;
+                    self.offer(next, at, TimerKind::Recency);
+                    self.offer(next, at + SECOND, TimerKind::Recency);
                 }
+                v
             }
             Op::Score => {
-                let (Op::Lit(Lit::Num(thr)), Some(hl)) = (other, self.defs.scoring.half_life)
-                else {
-                    return;
-                };
-                let s0 = f64::from(p.score);
-                if s0 == 0.0 || *thr == 0.0 || s0.signum() != thr.signum() || s0.abs() <= thr.abs()
-                {
-                    return;
+                let v = self.operand(o);
+                if let (Op::Lit(Lit::Num(thr)), Some(hl)) = (other, self.defs.scoring.half_life) {
+                    let s0 = f64::from(p.score);
+                    if s0 != 0.0
+                        && *thr != 0.0
+                        && s0.signum() == thr.signum()
+                        && s0.abs() > thr.abs()
+                    {
+                        // s0 * 2^(-dt/hl) = thr  =>  dt = hl * log2(s0/thr)
+                        let dt = (hl as f64 * (s0 / thr).log2()).ceil() as Millis;
+                        let at = millis(p.score_at) + dt;
+                        // A second past the crossing, in whole seconds, so it has happened.
+                        self.offer(next, (at.div_euclid(SECOND) + 1) * SECOND, TimerKind::Score);
+                    }
                 }
-                // s0 * 2^(-dt/hl) = thr  =>  dt = hl * log2(s0/thr)
-                let dt = (hl as f64 * (s0 / thr).log2()).ceil() as Millis;
-                let at = millis(p.score_at) + dt;
-                // Round up to whole seconds and a second past, so the crossing has happened.
-                let at = (at.div_euclid(SECOND) + 1) * SECOND;
-                self.offer(best, at, TimerKind::Score);
+                v
             }
-            Op::Arith(_, l, r) => {
-                self.operand_changes(l, other, best);
-                self.operand_changes(r, other, best);
+            Op::Arith(op, l, r) => {
+                let (Val::Num(a), Val::Num(b)) = (
+                    self.operand_next(l, other, next),
+                    self.operand_next(r, other, next),
+                ) else {
+                    return Val::Missing;
+                };
+                arith(*op, a, b)
             }
-            _ => {}
+            _ => self.operand(o),
         }
     }
+}
+
+/// When a condition could next change, and why.
+pub type Next = Option<(Millis, TimerKind)>;
+
+fn arith(op: ArithOp, a: f64, b: f64) -> Val<'static> {
+    Val::Num(match op {
+        ArithOp::Add => a + b,
+        ArithOp::Sub => a - b,
+        ArithOp::Mul => a * b,
+        ArithOp::Div if b == 0.0 => return Val::Missing,
+        ArithOp::Div => a / b,
+    })
 }
 
 /// The lead score at `now`, decayed from its last update.

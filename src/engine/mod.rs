@@ -283,7 +283,11 @@ impl Engine {
 
     /// Applies one validated event: fires the customer's due timers, updates the profile,
     /// re-evaluates the segments the event can affect, then moves the watermark.
-    pub fn apply(&mut self, event: &Event<'_>, out: &mut Vec<Transition>) -> Result<(), EventError> {
+    pub fn apply(
+        &mut self,
+        event: &Event<'_>,
+        out: &mut Vec<Transition>,
+    ) -> Result<(), EventError> {
         if event.timestamp < self.watermark {
             self.stats.events_late += 1;
             return Err(EventError::new(
@@ -299,22 +303,30 @@ impl Engine {
         let ty = self.symbols.event_type(event.kind, &event.event_type);
         // Trait keys are interned before the profile is borrowed.
         let trait_keys = apply::intern_traits(&mut self.symbols, event)?;
-        // Catch the customer up with time first (rare: only when a timer is due).
-        let cid: &str = &event.customer_id;
-        while let Some((id, t)) = self
-            .profiles
-            .get_key_value(cid)
-            .filter(|(_, p)| p.timer_at != 0 && millis(p.timer_at) <= event.timestamp)
-            .map(|(k, p)| (k.clone(), millis(p.timer_at)))
-        {
-            self.fire_customer(&id, t, out);
-        }
         if event.kind == EventKind::Forget {
+            // Catch the customer up with time first.
+            let cid: &str = &event.customer_id;
+            while let Some((id, t)) = self
+                .profiles
+                .get_key_value(cid)
+                .filter(|(_, p)| p.timer_at != 0 && millis(p.timer_at) <= event.timestamp)
+                .map(|(k, p)| (k.clone(), millis(p.timer_at)))
+            {
+                self.fire_customer(&id, t, out);
+            }
             self.forget(event, out);
         } else {
-            self.apply_to_profile(event, ty, &trait_keys, out);
+            // A due timer of the customer fires first, then the event is applied.
+            while let Some((id, t)) = self.apply_to_profile(event, ty, &trait_keys, out) {
+                self.fire_customer(&id, t, out);
+            }
         }
         self.stats.events_applied += 1;
+        // Rescheduling a customer earlier leaves its old heap entry behind (skipped when
+        // popped); rebuild the heap when such stale entries outnumber the live ones.
+        if self.timers.len() > 2 * self.profiles.len() + 1024 {
+            self.rebuild_timers();
+        }
         if event.timestamp > self.max_event_time {
             self.max_event_time = event.timestamp;
             let wm = event.timestamp.saturating_sub(self.config.allowed_lateness);
@@ -323,13 +335,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Applies the event to its customer's profile, unless the customer has a timer due
+    /// before the event: then nothing is changed and the timer is returned to fire first.
     fn apply_to_profile(
         &mut self,
         event: &Event<'_>,
         ty: Option<u16>,
         trait_keys: &[Option<u16>],
         out: &mut Vec<Transition>,
-    ) {
+    ) -> Option<(Arc<str>, Millis)> {
         let Engine {
             config,
             defs,
@@ -344,6 +358,10 @@ impl Engine {
         // One map lookup: the profile, created if new.
         let (id, profile, fresh) = match profiles.entry_ref(&*event.customer_id) {
             hashbrown::hash_map::EntryRef::Occupied(o) => {
+                let due = o.get().timer_at;
+                if due != 0 && millis(due) <= event.timestamp {
+                    return Some((o.key().clone(), millis(due)));
+                }
                 let id = o.key().clone();
                 (id, o.into_mut(), false)
             }
@@ -368,20 +386,20 @@ impl Engine {
         // Mark the segments this event can affect; a new profile is evaluated against every
         // segment once, since segments like `not ...` hold for a customer with no history.
         affected.iter_mut().for_each(|a| *a = fresh);
-        let mut mark = |list: Option<&Vec<usize>>| {
-            for &i in list.into_iter().flatten() {
+        let mut mark = |list: &[usize]| {
+            for &i in list {
                 affected[i] = true;
             }
         };
         if let Some(t) = ty {
-            mark(defs.by_type.get(&t));
+            mark(defs.by_type.get(t));
         }
-        mark(Some(&defs.on_any));
+        mark(&defs.on_any);
         for k in &changes.traits {
-            mark(defs.by_trait.get(k));
+            mark(defs.by_trait.get(*k));
         }
         if changes.score {
-            mark(Some(&defs.on_score));
+            mark(&defs.on_score);
         }
         let mut next: Option<Millis> = None;
         for (i, seg) in defs.segments.iter().enumerate() {
@@ -394,16 +412,23 @@ impl Engine {
                 profile,
                 now,
             };
-            let is_in = ctx.eval(&seg.cond);
+            let mut seg_next = None;
+            let is_in = if seg.time_dependent {
+                ctx.eval_next(&seg.cond, &mut seg_next)
+            } else {
+                ctx.eval(&seg.cond)
+            };
             stats.evaluations += 1;
-            if seg.time_dependent {
-                if let Some((t, _)) = ctx.next_change(&seg.cond) {
-                    next = Some(next.map_or(t, |n: Millis| n.min(t)));
-                }
+            if let Some((t, _)) = seg_next {
+                next = Some(next.map_or(t, |n: Millis| n.min(t)));
             }
             if is_in != profile.is_member(i) {
                 profile.set_member(i, is_in);
-                let dir = if is_in { Direction::Entered } else { Direction::Exited };
+                let dir = if is_in {
+                    Direction::Entered
+                } else {
+                    Direction::Exited
+                };
                 let cause = Cause::Event(event.event_id.as_ref().into());
                 emit(stats, profile, &id, seg, dir, now, cause, out);
                 for &d in &seg.dependents {
@@ -412,7 +437,9 @@ impl Engine {
             }
         }
         if let Some(ttl) = config.profile_ttl {
-            let t = millis(profile.last_seen()) + ttl;
+            // The event is the last seen or older: its expiry is a lower bound, and cheaper
+            // than scanning the profile (a timer that fires early just re-checks).
+            let t = event.timestamp + ttl;
             next = Some(next.map_or(t, |n| n.min(t)));
         }
         if let Some(t) = next {
@@ -422,6 +449,7 @@ impl Engine {
                 timers.push(Reverse((millis(at), id)));
             }
         }
+        None
     }
 
     /// Right to be forgotten: the customer exits every segment and the profile is erased.
@@ -431,8 +459,26 @@ impl Engine {
         };
         let at = profile.clock.max(event.timestamp);
         let cause = Cause::Event(event.event_id.as_ref().into());
-        exit_all(&self.defs, &mut self.stats, &mut profile, &id, at, cause, out);
+        exit_all(
+            &self.defs,
+            &mut self.stats,
+            &mut profile,
+            &id,
+            at,
+            cause,
+            out,
+        );
         self.stats.profiles_forgotten += 1;
+    }
+
+    /// The timer heap from the profiles' own due times (drops stale entries).
+    fn rebuild_timers(&mut self) {
+        self.timers = self
+            .profiles
+            .iter()
+            .filter(|(_, p)| p.timer_at != 0)
+            .map(|(k, p)| Reverse((millis(p.timer_at), k.clone())))
+            .collect();
     }
 
     /// Moves the watermark forward (never back) and fires every timer it passes.
@@ -445,7 +491,9 @@ impl Engine {
             if *t > to {
                 break;
             }
-            let Some(Reverse((t, id))) = self.timers.pop() else { break };
+            let Some(Reverse((t, id))) = self.timers.pop() else {
+                break;
+            };
             let due = self
                 .profiles
                 .get(&id)
@@ -474,7 +522,9 @@ impl Engine {
             ..
         } = self;
         let defs: &Definitions = defs;
-        let Some(profile) = profiles.get_mut(id) else { return };
+        let Some(profile) = profiles.get_mut(id) else {
+            return;
+        };
         stats.timers_fired += 1;
         profile.timer_at = 0;
         let before = profile.clock;
@@ -504,9 +554,10 @@ impl Engine {
                 profile,
                 now,
             };
-            let is_in = ctx.eval(&seg.cond);
+            let mut seg_next = None;
+            let is_in = ctx.eval_next(&seg.cond, &mut seg_next);
             stats.evaluations += 1;
-            if let Some((n, _)) = ctx.next_change(&seg.cond) {
+            if let Some((n, _)) = seg_next {
                 next = Some(next.map_or(n, |x: Millis| x.min(n)));
             }
             if is_in != profile.is_member(i) {
@@ -520,7 +571,11 @@ impl Engine {
                 .filter(|(n, _)| *n <= t)
                 .map_or(TimerKind::Window, |(_, k)| k);
                 profile.set_member(i, is_in);
-                let dir = if is_in { Direction::Entered } else { Direction::Exited };
+                let dir = if is_in {
+                    Direction::Entered
+                } else {
+                    Direction::Exited
+                };
                 let cause = Cause::Timer { kind, deadline: t };
                 emit(stats, profile, id, seg, dir, now, cause, out);
             }
@@ -623,15 +678,13 @@ impl Engine {
             && report.changed.is_empty()
             && removed.is_empty()
             && old.feature_keys.len() == defs.features.len()
-            && feature_map.iter().enumerate().all(|(i, m)| *m == Some(i as u16));
+            && feature_map
+                .iter()
+                .enumerate()
+                .all(|(i, m)| *m == Some(i as u16));
         if identical {
             // Same definitions (e.g. a restore): state and timers stay exactly as they were.
-            self.timers = self
-                .profiles
-                .iter()
-                .filter(|(_, p)| p.timer_at != 0)
-                .map(|(k, p)| Reverse((millis(p.timer_at), k.clone())))
-                .collect();
+            self.rebuild_timers();
             self.affected = vec![false; defs.segments.len()];
             self.defs = defs;
             return report;
@@ -714,7 +767,8 @@ impl Engine {
             }
             profile.timer_at = next.map_or(0, timer_secs);
             if let Some(n) = next {
-                self.timers.push(Reverse((millis(timer_secs(n)), id.clone())));
+                self.timers
+                    .push(Reverse((millis(timer_secs(n)), id.clone())));
             }
         }
         report.transitions = out.len() - before;
@@ -814,7 +868,16 @@ fn exit_all(
     for &i in members.iter().rev() {
         if let Some(seg) = defs.segments.get(i) {
             profile.set_member(i, false);
-            emit(stats, profile, id, seg, Direction::Exited, at, cause.clone(), out);
+            emit(
+                stats,
+                profile,
+                id,
+                seg,
+                Direction::Exited,
+                at,
+                cause.clone(),
+                out,
+            );
         }
     }
 }
@@ -868,12 +931,19 @@ impl Engine {
                 crate::profile::TraitRef::Num(n) => J::from(n),
                 crate::profile::TraitRef::Bool(b) => J::from(b),
             };
-            traits.insert(self.symbols.name(SymbolClass::TraitKey, u32::from(k)).to_string(), v);
+            traits.insert(
+                self.symbols
+                    .name(SymbolClass::TraitKey, u32::from(k))
+                    .to_string(),
+                v,
+            );
         }
         let mut types = Map::new();
         for (t, s) in p.types() {
             types.insert(
-                self.symbols.name(SymbolClass::EventType, u32::from(t)).to_string(),
+                self.symbols
+                    .name(SymbolClass::EventType, u32::from(t))
+                    .to_string(),
                 json!({
                     "count": s.count,
                     "first_seen": format_rfc3339(millis(s.first)),

@@ -222,18 +222,46 @@ pub struct Definitions {
     pub features: Vec<Feature>,
     pub scoring: Scoring,
     /// Segments an event of a type can affect.
-    pub by_type: HashMap<u16, Vec<usize>>,
+    pub by_type: SymIndex<usize>,
     /// Segments every event can affect.
     pub on_any: Vec<usize>,
     /// Segments an `identify` changing a trait can affect.
-    pub by_trait: HashMap<u16, Vec<usize>>,
+    pub by_trait: SymIndex<usize>,
     /// Segments that read the score (affected by every scored event).
     pub on_score: Vec<usize>,
     /// Features an event of a type updates (triggers and cancels alike).
-    pub features_by_type: HashMap<u16, Vec<u16>>,
+    pub features_by_type: SymIndex<u16>,
     pub features_any: Vec<u16>,
     /// Trait keys compared by value (their values are worth interning).
     pub categorical_traits: HashSet<u16>,
+    /// The symbol of the custom `subscribe` event that ends an opt-out.
+    pub resubscribe: Option<u16>,
+}
+
+/// Lists keyed by a (small, dense) symbol: a lookup is an index, not a hash.
+#[derive(Debug, Clone)]
+pub struct SymIndex<T>(Vec<Vec<T>>);
+
+impl<T> Default for SymIndex<T> {
+    fn default() -> Self {
+        SymIndex(Vec::new())
+    }
+}
+
+impl<T: PartialEq> SymIndex<T> {
+    pub fn add(&mut self, sym: u16, value: T) {
+        let i = usize::from(sym);
+        if self.0.len() <= i {
+            self.0.resize_with(i + 1, Vec::new);
+        }
+        if !self.0[i].contains(&value) {
+            self.0[i].push(value);
+        }
+    }
+
+    pub fn get(&self, sym: u16) -> &[T] {
+        self.0.get(usize::from(sym)).map_or(&[], Vec::as_slice)
+    }
 }
 
 impl Definitions {
@@ -694,9 +722,9 @@ impl<'a> Compiler<'a> {
         let position: HashMap<usize, usize> =
             order.iter().enumerate().map(|(p, &i)| (i, p)).collect();
         let mut segments = Vec::with_capacity(n);
-        let mut by_type: HashMap<u16, Vec<usize>> = HashMap::new();
+        let mut by_type: SymIndex<usize> = SymIndex::default();
         let mut on_any = Vec::new();
-        let mut by_trait: HashMap<u16, Vec<usize>> = HashMap::new();
+        let mut by_trait: SymIndex<usize> = SymIndex::default();
         let mut on_score = Vec::new();
         let mut time_dep = vec![false; n];
         for (p, &i) in order.iter().enumerate() {
@@ -705,13 +733,13 @@ impl<'a> Compiler<'a> {
             renumber_segments(&mut cond, &position);
             time_dep[p] = info.time || deps[i].iter().any(|d| time_dep[position[d]]);
             for t in &info.types {
-                by_type.entry(*t).or_default().push(p);
+                by_type.add(*t, p);
             }
             if info.any {
                 on_any.push(p);
             }
             for t in &info.traits {
-                by_trait.entry(*t).or_default().push(p);
+                by_trait.add(*t, p);
             }
             if info.score {
                 on_score.push(p);
@@ -734,7 +762,7 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
-        let mut features_by_type: HashMap<u16, Vec<u16>> = HashMap::new();
+        let mut features_by_type: SymIndex<u16> = SymIndex::default();
         let mut features_any = Vec::new();
         for (fi, f) in self.features.iter().enumerate() {
             let mut add = |m: EventMatch| match m {
@@ -743,12 +771,7 @@ impl<'a> Compiler<'a> {
                         features_any.push(fi as u16)
                     }
                 }
-                EventMatch::Type(t) => {
-                    let v = features_by_type.entry(t).or_default();
-                    if !v.contains(&(fi as u16)) {
-                        v.push(fi as u16);
-                    }
-                }
+                EventMatch::Type(t) => features_by_type.add(t, fi as u16),
             };
             add(f.pattern.event);
             if let FeatureKind::Absence { cancel, .. } = &f.kind {
@@ -773,6 +796,7 @@ impl<'a> Compiler<'a> {
             features_by_type,
             features_any,
             categorical_traits: self.categorical,
+            resubscribe: self.symbols.event_type(EventKind::Custom, RESUBSCRIBE),
         })
     }
 
