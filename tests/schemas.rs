@@ -871,3 +871,50 @@ fn generated_funnel_events_are_valid() {
         "{failed} generated events are invalid:\n{failures}"
     );
 }
+
+/// JSON examples in the documentation (```json blocks in README.md and docs/*.md) are
+/// examples in the repository too: events validate as events, transitions as transitions.
+#[test]
+fn documentation_examples_are_valid() {
+    let root = repo_root();
+    let mut files = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).expect("docs/ exists") {
+        let path = entry.expect("readable").path();
+        if path.extension().and_then(|e| e.to_str()) == Some("md") {
+            files.push(path);
+        }
+    }
+    let mut checked = 0;
+    let mut failures = String::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("readable");
+        let mut block: Option<String> = None;
+        for line in text.lines() {
+            match (&mut block, line.trim()) {
+                (None, "```json") => block = Some(String::new()),
+                (Some(b), "```") => {
+                    let doc: Value = serde_json::from_str(b).unwrap_or_else(|e| {
+                        panic!("{}: a json block is not JSON: {e}\n{b}", path.display())
+                    });
+                    let (name, validator) = if doc.get("transition_id").is_some() {
+                        ("transition", transition_validator())
+                    } else {
+                        ("event", event_validator())
+                    };
+                    if let Some(err) = errors(validator, &doc) {
+                        failures.push_str(&format!("{} ({name}): {err}\n{b}\n", path.display()));
+                    }
+                    checked += 1;
+                    block = None;
+                }
+                (Some(b), _) => {
+                    b.push_str(line);
+                    b.push('\n');
+                }
+                (None, _) => {}
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures}");
+    assert!(checked >= 3, "only {checked} json blocks found");
+}
