@@ -195,11 +195,9 @@ fn customer_id(index: usize) -> String {
 
 /// `2026-11-02T09:15:00.000Z`, or `None` outside the years 0000..=9999.
 fn rfc3339_millis(ms: i64) -> Option<String> {
-    const FORMAT: &[::time::format_description::FormatItem<'static>] = ::time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    let at = ::time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
-    at.format(FORMAT).ok()
+    (0..253_402_300_800_000)
+        .contains(&ms)
+        .then(|| crate::time::format_rfc3339(ms))
 }
 
 /// An independent, well-mixed seed per customer (splitmix64 of seed and index).

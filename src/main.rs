@@ -31,6 +31,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the service: consume events from Kafka, produce transitions, serve HTTP.
+    Run {
+        /// Configuration file (TOML); `SEGSTREAM__SECTION__KEY` variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// The service against an embedded Kafka with simulated funnel traffic.
+    Demo {
+        /// Simulated customers.
+        #[arg(long, default_value_t = 2000)]
+        customers: usize,
+        /// Where the HTTP API listens.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: std::net::SocketAddr,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Print every transition, not only clicked-but-not-registered.
+        #[arg(long)]
+        verbose: bool,
+        /// Segment definitions for the demo.
+        #[arg(long, default_value = "segments/demo.toml")]
+        segments: PathBuf,
+    },
     /// Run the engine over a file of events and write the transitions it produces.
     Replay(ReplayArgs),
     /// Check a segment definitions file and list every error in it.
@@ -121,8 +145,110 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr, as text or JSON lines; `RUST_LOG` overrides the configured level.
+fn init_logging(level: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT. A second signal exits at once; if draining
+/// takes longer than `deadline`, the process exits with code 3.
+async fn shutdown_signal(deadline: std::time::Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("signal received: draining (a second signal exits at once)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    std::thread::spawn(move || {
+        std::thread::sleep(deadline);
+        eprintln!("shutdown deadline of {deadline:?} exceeded: exiting");
+        std::process::exit(3);
+    });
+}
+
+fn serve(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = match segstream::config::Config::load(config_path.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    init_logging(&config.log.level, &config.log.format);
+    if let Err(e) = segstream::service::load_engine(&config) {
+        eprintln!("{e:#}");
+        return Ok(ExitCode::from(2));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let deadline = std::time::Duration::from_millis(config.shutdown_deadline as u64);
+        let (tx, rx) = tokio::sync::oneshot::channel::<segstream::service::Running>();
+        // SIGHUP reloads the segment definitions.
+        tokio::spawn(async move {
+            let Ok(running) = rx.await else { return };
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match running.shared.reload().await {
+                    Ok(r) => tracing::info!(version = %r.version, "reloaded on SIGHUP"),
+                    Err(e) => tracing::error!("reload on SIGHUP rejected:\n{e}"),
+                }
+            }
+        });
+        segstream::service::run(config, shutdown_signal(deadline), Some(tx)).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run { config } => serve(config),
+        Command::Demo {
+            customers,
+            listen,
+            seconds,
+            verbose,
+            segments,
+        } => {
+            let mut config = segstream::config::Config::default();
+            config.segments.file = segments;
+            init_logging("warn,segstream=info", "text");
+            segstream::demo::run(
+                segstream::demo::DemoOptions {
+                    customers,
+                    listen,
+                    duration: seconds.map(std::time::Duration::from_secs),
+                    seed: 7,
+                    verbose,
+                },
+                config,
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate { segments } => {
             let mut symbols = Symbols::new();
             match Definitions::load(&segments, &mut symbols) {

@@ -481,12 +481,25 @@ impl Engine {
             .collect();
     }
 
-    /// Moves the watermark forward (never back) and fires every timer it passes.
+    /// Moves the watermark forward (never back) and fires every timer it passes. Events
+    /// older than the watermark are rejected as late from then on.
     pub fn advance_watermark(&mut self, to: Millis, out: &mut Vec<Transition>) {
-        if to <= self.watermark {
-            return;
+        if to > self.watermark {
+            self.watermark = to;
         }
-        self.watermark = to;
+        self.fire_timers_until(to, out);
+    }
+
+    /// Live operation with idle, caught-up input: fires the timers the wall clock (minus
+    /// `idle_lag`) has passed. The watermark for late events does not move: an event still
+    /// in flight from a producer is applied when it arrives (if it was a cancel for a
+    /// deadline that fired meanwhile, the customer exits again).
+    pub fn on_idle(&mut self, clock: &dyn Clock, out: &mut Vec<Transition>) {
+        let to = clock.now().saturating_sub(self.config.idle_lag);
+        self.fire_timers_until(to, out);
+    }
+
+    fn fire_timers_until(&mut self, to: Millis, out: &mut Vec<Transition>) {
         while let Some(Reverse((t, _))) = self.timers.peek() {
             if *t > to {
                 break;
@@ -502,12 +515,6 @@ impl Engine {
                 self.fire_customer(&id, t, out);
             }
         }
-    }
-
-    /// Live operation with idle, caught-up input: let the watermark follow the clock.
-    pub fn on_idle(&mut self, clock: &dyn Clock, out: &mut Vec<Transition>) {
-        let to = clock.now().saturating_sub(self.config.idle_lag);
-        self.advance_watermark(to, out);
     }
 
     /// Fires a customer's timer due at `t`: evaluates the segments time can change.

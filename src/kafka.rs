@@ -1,0 +1,284 @@
+//! Kafka adapters: client construction, the client context (statistics and rebalances into
+//! metrics), outgoing records (transitions with CloudEvents headers, dead letters with their
+//! reason), and producing a set of records until every one is acknowledged.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use tracing::{info, warn};
+
+use crate::config::KafkaConfig;
+use crate::metrics::Metrics;
+use crate::time::format_rfc3339;
+use crate::transition::Transition;
+
+/// State the Kafka callbacks update.
+pub struct KafkaState {
+    pub metrics: Arc<Metrics>,
+    /// Partitions currently assigned to this instance.
+    pub assigned: AtomicUsize,
+    /// Set on every assignment change; the service clears it when it has looked.
+    pub assignment_changed: AtomicBool,
+}
+
+/// The client context shared by consumer and producer.
+#[derive(Clone)]
+pub struct Context(pub Arc<KafkaState>);
+
+impl ClientContext for Context {
+    fn stats(&self, stats: Statistics) {
+        let lag = &self.0.metrics.consumer_lag;
+        for (topic, t) in &stats.topics {
+            for (id, p) in &t.partitions {
+                if p.partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                lag.with_label_values(&[topic.as_str(), &id.to_string()])
+                    .set(p.consumer_lag);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let kind = match rebalance {
+            Rebalance::Assign(_) => "assign",
+            Rebalance::Revoke(_) => "revoke",
+            Rebalance::Error(_) => "error",
+        };
+        self.0.metrics.rebalances.with_label_values(&[kind]).inc();
+        if let Rebalance::Revoke(tpl) = rebalance {
+            // Lag series of partitions this instance no longer owns would go stale.
+            for e in tpl.elements() {
+                let _ = self
+                    .0
+                    .metrics
+                    .consumer_lag
+                    .remove_label_values(&[e.topic(), &e.partition().to_string()]);
+            }
+        }
+        info!(kind, "rebalance");
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
+        let n = consumer.assignment().map_or(0, |a| a.count());
+        self.0.assigned.store(n, Ordering::SeqCst);
+        self.0.assignment_changed.store(true, Ordering::SeqCst);
+        info!(partitions = n, "assignment");
+    }
+}
+
+fn base_config(k: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers)
+        .set("statistics.interval.ms", "5000")
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "5000");
+    for (key, value) in &k.librdkafka {
+        c.set(key, value);
+    }
+    c
+}
+
+/// A consumer for at-least-once processing: offsets are stored by the service only after
+/// everything an input message caused has been acknowledged, and auto-committed from there
+/// (the pattern of rust-rdkafka's `at_least_once` example).
+pub fn consumer(k: &KafkaConfig, ctx: Context) -> Result<StreamConsumer<Context>, KafkaError> {
+    let mut c = ClientConfig::new();
+    c.set("group.id", &k.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("max.poll.interval.ms", "600000")
+        .set("session.timeout.ms", "10000");
+    let mut base = base_config(k);
+    for (key, value) in c.config_map() {
+        if !k.librdkafka.contains_key(key) || key == "group.id" {
+            base.set(key, value);
+        }
+    }
+    base.create_with_context(ctx)
+}
+
+/// An idempotent producer that waits for all in-sync replicas.
+pub fn producer(k: &KafkaConfig, ctx: Context) -> Result<FutureProducer<Context>, KafkaError> {
+    let mut base = base_config(k);
+    for (key, value) in [
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("linger.ms", "2"),
+        ("message.timeout.ms", "30000"),
+        ("compression.type", "lz4"),
+    ] {
+        if !k.librdkafka.contains_key(key) {
+            base.set(key, value);
+        }
+    }
+    base.create_with_context(ctx)
+}
+
+/// A record to produce, owned so that it can be sent again after a failure.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(&'static str, Vec<u8>)>,
+    /// For the latency histogram: the event time (or deadline) the record reports on.
+    pub event_time: Option<i64>,
+    /// For the transition counters.
+    pub transition: Option<(Arc<str>, &'static str)>,
+}
+
+impl Outgoing {
+    /// A transition, keyed by customer id, with CloudEvents 1.0 binary-mode headers.
+    pub fn transition(t: &Transition, topic: &str, source: &str) -> Self {
+        let payload = serde_json::to_vec(t).unwrap_or_default();
+        let ce_type = match t.direction {
+            crate::transition::Direction::Entered => "segstream.segment.entered",
+            crate::transition::Direction::Exited => "segstream.segment.exited",
+        };
+        Outgoing {
+            topic: topic.to_string(),
+            key: Some(t.customer_id.as_bytes().to_vec()),
+            payload,
+            headers: vec![
+                ("ce_specversion", b"1.0".to_vec()),
+                ("ce_id", t.transition_id.as_bytes().to_vec()),
+                ("ce_source", source.as_bytes().to_vec()),
+                ("ce_type", ce_type.as_bytes().to_vec()),
+                ("ce_time", format_rfc3339(t.timestamp).into_bytes()),
+                (
+                    "ce_subject",
+                    format!("{}/{}", t.customer_id, t.segment).into_bytes(),
+                ),
+                ("content-type", b"application/json".to_vec()),
+                ("segstream_segment", t.segment.as_bytes().to_vec()),
+                ("segstream_rule_version", t.rule_version.as_bytes().to_vec()),
+            ],
+            event_time: Some(t.timestamp),
+            transition: Some((t.segment.clone(), t.direction.as_str())),
+        }
+    }
+
+    /// A dead letter: the original message unchanged, the reason and origin in headers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dead_letter(
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        reason: &str,
+        detail: &str,
+        source_topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Self {
+        Outgoing {
+            topic: topic.to_string(),
+            key: key.map(<[u8]>::to_vec),
+            payload: payload.to_vec(),
+            headers: vec![
+                ("segstream_reason", reason.as_bytes().to_vec()),
+                ("segstream_detail", detail.as_bytes().to_vec()),
+                ("segstream_source_topic", source_topic.as_bytes().to_vec()),
+                (
+                    "segstream_source_partition",
+                    partition.to_string().into_bytes(),
+                ),
+                ("segstream_source_offset", offset.to_string().into_bytes()),
+            ],
+            event_time: None,
+            transition: None,
+        }
+    }
+
+    fn record(&self) -> FutureRecord<'_, [u8], [u8]> {
+        let mut headers = OwnedHeaders::new_with_capacity(self.headers.len());
+        for (k, v) in &self.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let mut r = FutureRecord::to(&self.topic)
+            .payload(&self.payload[..])
+            .headers(headers);
+        if let Some(k) = &self.key {
+            r = r.key(&k[..]);
+        }
+        r
+    }
+}
+
+/// Produces every record and waits until each is acknowledged, re-sending failures with
+/// backoff. Returns only when all are delivered, or with `Err` when `give_up` is set
+/// (hard shutdown) before that.
+pub async fn produce_all(
+    producer: &FutureProducer<Context>,
+    records: &[Outgoing],
+    metrics: &Metrics,
+    give_up: &AtomicBool,
+) -> Result<(), KafkaError> {
+    let mut pending: Vec<usize> = (0..records.len()).collect();
+    let mut backoff = Duration::from_millis(100);
+    while !pending.is_empty() {
+        let mut in_flight: Vec<(usize, DeliveryFuture)> = Vec::with_capacity(pending.len());
+        for &i in &pending {
+            loop {
+                match producer.send_result(records[i].record()) {
+                    Ok(f) => {
+                        in_flight.push((i, f));
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        producer.poll(Duration::from_millis(10));
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => return Err(e),
+                }
+            }
+        }
+        let mut failed = Vec::new();
+        let now = crate::engine::SystemClock;
+        for (i, f) in in_flight {
+            match f.await {
+                Ok(Ok(_)) => {
+                    let r = &records[i];
+                    if let Some(t) = r.event_time {
+                        let lag = (crate::engine::Clock::now(&now) - t).max(0) as f64 / 1000.0;
+                        metrics.event_to_transition_seconds.observe(lag);
+                    }
+                    if let Some((seg, dir)) = &r.transition {
+                        metrics.transitions.with_label_values(&[&**seg, *dir]).inc();
+                    }
+                }
+                Ok(Err((e, _))) => {
+                    warn!(error = %e, topic = %records[i].topic, "delivery failed; will retry");
+                    failed.push(i);
+                }
+                Err(_) => failed.push(i),
+            }
+        }
+        if !failed.is_empty() {
+            metrics.produce_retries.inc_by(failed.len() as u64);
+            if give_up.load(Ordering::SeqCst) {
+                return Err(KafkaError::Canceled);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        pending = failed;
+    }
+    Ok(())
+}

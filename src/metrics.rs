@@ -1,0 +1,165 @@
+//! Prometheus metrics, registered in one place. Labels are low-cardinality only (topic,
+//! partition, outcome, reason, segment, direction): never a customer id.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric segstream exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub events_consumed: IntCounterVec,
+    pub processing_seconds: Histogram,
+    pub event_to_transition_seconds: Histogram,
+    pub transitions: IntCounterVec,
+    pub segment_population: IntGaugeVec,
+    pub dead_letters: IntCounterVec,
+    pub late_events: IntCounter,
+    pub consumer_lag: IntGaugeVec,
+    pub profiles: IntGauge,
+    pub profile_bytes: IntGauge,
+    pub pending_timers: IntGauge,
+    pub rebalances: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub ready: IntGauge,
+    pub produce_retries: IntCounter,
+    pub timers_fired: IntCounter,
+    pub watermark_seconds: IntGauge,
+}
+
+fn buckets_seconds() -> Vec<f64> {
+    vec![
+        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+        60.0,
+    ]
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("segstream".into()), None).expect("valid prefix");
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let m = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(m.clone()))
+                .expect("registered once");
+            m
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(m.clone()))
+                .expect("registered once");
+            m
+        };
+        let gauge = |name: &str, help: &str| {
+            let m = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(m.clone()))
+                .expect("registered once");
+            m
+        };
+        let counter = |name: &str, help: &str| {
+            let m = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(m.clone()))
+                .expect("registered once");
+            m
+        };
+        let histogram = |name: &str, help: &str| {
+            let m = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets_seconds()))
+                .expect("valid metric");
+            registry
+                .register(Box::new(m.clone()))
+                .expect("registered once");
+            m
+        };
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            let _ = registry.register(Box::new(pc));
+        }
+        Metrics {
+            events_consumed: counter_vec(
+                "events_consumed_total",
+                "Input messages consumed, by topic and outcome (accepted, rejected, late).",
+                &["topic", "outcome"],
+            ),
+            processing_seconds: histogram(
+                "batch_processing_seconds",
+                "Time to process one batch of input messages, from poll to offsets stored.",
+            ),
+            event_to_transition_seconds: histogram(
+                "event_to_transition_latency_seconds",
+                "Wall-clock time from an event's timestamp (or a timer's deadline) to the broker's acknowledgement of the transition it caused.",
+            ),
+            transitions: counter_vec(
+                "transitions_total",
+                "Segment transitions produced, by segment and direction.",
+                &["segment", "direction"],
+            ),
+            segment_population: gauge_vec(
+                "segment_population",
+                "Customers currently in each segment.",
+                &["segment"],
+            ),
+            dead_letters: counter_vec(
+                "dead_letters_total",
+                "Messages sent to the dead-letter topic, by reason.",
+                &["reason"],
+            ),
+            late_events: counter(
+                "late_events_total",
+                "Events older than the watermark (also counted as dead letters with reason late_event).",
+            ),
+            consumer_lag: gauge_vec(
+                "consumer_lag_messages",
+                "Consumer lag per assigned partition, from librdkafka statistics.",
+                &["topic", "partition"],
+            ),
+            profiles: gauge("profiles", "Customer profiles in memory."),
+            profile_bytes: gauge(
+                "profile_memory_bytes",
+                "Estimated bytes of profile state (profiles, keys, map slots).",
+            ),
+            pending_timers: gauge("pending_timers", "Customers with a pending timer."),
+            rebalances: counter_vec(
+                "rebalances_total",
+                "Consumer group rebalances, by kind (assign, revoke, error).",
+                &["kind"],
+            ),
+            reloads: counter_vec(
+                "segment_reloads_total",
+                "Segment definition reloads, by outcome (ok, rejected).",
+                &["outcome"],
+            ),
+            ready: gauge(
+                "ready",
+                "1 when partitions are assigned and the input is caught up, else 0.",
+            ),
+            produce_retries: counter(
+                "produce_retries_total",
+                "Transitions or dead letters produced again after a delivery failure.",
+            ),
+            timers_fired: counter("timers_fired_total", "Customer timers fired."),
+            watermark_seconds: gauge(
+                "watermark_seconds",
+                "The event-time watermark, as Unix seconds.",
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
