@@ -63,6 +63,10 @@ pub struct KafkaConfig {
     /// With no message for this long, the input counts as idle and caught up.
     #[serde(with = "crate::time::serde_duration")]
     pub idle_after: Millis,
+    /// A partition that delivered nothing for this long no longer holds the event-time
+    /// watermark back (the watermark is the minimum over the active partitions).
+    #[serde(with = "crate::time::serde_duration")]
+    pub partition_idle_after: Millis,
     /// `source` attribute of the CloudEvents headers.
     pub cloudevents_source: String,
     /// Passed to librdkafka as they are, for consumer and producer (e.g. security settings).
@@ -83,6 +87,7 @@ impl Default for KafkaConfig {
             batch_size: 1000,
             batch_timeout: 50,
             idle_after: 200,
+            partition_idle_after: 5_000,
             cloudevents_source: "/segstream".into(),
             librdkafka: BTreeMap::new(),
         }
@@ -351,6 +356,7 @@ fn check_keys(table: &toml::Table, origin: &str, errors: &mut Vec<String>) {
                 "batch_size",
                 "batch_timeout",
                 "idle_after",
+                "partition_idle_after",
                 "cloudevents_source",
                 "librdkafka",
             ],

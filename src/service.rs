@@ -80,7 +80,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
     started: Option<oneshot::Sender<Running>>,
 ) -> anyhow::Result<()> {
-    let engine = load_engine(&config)?;
+    let mut engine = load_engine(&config)?;
+    engine.set_external_watermark(true);
     let metrics = Arc::new(Metrics::new());
     let (reload_tx, mut reload_rx) = mpsc::channel(4);
     let kstate = Arc::new(KafkaState {
@@ -179,7 +180,26 @@ struct LoopState {
     /// Highest offset applied to the engine per partition: a message seen again after a
     /// failure before its offset was stored is not applied twice.
     applied: HashMap<(String, i32), i64>,
+    /// Per partition: the largest event time seen and when the partition last delivered.
+    partitions: HashMap<(String, i32), (i64, Instant)>,
     last_gauges: Option<Instant>,
+}
+
+impl LoopState {
+    /// The event-time watermark over partitions: the minimum of the largest event time of
+    /// every partition that delivered recently (an idle partition does not hold time back),
+    /// minus the allowed lateness.
+    fn watermark(&self, lateness: i64, idle: Duration) -> Option<i64> {
+        let active = self
+            .partitions
+            .values()
+            .filter(|(_, seen)| seen.elapsed() < idle)
+            .map(|(ts, _)| *ts)
+            .min();
+        active
+            .or_else(|| self.partitions.values().map(|(ts, _)| *ts).max())
+            .map(|t| t.saturating_sub(lateness))
+    }
 }
 
 fn dead_letter_for(
@@ -212,6 +232,7 @@ async fn read_batch(
     let mut batch = Batch::default();
     let mut transitions: Vec<Transition> = Vec::new();
     let idle = Duration::from_millis(k.idle_after as u64);
+    let partition_idle = Duration::from_millis(k.partition_idle_after as u64);
     let batch_timeout = Duration::from_millis(k.batch_timeout as u64);
     loop {
         let wait = match batch.started {
@@ -229,6 +250,12 @@ async fn read_batch(
                     shared.ready.store(assigned, Ordering::SeqCst);
                     shared.metrics.ready.set(i64::from(assigned));
                     let mut engine = lock(&shared.engine);
+                    // Partitions gone idle stop holding the watermark back.
+                    if let Some(wm) =
+                        state.watermark(config.engine.allowed_lateness, partition_idle)
+                    {
+                        engine.advance_watermark(wm, &mut transitions);
+                    }
                     engine.on_idle(&SystemClock, &mut transitions);
                 }
                 break;
@@ -250,7 +277,7 @@ async fn read_batch(
         if state.applied.get(&key).is_some_and(|a| msg.offset() <= *a) {
             continue;
         }
-        state.applied.insert(key, msg.offset());
+        state.applied.insert(key.clone(), msg.offset());
         let payload = msg.payload().unwrap_or(&[]);
         let result = if msg.payload().is_none() {
             Err(EventError::new(
@@ -268,7 +295,23 @@ async fn read_batch(
             ))
         } else {
             let mut engine = lock(&shared.engine);
-            engine.process(payload, &mut transitions)
+            let event = crate::event::parse_event(payload);
+            match event {
+                Err(e) => Err(e),
+                Ok(event) => {
+                    let ts = event.timestamp;
+                    let r = engine.apply(&event, &mut transitions);
+                    let entry = state.partitions.entry(key).or_insert((ts, Instant::now()));
+                    entry.0 = entry.0.max(ts);
+                    entry.1 = Instant::now();
+                    if let Some(wm) =
+                        state.watermark(config.engine.allowed_lateness, partition_idle)
+                    {
+                        engine.advance_watermark(wm, &mut transitions);
+                    }
+                    r
+                }
+            }
         };
         let outcome = match &result {
             Ok(()) => "accepted",

@@ -185,6 +185,9 @@ pub struct Engine {
     max_event_time: Millis,
     stats: EngineStats,
     affected: Vec<bool>,
+    /// When set, the caller drives the watermark (`advance_watermark`) instead of the
+    /// engine deriving it from the largest event time (see `set_external_watermark`).
+    external_watermark: bool,
 }
 
 impl Engine {
@@ -201,7 +204,15 @@ impl Engine {
             max_event_time: Millis::MIN,
             stats: EngineStats::default(),
             affected: vec![false; n],
+            external_watermark: false,
         }
+    }
+
+    /// Lets the caller drive the watermark. A consumer of several partitions does: its
+    /// watermark is the minimum over the partitions that are not idle, so a partition
+    /// delivered ahead of another does not make the other's events late.
+    pub fn set_external_watermark(&mut self, external: bool) {
+        self.external_watermark = external;
     }
 
     /// Compiles a definitions file and builds an engine for it.
@@ -329,8 +340,10 @@ impl Engine {
         }
         if event.timestamp > self.max_event_time {
             self.max_event_time = event.timestamp;
-            let wm = event.timestamp.saturating_sub(self.config.allowed_lateness);
-            self.advance_watermark(wm, out);
+            if !self.external_watermark {
+                let wm = event.timestamp.saturating_sub(self.config.allowed_lateness);
+                self.advance_watermark(wm, out);
+            }
         }
         Ok(())
     }
@@ -841,6 +854,7 @@ impl Engine {
             max_event_time: state.max_event_time,
             stats: state.stats,
             affected: Vec::new(),
+            external_watermark: false,
         };
         let report = engine.install(defs, &old, out);
         Ok((engine, report))

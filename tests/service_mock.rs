@@ -1,0 +1,502 @@
+//! The service against librdkafka's in-process MockCluster: the live path gives the same
+//! transitions as the offline replay, bad input goes to the dead-letter topic with its
+//! reason, the HTTP API and metrics work, reloads and restarts behave.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use segstream::config::Config;
+use segstream::service::{self, Running};
+use tokio_util::sync::CancellationToken;
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", fastrand::u64(..))
+}
+
+/// A running service on a mock cluster; dropping the handle does not stop it: call `stop`.
+struct Service {
+    running: Running,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Service {
+    async fn start(config: Config) -> Service {
+        let stop = CancellationToken::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let s = stop.clone();
+        let task = tokio::spawn(service::run(
+            config,
+            async move { s.cancelled().await },
+            Some(tx),
+        ));
+        let running = tokio::time::timeout(Duration::from_secs(20), rx)
+            .await
+            .expect("service starts in time")
+            .expect("service started");
+        Service {
+            running,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("service stops in time")
+            .expect("no panic")
+            .expect("clean exit");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.http_addr)
+    }
+}
+
+fn config(brokers: &str, inputs: &[&str], segments: &str) -> Config {
+    let mut c = Config::default();
+    c.kafka.brokers = brokers.to_string();
+    c.kafka.group_id = unique("group");
+    c.kafka.input_topics = inputs.iter().map(|s| s.to_string()).collect();
+    c.kafka.output_topic = unique("transitions");
+    c.kafka.dead_letter_topic = unique("dead-letters");
+    c.segments.file = segments.into();
+    c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c
+}
+
+async fn produce(brokers: &str, topic: &str, lines: &[(Option<String>, Vec<u8>)]) {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for (key, payload) in lines {
+        let mut r = FutureRecord::to(topic).payload(&payload[..]);
+        if let Some(k) = key {
+            r = r.key(k.as_bytes());
+        }
+        p.send(r, Duration::from_secs(5)).await.expect("produced");
+    }
+}
+
+fn key_of(line: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v["customer_id"].as_str().map(String::from))
+}
+
+/// A consumer of an output topic that keeps what it read.
+struct Reader {
+    consumer: StreamConsumer,
+    got: Vec<rdkafka::message::OwnedMessage>,
+}
+
+impl Reader {
+    fn new(brokers: &str, topic: &str) -> Reader {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", unique("reader"))
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        Reader {
+            consumer,
+            got: Vec::new(),
+        }
+    }
+
+    /// Reads until `want` messages arrived in all, or `timeout` passed.
+    async fn until(&mut self, want: usize, timeout: Duration) -> &[rdkafka::message::OwnedMessage] {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.got.len() < want {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(m)) => self.got.push(m.detach()),
+                Ok(Err(e)) => panic!("reading: {e}"),
+                Err(_) => break,
+            }
+        }
+        &self.got
+    }
+}
+
+/// Reads messages from `topic` until `want` arrived or `timeout` passed.
+async fn read(
+    brokers: &str,
+    topic: &str,
+    want: usize,
+    timeout: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    let mut r = Reader::new(brokers, topic);
+    r.until(want, timeout).await;
+    r.got
+}
+
+fn header(m: &rdkafka::message::OwnedMessage, key: &str) -> Option<String> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_path_equals_offline_replay_for_the_reference_funnel() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let input = unique("events");
+    cluster.create_topic(&input, 3, 1).unwrap();
+    let mut cfg = config(&brokers, &[&input], "segments/library.toml");
+    // Time moves only with event time here, exactly as in the replay.
+    cfg.engine.idle_lag = 10 * 365 * 86_400_000;
+    cluster.create_topic(&cfg.kafka.output_topic, 3, 1).unwrap();
+    cluster
+        .create_topic(&cfg.kafka.dead_letter_topic, 1, 1)
+        .unwrap();
+
+    // The expected transitions: the offline replay of the same file.
+    let text = std::fs::read_to_string("segments/library.toml").unwrap();
+    let mut engine =
+        segstream::engine::Engine::from_source("segments/library.toml", &text, cfg.engine.clone())
+            .unwrap();
+    let events = std::fs::read_to_string("examples/events/reference-funnel.jsonl").unwrap();
+    let mut expected_out = Vec::new();
+    let summary =
+        segstream::replay::replay(&mut engine, events.as_bytes(), &mut expected_out, None).unwrap();
+    let expected: BTreeSet<String> = String::from_utf8(expected_out)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert!(!expected.is_empty());
+
+    let svc = Service::start(cfg.clone()).await;
+    let lines: Vec<(Option<String>, Vec<u8>)> = events
+        .lines()
+        .map(|l| (key_of(l), l.as_bytes().to_vec()))
+        .collect();
+    produce(&brokers, &input, &lines).await;
+    let mut reader = Reader::new(&brokers, &cfg.kafka.output_topic);
+    reader.until(expected.len(), Duration::from_secs(30)).await;
+    // Nothing more arrives.
+    let got = reader
+        .until(expected.len() + 1, Duration::from_secs(3))
+        .await
+        .to_vec();
+    let dead = read(
+        &brokers,
+        &cfg.kafka.dead_letter_topic,
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        dead.is_empty(),
+        "nothing is late or invalid: {:?}",
+        dead.iter()
+            .map(|m| header(m, "segstream_detail"))
+            .collect::<Vec<_>>()
+    );
+    let got_lines: BTreeSet<String> = got
+        .iter()
+        .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "no lost and no invented transitions:\nmissing {:#?}\nextra {:#?}",
+        expected.difference(&got_lines).collect::<Vec<_>>(),
+        got_lines.difference(&expected).collect::<Vec<_>>()
+    );
+    let got_set: BTreeSet<String> = got
+        .iter()
+        .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(got_set, expected);
+    assert_eq!(summary.transitions as usize, expected.len());
+    // Keyed by customer, with CloudEvents headers.
+    for m in &got {
+        let t: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        assert_eq!(m.key(), Some(t["customer_id"].as_str().unwrap().as_bytes()));
+        assert_eq!(header(m, "ce_specversion").as_deref(), Some("1.0"));
+        assert_eq!(header(m, "ce_id").as_deref(), t["transition_id"].as_str());
+        assert_eq!(
+            header(m, "ce_type"),
+            Some(format!(
+                "segstream.segment.{}",
+                t["direction"].as_str().unwrap()
+            ))
+        );
+        assert!(header(m, "ce_time").is_some() && header(m, "ce_source").is_some());
+        assert!(header(m, "ce_subject")
+            .unwrap()
+            .starts_with(t["customer_id"].as_str().unwrap()));
+    }
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_goes_to_the_dead_letter_topic_with_its_reason() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let input = unique("events");
+    cluster.create_topic(&input, 1, 1).unwrap();
+    let mut cfg = config(&brokers, &[&input], "segments/library.toml");
+    cfg.kafka.max_message_bytes = 2000;
+    cluster.create_topic(&cfg.kafka.output_topic, 1, 1).unwrap();
+    cluster
+        .create_topic(&cfg.kafka.dead_letter_topic, 1, 1)
+        .unwrap();
+    let svc = Service::start(cfg.clone()).await;
+    let big = format!(
+        r#"{{"event_id":"big","customer_id":"c1","type":"click","timestamp":"2026-11-22T10:00:00Z","properties":{{"x":"{}"}}}}"#,
+        "a".repeat(3000)
+    );
+    let bad: Vec<(Option<String>, Vec<u8>)> = vec![
+        (Some("c1".into()), b"not json at all".to_vec()),
+        (Some("c1".into()), br#"{"event_id":"e1","customer_id":"c1","type":"purchase","timestamp":"2026-11-22T10:00:00Z","properties":{"amount":"12","currency":"EUR"}}"#.to_vec()),
+        (Some("c1".into()), br#"{"event_id":"e2","customer_id":"c1","type":"click","timestamp":"yesterday"}"#.to_vec()),
+        (Some("c1".into()), big.into_bytes()),
+        (Some("c2".into()), br#"{"event_id":"ok","customer_id":"c2","type":"identify","timestamp":"2026-11-22T10:00:00Z","traits":{"country":"DE","role":"ceo"}}"#.to_vec()),
+    ];
+    produce(&brokers, &input, &bad).await;
+    let dead = read(
+        &brokers,
+        &cfg.kafka.dead_letter_topic,
+        4,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(dead.len(), 4);
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|m| header(m, "segstream_reason").unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "invalid_json",
+            "wrong_type",
+            "invalid_timestamp",
+            "too_large"
+        ]
+    );
+    for (m, (_, original)) in dead.iter().zip(&bad) {
+        assert_eq!(
+            m.payload(),
+            Some(&original[..]),
+            "the message goes unchanged"
+        );
+        assert_eq!(
+            header(m, "segstream_source_topic").as_deref(),
+            Some(input.as_str())
+        );
+        assert_eq!(
+            header(m, "segstream_source_partition").as_deref(),
+            Some("0")
+        );
+        assert!(header(m, "segstream_source_offset").is_some());
+        assert!(!header(m, "segstream_detail").unwrap().is_empty());
+    }
+    // The consumer did not stop: the good event after the bad ones was processed.
+    let out = read(
+        &brokers,
+        &cfg.kafka.output_topic,
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(out.len(), 1);
+    // And the metrics counted every dead letter by reason.
+    let metrics = reqwest_get(&svc.url("/metrics"), None).await.1;
+    assert!(
+        metrics.contains(r#"segstream_dead_letters_total{reason="invalid_json"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"segstream_dead_letters_total{reason="too_large"} 1"#));
+    svc.stop().await;
+}
+
+/// A tiny HTTP client (the test needs nothing more): (status, body).
+async fn reqwest_get(url: &str, token: Option<&str>) -> (u16, String) {
+    http_request("GET", url, token).await
+}
+
+async fn http_request(method: &str, url: &str, token: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status: u16 = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_health_profiles_with_token_segments_and_reload() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let input = unique("events");
+    cluster.create_topic(&input, 2, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("segments.toml");
+    std::fs::write(
+        &defs,
+        "[segments.dach]\ncondition = 'trait.country = \"DE\"'\n",
+    )
+    .unwrap();
+    let mut cfg = config(&brokers, &[&input], defs.to_str().unwrap());
+    cfg.http.token = Some("0123456789abcdef-token".into());
+    cluster.create_topic(&cfg.kafka.output_topic, 2, 1).unwrap();
+    cluster
+        .create_topic(&cfg.kafka.dead_letter_topic, 1, 1)
+        .unwrap();
+    let svc = Service::start(cfg.clone()).await;
+    let token = cfg.http.token.as_deref();
+
+    assert_eq!(reqwest_get(&svc.url("/healthz"), None).await.0, 200);
+    // Ready once partitions are assigned and the input is caught up.
+    let mut ready = false;
+    for _ in 0..100 {
+        if reqwest_get(&svc.url("/readyz"), None).await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the service became ready");
+
+    produce(&brokers, &input, &[(Some("c1".into()), br#"{"event_id":"a","customer_id":"c1","type":"identify","timestamp":"2026-11-22T10:00:00Z","traits":{"country":"DE"}}"#.to_vec())]).await;
+    assert_eq!(
+        read(
+            &brokers,
+            &cfg.kafka.output_topic,
+            1,
+            Duration::from_secs(30)
+        )
+        .await
+        .len(),
+        1
+    );
+
+    // The profile API needs the token; metrics and health do not.
+    assert_eq!(reqwest_get(&svc.url("/profiles/c1"), None).await.0, 401);
+    assert_eq!(
+        reqwest_get(&svc.url("/profiles/c1"), Some("wrong-token-0000000000"))
+            .await
+            .0,
+        401
+    );
+    let (status, body) = reqwest_get(&svc.url("/profiles/c1"), token).await;
+    assert_eq!(status, 200);
+    let profile: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(profile["segments"], serde_json::json!(["dach"]));
+    assert_eq!(profile["traits"]["country"], "DE");
+    assert_eq!(
+        reqwest_get(&svc.url("/profiles/nobody"), token).await.0,
+        404
+    );
+    let (status, body) = reqwest_get(&svc.url("/segments"), token).await;
+    assert_eq!(status, 200);
+    let segs: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(segs["segments"][0]["population"], 1);
+
+    // An invalid file is rejected and the running set stays.
+    std::fs::write(&defs, "[segments.dach]\ncondition = 'trait.country ='\n").unwrap();
+    let (status, body) = http_request("POST", &svc.url("/segments/reload"), token).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("segments.toml:2:"), "{body}");
+    // A valid one takes effect, with its transitions.
+    std::fs::write(&defs, "[segments.dach]\ncondition = 'trait.country = \"DE\"'\n[segments.not-dach]\ncondition = 'not in_segment(\"dach\")'\n[segments.german]\ncondition = 'trait.country in [\"DE\", \"AT\"]'\n").unwrap();
+    let (status, body) = http_request("POST", &svc.url("/segments/reload"), token).await;
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["added"], serde_json::json!(["not-dach", "german"]));
+    let out = read(
+        &brokers,
+        &cfg.kafka.output_topic,
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(out.len(), 2, "dach (before) and german (reload)");
+    let metrics = reqwest_get(&svc.url("/metrics"), None).await.1;
+    assert!(
+        metrics.contains(r#"segstream_segment_reloads_total{outcome="ok"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"segstream_segment_reloads_total{outcome="rejected"} 1"#));
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_service_resumes_from_committed_offsets_without_duplicates() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let input = unique("events");
+    cluster.create_topic(&input, 2, 1).unwrap();
+    let cfg = config(&brokers, &[&input], "segments/library.toml");
+    cluster.create_topic(&cfg.kafka.output_topic, 2, 1).unwrap();
+    cluster
+        .create_topic(&cfg.kafka.dead_letter_topic, 1, 1)
+        .unwrap();
+    let identify = |i: usize| {
+        (
+            Some(format!("c{i}")),
+            format!(r#"{{"event_id":"i{i}","customer_id":"c{i}","type":"identify","timestamp":"2026-11-22T10:00:00Z","traits":{{"country":"DE","role":"ceo"}}}}"#).into_bytes(),
+        )
+    };
+    let svc = Service::start(cfg.clone()).await;
+    produce(&brokers, &input, &(0..20).map(identify).collect::<Vec<_>>()).await;
+    assert_eq!(
+        read(
+            &brokers,
+            &cfg.kafka.output_topic,
+            20,
+            Duration::from_secs(30)
+        )
+        .await
+        .len(),
+        20
+    );
+    svc.stop().await;
+    // Same group: the committed offsets hold, so nothing is processed twice.
+    let svc = Service::start(cfg.clone()).await;
+    produce(
+        &brokers,
+        &input,
+        &(20..30).map(identify).collect::<Vec<_>>(),
+    )
+    .await;
+    let all = read(
+        &brokers,
+        &cfg.kafka.output_topic,
+        31,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(all.len(), 30, "20 before the restart, 10 after, none twice");
+    let ids: BTreeSet<Vec<u8>> = all.iter().map(|m| m.key().unwrap().to_vec()).collect();
+    assert_eq!(ids.len(), 30);
+    svc.stop().await;
+}
