@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== test dependencies"
+bash scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+
 echo "== toolchain"
 cargo --version
 rustc --version

@@ -80,6 +80,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
     started: Option<oneshot::Sender<Running>>,
 ) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
     let mut engine = load_engine(&config)?;
     engine.set_external_watermark(true);
     let metrics = Arc::new(Metrics::new());
@@ -112,6 +113,11 @@ pub async fn run(
     let ctx = Context(kstate.clone());
     let consumer = kafka::consumer(&config.kafka, ctx.clone()).context("creating the consumer")?;
     let producer = kafka::producer(&config.kafka, ctx).context("creating the producer")?;
+    // Rebuild the profiles from the input history this group has already processed, so a
+    // restart loses no state (until a changelog makes this a short read).
+    let restored =
+        restore_from_inputs(&config, Context(kstate.clone()), &shared, &mut shutdown).await?;
+    info!(events = restored, "state restored from the input topics");
     let topics: Vec<&str> = config
         .kafka
         .input_topics
@@ -131,7 +137,6 @@ pub async fn run(
 
     let give_up = AtomicBool::new(false);
     let mut loop_state = LoopState::default();
-    tokio::pin!(shutdown);
     let result: anyhow::Result<()> = async {
         loop {
             tokio::select! {
@@ -449,6 +454,110 @@ async fn reload(
             Ok(report)
         }
     }
+}
+
+/// Replays, without producing anything, every input message this consumer group has
+/// already committed: the engine ends in the state it had when those offsets were committed
+/// (transitions of that history were produced before). Waits, retrying, while the broker is
+/// unavailable. Returns the number of events applied.
+async fn restore_from_inputs(
+    config: &Config,
+    ctx: Context,
+    shared: &Shared,
+    shutdown: &mut std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
+) -> anyhow::Result<u64> {
+    use rdkafka::consumer::StreamConsumer;
+    let k = &config.kafka;
+    let restorer: StreamConsumer<Context> =
+        kafka::consumer(k, ctx).context("creating the restore consumer")?;
+    let timeout = Duration::from_secs(5);
+    let mut backoff = Duration::from_millis(200);
+    // Which partitions exist, and where the group stands in each.
+    let committed = loop {
+        let attempt = (|| -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
+            let mut tpl = TopicPartitionList::new();
+            for topic in &k.input_topics {
+                let md = restorer.fetch_metadata(Some(topic), timeout)?;
+                for t in md.topics() {
+                    for p in t.partitions() {
+                        tpl.add_partition(t.name(), p.id());
+                    }
+                }
+            }
+            restorer.committed_offsets(tpl, timeout)
+        })();
+        match attempt {
+            Ok(tpl) => break tpl,
+            Err(e) => {
+                warn!(error = %e, "broker unavailable; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.as_mut() => return Ok(0),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+    let mut assign = TopicPartitionList::new();
+    for e in committed.elements() {
+        if let Offset::Offset(c) = e.offset() {
+            if c > 0 {
+                ends.insert((e.topic().to_string(), e.partition()), c);
+                assign.add_partition_offset(e.topic(), e.partition(), Offset::Beginning)?;
+            }
+        }
+    }
+    if ends.is_empty() {
+        return Ok(0);
+    }
+    restorer
+        .assign(&assign)
+        .context("assigning partitions to restore")?;
+    let mut state = LoopState::default();
+    let mut discard = Vec::new();
+    let mut applied = 0u64;
+    let idle = Duration::from_millis(k.partition_idle_after as u64);
+    while !ends.is_empty() {
+        let msg = tokio::select! {
+            m = restorer.recv() => m,
+            _ = shutdown.as_mut() => return Ok(applied),
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "restore: consumer error; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let key = (msg.topic().to_string(), msg.partition());
+        let Some(&end) = ends.get(&key) else { continue };
+        if msg.offset() >= end {
+            ends.remove(&key);
+            continue;
+        }
+        if let Some(Ok(event)) = msg.payload().map(crate::event::parse_event) {
+            let mut engine = lock(&shared.engine);
+            if engine.apply(&event, &mut discard).is_ok() {
+                applied += 1;
+            }
+            let entry = state
+                .partitions
+                .entry(key.clone())
+                .or_insert((event.timestamp, Instant::now()));
+            entry.0 = entry.0.max(event.timestamp);
+            entry.1 = Instant::now();
+            if let Some(wm) = state.watermark(config.engine.allowed_lateness, idle) {
+                engine.advance_watermark(wm, &mut discard);
+            }
+            discard.clear();
+        }
+        if msg.offset() + 1 >= end {
+            ends.remove(&key);
+        }
+    }
+    Ok(applied)
 }
 
 /// Updates the gauges that need a scan of the profiles.

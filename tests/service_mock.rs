@@ -450,53 +450,67 @@ async fn http_api_health_profiles_with_token_segments_and_reload() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_service_resumes_from_committed_offsets_without_duplicates() {
+async fn a_restarted_service_restores_its_state_and_resumes_without_duplicates() {
     let cluster = MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let input = unique("events");
     cluster.create_topic(&input, 2, 1).unwrap();
-    let cfg = config(&brokers, &[&input], "segments/library.toml");
+    let mut cfg = config(&brokers, &[&input], "segments/library.toml");
+    cfg.engine.idle_lag = 10 * 365 * 86_400_000;
     cluster.create_topic(&cfg.kafka.output_topic, 2, 1).unwrap();
     cluster
         .create_topic(&cfg.kafka.dead_letter_topic, 1, 1)
         .unwrap();
-    let identify = |i: usize| {
+    let identify = |i: usize, at: &str| {
         (
             Some(format!("c{i}")),
-            format!(r#"{{"event_id":"i{i}","customer_id":"c{i}","type":"identify","timestamp":"2026-11-22T10:00:00Z","traits":{{"country":"DE","role":"ceo"}}}}"#).into_bytes(),
+            format!(r#"{{"event_id":"i{i}","customer_id":"c{i}","type":"identify","timestamp":"{at}","traits":{{"country":"DE","role":"ceo"}}}}"#).into_bytes(),
         )
     };
     let svc = Service::start(cfg.clone()).await;
-    produce(&brokers, &input, &(0..20).map(identify).collect::<Vec<_>>()).await;
-    assert_eq!(
-        read(
-            &brokers,
-            &cfg.kafka.output_topic,
-            20,
-            Duration::from_secs(30)
-        )
-        .await
-        .len(),
-        20
-    );
+    let mut before: Vec<_> = (0..20)
+        .map(|i| identify(i, "2026-11-22T10:00:00Z"))
+        .collect();
+    // A click whose 24 h registration deadline passes only after the restart.
+    before.push((
+        Some("clicker".into()),
+        br#"{"event_id":"click","customer_id":"clicker","type":"ad_click","timestamp":"2026-11-22T10:00:00Z","properties":{"campaign":"webinar-q4-ads"}}"#.to_vec(),
+    ));
+    produce(&brokers, &input, &before).await;
+    let mut reader = Reader::new(&brokers, &cfg.kafka.output_topic);
+    assert_eq!(reader.until(20, Duration::from_secs(30)).await.len(), 20);
     svc.stop().await;
-    // Same group: the committed offsets hold, so nothing is processed twice.
+
+    // Same group: the committed offsets hold and the profiles are rebuilt from the input.
     let svc = Service::start(cfg.clone()).await;
-    produce(
-        &brokers,
-        &input,
-        &(20..30).map(identify).collect::<Vec<_>>(),
-    )
-    .await;
-    let all = read(
-        &brokers,
-        &cfg.kafka.output_topic,
+    let after: Vec<_> = (20..30)
+        .map(|i| identify(i, "2026-11-23T12:00:00Z"))
+        .collect();
+    produce(&brokers, &input, &after).await;
+    let all = reader.until(32, Duration::from_secs(30)).await.to_vec();
+    let lines: Vec<serde_json::Value> = all
+        .iter()
+        .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
         31,
-        Duration::from_secs(15),
-    )
-    .await;
-    assert_eq!(all.len(), 30, "20 before the restart, 10 after, none twice");
-    let ids: BTreeSet<Vec<u8>> = all.iter().map(|m| m.key().unwrap().to_vec()).collect();
-    assert_eq!(ids.len(), 30);
+        "20 before, 10 after, the deadline, none twice: {lines:#?}"
+    );
+    let clicked: Vec<_> = lines
+        .iter()
+        .filter(|t| t["segment"] == "clicked-but-not-registered")
+        .collect();
+    assert_eq!(clicked.len(), 1, "the restored click fired its deadline");
+    assert_eq!(clicked[0]["customer_id"], "clicker");
+    assert_eq!(
+        clicked[0]["cause"],
+        "timer:absence@2026-11-23T10:00:00.000Z"
+    );
+    let ids: BTreeSet<String> = lines
+        .iter()
+        .map(|t| t["transition_id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), 31);
     svc.stop().await;
 }

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""An independent Kafka client for segstream's end-to-end tests (kafka-python: a pure-Python
+implementation of the protocol, nothing shared with librdkafka).
+
+  produce --broker HOST:PORT --topic T [--file F | stdin]   one message per line, keyed by
+                                                             the line's customer_id if any
+  consume --broker HOST:PORT --topic T --count N --timeout S
+                                                             prints one JSON object per
+                                                             message: key, value, headers
+"""
+import argparse
+import json
+import sys
+import time
+
+from kafka import KafkaConsumer, KafkaProducer
+
+
+def produce(args):
+    producer = KafkaProducer(bootstrap_servers=args.broker, acks="all", linger_ms=5)
+    lines = open(args.file, "rb").read().splitlines() if args.file else sys.stdin.buffer.read().splitlines()
+    futures = []
+    for line in lines:
+        if not line.strip():
+            continue
+        key = None
+        try:
+            obj = json.loads(line)
+            if isinstance(obj, dict) and isinstance(obj.get("customer_id"), str):
+                key = obj["customer_id"].encode()
+        except ValueError:
+            pass
+        futures.append(producer.send(args.topic, value=line, key=key))
+    for f in futures:
+        f.get(timeout=30)
+    producer.flush()
+    producer.close()
+    print(len(futures))
+
+
+def consume(args):
+    consumer = KafkaConsumer(args.topic, bootstrap_servers=args.broker, auto_offset_reset="earliest",
+                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=500)
+    got = 0
+    deadline = time.time() + args.timeout
+    while got < args.count and time.time() < deadline:
+        for msg in consumer:
+            out = {
+                "key": msg.key.decode() if msg.key is not None else None,
+                "value": msg.value.decode("utf-8", "replace"),
+                "headers": {k: v.decode("utf-8", "replace") for k, v in (msg.headers or [])},
+                "partition": msg.partition,
+            }
+            print(json.dumps(out), flush=True)
+            got += 1
+            if got >= args.count or time.time() >= deadline:
+                break
+    consumer.close()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("produce")
+    a.add_argument("--broker", required=True)
+    a.add_argument("--topic", required=True)
+    a.add_argument("--file")
+    b = sub.add_parser("consume")
+    b.add_argument("--broker", required=True)
+    b.add_argument("--topic", required=True)
+    b.add_argument("--count", type=int, required=True)
+    b.add_argument("--timeout", type=float, default=30)
+    args = p.parse_args()
+    produce(args) if args.cmd == "produce" else consume(args)
+
+
+if __name__ == "__main__":
+    main()
