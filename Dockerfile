@@ -20,7 +20,9 @@ FROM rust:1-bookworm AS builder
 # system's through pkg-config). No cmake, no OpenSSL (the default build has no TLS; enable
 # rdkafka's `ssl` feature and add libssl-dev here for that). python3 only lets librdkafka
 # generate its linker script. The rust image ships most of this already; it is listed so
-# that the build does not depend on what the base image happens to contain.
+# that the build does not depend on what the base image happens to contain. Versions are
+# not pinned: the stable release's security updates should be picked up.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         make gcc g++ pkg-config zlib1g-dev python3 \
@@ -50,6 +52,7 @@ FROM debian:bookworm-slim
 
 # ca-certificates for brokers reached over TLS (when built with TLS); zlib for librdkafka's
 # compression (part of the base image already, listed to make the dependency explicit).
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates zlib1g \
     && rm -rf /var/lib/apt/lists/*

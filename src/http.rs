@@ -50,14 +50,17 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     let assigned = s.kafka.assigned.load(Ordering::SeqCst);
-    if s.ready.load(Ordering::SeqCst) {
+    let healthy = s.kafka.healthy(crate::service::BROKER_HEALTH_WINDOW_MS);
+    if s.ready.load(Ordering::SeqCst) && healthy {
         (
             StatusCode::OK,
             format!("ready: {assigned} partitions, caught up\n"),
         )
             .into_response()
     } else {
-        let why = if assigned == 0 {
+        let why = if !healthy {
+            "the broker is unavailable"
+        } else if assigned == 0 {
             "no partitions assigned (yet)"
         } else {
             "catching up, or the broker is unavailable"

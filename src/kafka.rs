@@ -27,6 +27,26 @@ pub struct KafkaState {
     pub assigned: AtomicUsize,
     /// Set on every assignment change; the service clears it when it has looked.
     pub assignment_changed: AtomicBool,
+    /// When librdkafka last reported a client-level error (broker down, transport), in
+    /// Unix milliseconds; 0 = never.
+    pub last_error_ms: std::sync::atomic::AtomicI64,
+}
+
+impl KafkaState {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        KafkaState {
+            metrics,
+            assigned: AtomicUsize::new(0),
+            assignment_changed: AtomicBool::new(false),
+            last_error_ms: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+
+    /// Whether the brokers have been healthy for the last `window_ms`.
+    pub fn healthy(&self, window_ms: i64) -> bool {
+        let last = self.last_error_ms.load(Ordering::SeqCst);
+        last == 0 || crate::engine::Clock::now(&crate::engine::SystemClock) - last > window_ms
+    }
 }
 
 /// The client context shared by consumer and producer.
@@ -34,6 +54,14 @@ pub struct KafkaState {
 pub struct Context(pub Arc<KafkaState>);
 
 impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.0.last_error_ms.store(
+            crate::engine::Clock::now(&crate::engine::SystemClock),
+            Ordering::SeqCst,
+        );
+        warn!(%error, reason, "kafka client error");
+    }
+
     fn stats(&self, stats: Statistics) {
         let lag = &self.0.metrics.consumer_lag;
         for (topic, t) in &stats.topics {
@@ -111,15 +139,18 @@ pub fn consumer(k: &KafkaConfig, ctx: Context) -> Result<StreamConsumer<Context>
     base.create_with_context(ctx)
 }
 
-/// An idempotent producer that waits for all in-sync replicas.
+/// A producer that waits for all in-sync replicas and keeps per-partition order with one
+/// request in flight per connection. Not the idempotent producer: its producer-id state does
+/// not survive a broker that lost it (seen with tansu's in-memory storage), and a retried
+/// duplicate is recognised by its idempotency key anyway. No compression by default, so
+/// that every client can read the topics (set `compression.type` through `librdkafka`).
 pub fn producer(k: &KafkaConfig, ctx: Context) -> Result<FutureProducer<Context>, KafkaError> {
     let mut base = base_config(k);
     for (key, value) in [
-        ("enable.idempotence", "true"),
         ("acks", "all"),
+        ("max.in.flight.requests.per.connection", "1"),
         ("linger.ms", "2"),
         ("message.timeout.ms", "30000"),
-        ("compression.type", "lz4"),
     ] {
         if !k.librdkafka.contains_key(key) {
             base.set(key, value);

@@ -28,6 +28,9 @@ use crate::kafka::{self, Context, KafkaState, Outgoing};
 use crate::metrics::Metrics;
 use crate::transition::Transition;
 
+/// After a broker error, the service reports not ready for this long.
+pub const BROKER_HEALTH_WINDOW_MS: i64 = 5_000;
+
 /// A request to reload the segment definitions; the reply carries the report or every
 /// error of the rejected file.
 pub struct ReloadRequest {
@@ -85,11 +88,7 @@ pub async fn run(
     engine.set_external_watermark(true);
     let metrics = Arc::new(Metrics::new());
     let (reload_tx, mut reload_rx) = mpsc::channel(4);
-    let kstate = Arc::new(KafkaState {
-        metrics: metrics.clone(),
-        assigned: Default::default(),
-        assignment_changed: Default::default(),
-    });
+    let kstate = Arc::new(KafkaState::new(metrics.clone()));
     let shared = Arc::new(Shared {
         engine: Mutex::new(engine),
         metrics: metrics.clone(),
@@ -192,18 +191,45 @@ struct LoopState {
 
 impl LoopState {
     /// The event-time watermark over partitions: the minimum of the largest event time of
-    /// every partition that delivered recently (an idle partition does not hold time back),
-    /// minus the allowed lateness.
+    /// every partition that delivered recently, minus the allowed lateness. A partition that
+    /// has not delivered yet holds the watermark back until it has been idle for
+    /// `idle` (so one partition read ahead of the others does not make theirs late); an idle
+    /// partition does not hold time back.
     fn watermark(&self, lateness: i64, idle: Duration) -> Option<i64> {
-        let active = self
+        let mut active = self
             .partitions
             .values()
             .filter(|(_, seen)| seen.elapsed() < idle)
             .map(|(ts, _)| *ts)
-            .min();
-        active
-            .or_else(|| self.partitions.values().map(|(ts, _)| *ts).max())
-            .map(|t| t.saturating_sub(lateness))
+            .peekable();
+        let t = if active.peek().is_some() {
+            active.min()?
+        } else {
+            self.partitions.values().map(|(ts, _)| *ts).max()?
+        };
+        (t != i64::MIN).then(|| t.saturating_sub(lateness))
+    }
+
+    /// Tracks exactly the assigned partitions; a new one starts as "not delivered yet".
+    fn sync_assignment(&mut self, assigned: &TopicPartitionList) {
+        let now: Vec<(String, i32)> = assigned
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        self.partitions.retain(|k, _| now.contains(k));
+        self.applied.retain(|k, _| now.contains(k));
+        for k in now {
+            self.partitions
+                .entry(k)
+                .or_insert((i64::MIN, Instant::now()));
+        }
+    }
+
+    fn delivered(&mut self, key: (String, i32), ts: i64) {
+        let entry = self.partitions.entry(key).or_insert((ts, Instant::now()));
+        entry.0 = entry.0.max(ts);
+        entry.1 = Instant::now();
     }
 }
 
@@ -236,6 +262,15 @@ async fn read_batch(
     let k = &config.kafka;
     let mut batch = Batch::default();
     let mut transitions: Vec<Transition> = Vec::new();
+    if shared
+        .kafka
+        .assignment_changed
+        .swap(false, Ordering::SeqCst)
+    {
+        if let Ok(a) = consumer.assignment() {
+            state.sync_assignment(&a);
+        }
+    }
     let idle = Duration::from_millis(k.idle_after as u64);
     let partition_idle = Duration::from_millis(k.partition_idle_after as u64);
     let batch_timeout = Duration::from_millis(k.batch_timeout as u64);
@@ -251,9 +286,10 @@ async fn read_batch(
             Err(_) => {
                 if batch.started.is_none() {
                     // Idle and caught up: time moves on without events.
-                    let assigned = shared.kafka.assigned.load(Ordering::SeqCst) > 0;
-                    shared.ready.store(assigned, Ordering::SeqCst);
-                    shared.metrics.ready.set(i64::from(assigned));
+                    let ready = shared.kafka.assigned.load(Ordering::SeqCst) > 0
+                        && shared.kafka.healthy(BROKER_HEALTH_WINDOW_MS);
+                    shared.ready.store(ready, Ordering::SeqCst);
+                    shared.metrics.ready.set(i64::from(ready));
                     let mut engine = lock(&shared.engine);
                     // Partitions gone idle stop holding the watermark back.
                     if let Some(wm) =
@@ -304,11 +340,8 @@ async fn read_batch(
             match event {
                 Err(e) => Err(e),
                 Ok(event) => {
-                    let ts = event.timestamp;
                     let r = engine.apply(&event, &mut transitions);
-                    let entry = state.partitions.entry(key).or_insert((ts, Instant::now()));
-                    entry.0 = entry.0.max(ts);
-                    entry.1 = Instant::now();
+                    state.delivered(key, event.timestamp);
                     if let Some(wm) =
                         state.watermark(config.engine.allowed_lateness, partition_idle)
                     {

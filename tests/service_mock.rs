@@ -514,3 +514,79 @@ async fn a_restarted_service_restores_its_state_and_resumes_without_duplicates()
     assert_eq!(ids.len(), 31);
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_reports_not_ready_and_loses_nothing() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let input = unique("events");
+    cluster.create_topic(&input, 1, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("segments.toml");
+    std::fs::write(
+        &defs,
+        "[segments.clicked-but-not-registered]\ncondition = 'ad_click(campaign = \"q4\") then no webinar_registered within 5s'\n",
+    )
+    .unwrap();
+    let cfg = config(&brokers, &[&input], defs.to_str().unwrap());
+    cluster.create_topic(&cfg.kafka.output_topic, 1, 1).unwrap();
+    cluster
+        .create_topic(&cfg.kafka.dead_letter_topic, 1, 1)
+        .unwrap();
+    let svc = Service::start(cfg.clone()).await;
+    let mut ready = false;
+    for _ in 0..100 {
+        if reqwest_get(&svc.url("/readyz"), None).await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready);
+    let now = {
+        use segstream::engine::Clock;
+        segstream::engine::SystemClock.now()
+    };
+    let click = format!(
+        r#"{{"event_id":"k1","customer_id":"c1","type":"ad_click","timestamp":"{}","properties":{{"campaign":"q4"}}}}"#,
+        segstream::time::format_rfc3339(now)
+    );
+    produce(&brokers, &input, &[(Some("c1".into()), click.into_bytes())]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The broker goes down; the deadline passes during the outage.
+    cluster.broker_down(1).unwrap();
+    let mut not_ready = false;
+    for _ in 0..100 {
+        if reqwest_get(&svc.url("/readyz"), None).await.0 == 503 {
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(not_ready, "readyz reports the outage");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    cluster.broker_up(1).unwrap();
+
+    let mut reader = Reader::new(&brokers, &cfg.kafka.output_topic);
+    reader.until(1, Duration::from_secs(60)).await;
+    let got = reader.until(2, Duration::from_secs(3)).await.to_vec();
+    assert_eq!(
+        got.len(),
+        1,
+        "the transition arrives after the outage, once"
+    );
+    let t: serde_json::Value = serde_json::from_slice(got[0].payload().unwrap()).unwrap();
+    assert_eq!(t["customer_id"], "c1");
+    assert!(t["cause"].as_str().unwrap().starts_with("timer:absence@"));
+    let mut ready = false;
+    for _ in 0..200 {
+        if reqwest_get(&svc.url("/readyz"), None).await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "ready again after the outage");
+    svc.stop().await;
+}

@@ -1,0 +1,444 @@
+//! End to end against a real broker process: tansu (a Kafka-API broker) over TCP, the
+//! `segstream` binary as its own process, and an independent client (kafka-python) to
+//! produce events and read the topics.
+//!
+//! `scripts/setup.sh` installs tansu and kafka-python; a missing one fails these tests (they
+//! never skip silently).
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn tansu_bin() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let candidates = [
+        PathBuf::from(format!("{home}/.cargo/bin/tansu")),
+        PathBuf::from("tansu"),
+    ];
+    for c in candidates {
+        if Command::new(&c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return c;
+        }
+    }
+    panic!(
+        "the tansu broker is not installed: run scripts/setup.sh (CI runs it via scripts/test.sh)"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, timeout: Duration) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < timeout, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A tansu broker with in-memory storage on a port of its own.
+struct Tansu {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Tansu {
+    fn start_on(port: u16) -> Tansu {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_bin())
+            .args([
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        wait_for_port(port, Duration::from_secs(20));
+        Tansu {
+            child: Some(child),
+            port,
+        }
+    }
+
+    fn broker(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn create_topic(&self, name: &str, partitions: u32) {
+        let out = Command::new(tansu_bin())
+            .args([
+                "topic",
+                "create",
+                "--broker",
+                &format!("tcp://127.0.0.1:{}", self.port),
+                "--partitions",
+                &partitions.to_string(),
+                name,
+            ])
+            .output()
+            .expect("tansu topic create runs");
+        assert!(
+            out.status.success(),
+            "creating {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The segstream binary, configured through `SEGSTREAM__*` variables.
+struct Segstream {
+    child: Option<Child>,
+    http_port: u16,
+}
+
+impl Segstream {
+    fn start(env: &[(&str, String)]) -> Segstream {
+        let http_port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_segstream"));
+        cmd.arg("run")
+            .env("SEGSTREAM__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
+            .env("RUST_LOG", "warn,segstream=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("segstream starts");
+        wait_for_port(http_port, Duration::from_secs(30));
+        Segstream {
+            child: Some(child),
+            http_port,
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        let status = buf[9..12].parse().unwrap();
+        (
+            status,
+            buf.split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default(),
+        )
+    }
+
+    fn wait_ready(&self, ready: bool, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let ok = self.get("/readyz").0 == 200;
+            if ok == ready {
+                return;
+            }
+            assert!(start.elapsed() < timeout, "readyz never became {ready}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGTERM, and the exit status must be 0 within the deadline.
+    fn terminate(&mut self) {
+        let mut child = self.child.take().unwrap();
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "segstream exited with {status}");
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(35),
+                "no exit within the shutdown deadline"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Segstream {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn python(args: &[&str], stdin: Option<&[u8]>) -> String {
+    let mut cmd = Command::new("python3");
+    cmd.arg("tests/e2e/kafka_client.py")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd.spawn().expect("python3 runs");
+    if let Some(data) = stdin {
+        child.stdin.take().unwrap().write_all(data).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kafka_client.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn produce(broker: &str, topic: &str, lines: &str) {
+    python(
+        &["produce", "--broker", broker, "--topic", topic],
+        Some(lines.as_bytes()),
+    );
+}
+
+fn consume(broker: &str, topic: &str, count: usize, timeout_s: u32) -> Vec<serde_json::Value> {
+    python(
+        &[
+            "consume",
+            "--broker",
+            broker,
+            "--topic",
+            topic,
+            "--count",
+            &count.to_string(),
+            "--timeout",
+            &timeout_s.to_string(),
+        ],
+        None,
+    )
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect()
+}
+
+fn base_env(tansu: &Tansu, segments: &str, group: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("SEGSTREAM__KAFKA__BROKERS", tansu.broker()),
+        ("SEGSTREAM__KAFKA__GROUP_ID", group.to_string()),
+        ("SEGSTREAM__KAFKA__INPUT_TOPICS", "[\"events\"]".to_string()),
+        ("SEGSTREAM__KAFKA__OUTPUT_TOPIC", "transitions".to_string()),
+        (
+            "SEGSTREAM__KAFKA__DEAD_LETTER_TOPIC",
+            "dead-letters".to_string(),
+        ),
+        ("SEGSTREAM__SEGMENTS__FILE", segments.to_string()),
+    ]
+}
+
+fn create_topics(tansu: &Tansu) {
+    tansu.create_topic("events", 3);
+    tansu.create_topic("transitions", 3);
+    tansu.create_topic("dead-letters", 1);
+}
+
+#[test]
+fn reference_funnel_end_to_end_with_dead_letters_and_valid_metrics() {
+    let tansu = Tansu::start_on(free_port());
+    create_topics(&tansu);
+    let mut env = base_env(&tansu, "segments/library.toml", "e2e-funnel");
+    // Time moves only with event time, as in the replay the result is compared with.
+    env.push(("SEGSTREAM__ENGINE__IDLE_LAG", "3650d".to_string()));
+
+    // Expected: the offline replay of the same events.
+    let text = std::fs::read_to_string("segments/library.toml").unwrap();
+    let mut engine =
+        segstream::engine::Engine::from_source("segments/library.toml", &text, Default::default())
+            .unwrap();
+    let events = std::fs::read_to_string("examples/events/reference-funnel.jsonl").unwrap();
+    let mut replayed = Vec::new();
+    segstream::replay::replay(&mut engine, events.as_bytes(), &mut replayed, None).unwrap();
+    let expected: BTreeSet<String> = String::from_utf8(replayed)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+
+    // Three days of history are in the topic when the service starts (a backlog: every
+    // partition holds the watermark until it has delivered).
+    produce(&tansu.broker(), "events", &events);
+    let bad = concat!(
+        "this is not json\n",
+        r#"{"event_id":"b1","customer_id":"c9","type":"purchase","timestamp":"2026-11-19T10:00:00Z","properties":{"amount":"12","currency":"EUR"}}"#,
+        "\n",
+        r#"{"event_id":"b2","customer_id":"c9","type":"click"}"#,
+        "\n",
+    );
+    produce(&tansu.broker(), "events", bad);
+    let svc = Segstream::start(&env);
+    svc.wait_ready(true, Duration::from_secs(60));
+
+    let got = consume(&tansu.broker(), "transitions", expected.len() + 1, 25);
+    let got_values: BTreeSet<String> = got
+        .iter()
+        .map(|m| m["value"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "exactly the expected transitions, none twice"
+    );
+    assert_eq!(got_values, expected);
+    for m in &got {
+        let t: serde_json::Value = serde_json::from_str(m["value"].as_str().unwrap()).unwrap();
+        assert_eq!(m["key"], t["customer_id"]);
+        assert_eq!(m["headers"]["ce_specversion"], "1.0");
+        assert_eq!(m["headers"]["ce_id"], t["transition_id"]);
+    }
+
+    let dead = consume(&tansu.broker(), "dead-letters", 3, 30);
+    // Unkeyed and keyed bad messages sit in different partitions: compare without order.
+    let mut reasons: Vec<&str> = dead
+        .iter()
+        .map(|m| m["headers"]["segstream_reason"].as_str().unwrap())
+        .collect();
+    reasons.sort_unstable();
+    assert_eq!(reasons, ["invalid_json", "missing_field", "wrong_type"]);
+    let not_json = dead
+        .iter()
+        .find(|m| m["headers"]["segstream_reason"] == "invalid_json")
+        .unwrap();
+    assert_eq!(
+        not_json["value"], "this is not json",
+        "the message goes unchanged"
+    );
+    assert_eq!(not_json["headers"]["segstream_source_topic"], "events");
+    assert!(not_json["headers"]["segstream_source_offset"].is_string());
+
+    // The metrics are valid Prometheus text (promtool is installed by scripts/setup.sh).
+    let (status, metrics) = svc.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("segstream_transitions_total"), "{metrics}");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (scripts/setup.sh)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn now_rfc3339(offset_ms: i64) -> String {
+    use segstream::engine::Clock;
+    segstream::time::format_rfc3339(segstream::engine::SystemClock.now() + offset_ms)
+}
+
+fn click(customer: &str, id: &str) -> String {
+    format!(
+        r#"{{"event_id":"{id}","customer_id":"{customer}","type":"ad_click","timestamp":"{}","properties":{{"campaign":"q4"}}}}"#,
+        now_rfc3339(0)
+    ) + "\n"
+}
+
+/// A service restart (SIGTERM: drain, commit, exit 0) between a click and its deadline: the
+/// state is rebuilt from the input and the deadline still fires, once.
+///
+/// The broker restart is tested against MockCluster (`tests/service_mock.rs`): tansu 0.6
+/// with in-memory storage loses its topics on restart, and librdkafka crashes on the
+/// restarted broker's metadata (SIGSEGV in `rd_kafka_metadata_cache_find`).
+#[test]
+fn service_restart_loses_no_transition() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = dir.path().join("segments.toml");
+    std::fs::write(
+        &segments,
+        "[segments.clicked-but-not-registered]\ncondition = 'ad_click(campaign = \"q4\") then no webinar_registered within 8s'\n",
+    )
+    .unwrap();
+    let tansu = Tansu::start_on(free_port());
+    create_topics(&tansu);
+    let env = base_env(&tansu, segments.to_str().unwrap(), "e2e-restart");
+    let mut svc = Segstream::start(&env);
+    svc.wait_ready(true, Duration::from_secs(60));
+
+    // c1's deadline passes while the service runs.
+    produce(&tansu.broker(), "events", &click("c1", "k1"));
+    let got = consume(&tansu.broker(), "transitions", 1, 30);
+    assert_eq!(got.len(), 1);
+
+    // c2 clicks; the service is restarted before c2's deadline.
+    produce(&tansu.broker(), "events", &click("c2", "k2"));
+    std::thread::sleep(Duration::from_secs(2));
+    svc.terminate();
+    let svc = Segstream::start(&env);
+    svc.wait_ready(true, Duration::from_secs(60));
+    let got = consume(&tansu.broker(), "transitions", 4, 30);
+    // At-least-once: c1's timer may be produced again after the restart (its deadline was
+    // already past when the state was rebuilt), but with the same idempotency key.
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for m in &got {
+        let t: serde_json::Value = serde_json::from_str(m["value"].as_str().unwrap()).unwrap();
+        let entry = (
+            t["customer_id"].as_str().unwrap().to_string(),
+            m["value"].as_str().unwrap().to_string(),
+        );
+        match seen.iter().find(|(c, _)| *c == entry.0) {
+            Some((_, v)) => assert_eq!(v, &entry.1, "a duplicate is the same transition, same key"),
+            None => seen.push(entry),
+        }
+    }
+    let customers: Vec<&str> = seen.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(
+        customers,
+        ["c1", "c2"],
+        "c1 before, c2's deadline after the restart: none lost, none invented"
+    );
+    drop(svc);
+}
