@@ -172,6 +172,19 @@ impl Segstream {
         }
     }
 
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    }
+
+    fn metric(&self, line_prefix: &str) -> Option<String> {
+        self.get("/metrics")
+            .1
+            .lines()
+            .find(|l| l.starts_with(line_prefix))
+            .map(|l| l[line_prefix.len()..].trim().to_string())
+    }
+
     /// SIGTERM, and the exit status must be 0 within the deadline.
     fn terminate(&mut self) {
         let mut child = self.child.take().unwrap();
