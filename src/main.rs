@@ -160,29 +160,32 @@ fn init_logging(level: &str, format: &str) {
 }
 
 /// Resolves on the first SIGTERM or SIGINT. A second signal exits at once; if draining
-/// takes longer than `deadline`, the process exits with code 3.
-async fn shutdown_signal(deadline: std::time::Duration) {
+/// takes longer than `deadline`, the process exits with code 3. The handlers are installed
+/// when this is called (not when first polled), so a signal during start-up is graceful too.
+fn shutdown_signal(deadline: std::time::Duration) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("signal received: draining (a second signal exits at once)");
-    tokio::spawn(async move {
+    async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        eprintln!("second signal: exiting now");
-        std::process::exit(130);
-    });
-    std::thread::spawn(move || {
-        std::thread::sleep(deadline);
-        eprintln!("shutdown deadline of {deadline:?} exceeded: exiting");
-        std::process::exit(3);
-    });
+        tracing::info!("signal received: draining (a second signal exits at once)");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            eprintln!("second signal: exiting now");
+            std::process::exit(130);
+        });
+        std::thread::spawn(move || {
+            std::thread::sleep(deadline);
+            eprintln!("shutdown deadline of {deadline:?} exceeded: exiting");
+            std::process::exit(3);
+        });
+    }
 }
 
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -219,7 +222,8 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 }
             }
         });
-        segstream::service::run(config, shutdown_signal(deadline), Some(tx)).await
+        let shutdown = shutdown_signal(deadline);
+        segstream::service::run(config, shutdown, Some(tx)).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

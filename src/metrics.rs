@@ -150,6 +150,29 @@ impl Metrics {
         }
     }
 
+    /// Creates the labelled series that should read 0 before anything happened, so that
+    /// `increase()` and `rate()` see their first increment.
+    pub fn init_series(&self) {
+        for outcome in ["ok", "rejected"] {
+            self.reloads.with_label_values(&[outcome]);
+        }
+        for reason in [
+            "invalid_json",
+            "not_an_object",
+            "missing_field",
+            "wrong_type",
+            "invalid_value",
+            "invalid_timestamp",
+            "late_event",
+            "too_large",
+        ] {
+            self.dead_letters.with_label_values(&[reason]);
+        }
+        for kind in ["assign", "revoke", "error"] {
+            self.rebalances.with_label_values(&[kind]);
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

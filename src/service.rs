@@ -87,6 +87,7 @@ pub async fn run(
     let mut engine = load_engine(&config)?;
     engine.set_external_watermark(true);
     let metrics = Arc::new(Metrics::new());
+    metrics.init_series();
     let (reload_tx, mut reload_rx) = mpsc::channel(4);
     let kstate = Arc::new(KafkaState::new(metrics.clone()));
     let shared = Arc::new(Shared {

@@ -174,7 +174,11 @@ impl Segstream {
 
     fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
     }
 
     fn metric(&self, line_prefix: &str) -> Option<String> {
