@@ -457,5 +457,44 @@ fn service_restart_loses_no_transition() {
         ["c1", "c2"],
         "c1 before, c2's deadline after the restart: none lost, none invented"
     );
+
+    // SIGHUP reloads the definitions: an invalid file is rejected (the running set stays),
+    // a valid one is taken.
+    std::fs::write(
+        &segments,
+        "[segments.broken]\ncondition = 'count(page_view) >= 1'\n",
+    )
+    .unwrap();
+    svc.signal("-HUP");
+    let reloads = |outcome: &str| {
+        svc.metric(&format!(
+            "segstream_segment_reloads_total{{outcome=\"{outcome}\"}}"
+        ))
+    };
+    let start = Instant::now();
+    while reloads("rejected").as_deref() != Some("1") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the bad reload is counted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::write(
+        &segments,
+        "[segments.clicked-but-not-registered]\ncondition = 'ad_click(campaign = \"q4\") then no webinar_registered within 8s'\n[segments.clicker]\ncondition = 'count(ad_click, 1d) >= 1'\n",
+    )
+    .unwrap();
+    svc.signal("-HUP");
+    let start = Instant::now();
+    while reloads("ok").as_deref() != Some("1") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the good reload is counted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, body) = svc.get("/segments");
+    assert_eq!(status, 200);
+    assert!(body.contains("\"clicker\""), "{body}");
     drop(svc);
 }
