@@ -253,13 +253,13 @@ impl Outgoing {
 }
 
 /// Produces every record and waits until each is acknowledged, re-sending failures with
-/// backoff. Returns only when all are delivered, or with `Err` when `give_up` is set
-/// (hard shutdown) before that.
+/// backoff (up to 5 s between rounds): it returns only when all are delivered, or on an
+/// error that retrying cannot fix (an invalid record). A shutdown during a broker outage
+/// ends by the shutdown deadline.
 pub async fn produce_all(
     producer: &FutureProducer<Context>,
     records: &[Outgoing],
     metrics: &Metrics,
-    give_up: &AtomicBool,
 ) -> Result<(), KafkaError> {
     let mut pending: Vec<usize> = (0..records.len()).collect();
     let mut backoff = Duration::from_millis(100);
@@ -303,9 +303,6 @@ pub async fn produce_all(
         }
         if !failed.is_empty() {
             metrics.produce_retries.inc_by(failed.len() as u64);
-            if give_up.load(Ordering::SeqCst) {
-                return Err(KafkaError::Canceled);
-            }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }

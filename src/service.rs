@@ -135,7 +135,6 @@ pub async fn run(
         });
     }
 
-    let give_up = AtomicBool::new(false);
     let mut loop_state = LoopState::default();
     let result: anyhow::Result<()> = async {
         loop {
@@ -143,12 +142,12 @@ pub async fn run(
                 biased;
                 _ = &mut shutdown => break,
                 Some(req) = reload_rx.recv() => {
-                    let outcome = reload(&shared, &producer, &give_up).await;
+                    let outcome = reload(&shared, &producer).await;
                     let _ = req.reply.send(outcome);
                 }
                 batch = read_batch(&consumer, &config, &shared, &mut loop_state) => {
                     let batch = batch?;
-                    finish_batch(&consumer, &producer, &shared, batch, &give_up, &mut loop_state).await?;
+                    finish_batch(&consumer, &producer, &shared, batch).await?;
                 }
             }
         }
@@ -403,11 +402,9 @@ async fn finish_batch(
     producer: &rdkafka::producer::FutureProducer<Context>,
     shared: &Shared,
     batch: Batch,
-    give_up: &AtomicBool,
-    _state: &mut LoopState,
 ) -> anyhow::Result<()> {
     if !batch.outgoing.is_empty() {
-        kafka::produce_all(producer, &batch.outgoing, &shared.metrics, give_up)
+        kafka::produce_all(producer, &batch.outgoing, &shared.metrics)
             .await
             .context("producing transitions")?;
     }
@@ -433,7 +430,6 @@ async fn finish_batch(
 async fn reload(
     shared: &Shared,
     producer: &rdkafka::producer::FutureProducer<Context>,
-    give_up: &AtomicBool,
 ) -> Result<ReloadReport, String> {
     let path = &shared.config.segments.file;
     let text = match std::fs::read_to_string(path) {
@@ -478,8 +474,7 @@ async fn reload(
                 .iter()
                 .map(|t| Outgoing::transition(t, &k.output_topic, &k.cloudevents_source))
                 .collect();
-            if let Err(e) = kafka::produce_all(producer, &outgoing, &shared.metrics, give_up).await
-            {
+            if let Err(e) = kafka::produce_all(producer, &outgoing, &shared.metrics).await {
                 return Err(format!(
                     "reloaded, but producing its transitions failed: {e}"
                 ));
@@ -615,8 +610,8 @@ pub fn refresh_gauges(shared: &Shared) {
     }
 }
 
-/// Locks a mutex, recovering from poisoning (a panicked holder left valid data: the engine
-/// never leaves a profile half-updated across a panic point it could recover from).
+/// Locks a mutex. A panic while it was held (a bug) poisons it; the service goes on with
+/// the state as the panicking call left it rather than stopping every later request.
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
