@@ -72,6 +72,40 @@ fn config(brokers: &str, inputs: &[&str], segments: &str) -> Config {
     c
 }
 
+/// A mock cluster with an input topic of `partitions` partitions, the output and the
+/// dead-letter topic, and a configuration for them.
+fn setup(
+    partitions: i32,
+    segments: &str,
+) -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    Config,
+    String,
+) {
+    let cluster = MockCluster::new(1).unwrap();
+    let input = unique("events");
+    cluster.create_topic(&input, partitions, 1).unwrap();
+    let cfg = config(&cluster.bootstrap_servers(), &[&input], segments);
+    cluster
+        .create_topic(&cfg.kafka.output_topic, partitions, 1)
+        .unwrap();
+    cluster
+        .create_topic(&cfg.kafka.dead_letter_topic, 1, 1)
+        .unwrap();
+    (cluster, cfg, input)
+}
+
+/// Polls `/readyz` until it answers `status` (or fails after 20 s).
+async fn wait_for_readyz(svc: &Service, status: u16) {
+    for _ in 0..200 {
+        if reqwest_get(&svc.url("/readyz"), None).await.0 == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("/readyz never answered {status}");
+}
+
 async fn produce(brokers: &str, topic: &str, lines: &[(Option<String>, Vec<u8>)]) {
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -148,17 +182,10 @@ fn header(m: &rdkafka::message::OwnedMessage, key: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_path_equals_offline_replay_for_the_reference_funnel() {
-    let cluster = MockCluster::new(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let input = unique("events");
-    cluster.create_topic(&input, 3, 1).unwrap();
-    let mut cfg = config(&brokers, &[&input], "segments/library.toml");
+    let (_cluster, mut cfg, input) = setup(3, "segments/library.toml");
+    let brokers = cfg.kafka.brokers.clone();
     // Time moves only with event time here, exactly as in the replay.
     cfg.engine.idle_lag = 10 * 365 * 86_400_000;
-    cluster.create_topic(&cfg.kafka.output_topic, 3, 1).unwrap();
-    cluster
-        .create_topic(&cfg.kafka.dead_letter_topic, 1, 1)
-        .unwrap();
 
     // The expected transitions: the offline replay of the same file.
     let text = std::fs::read_to_string("segments/library.toml").unwrap();
@@ -246,16 +273,9 @@ async fn live_path_equals_offline_replay_for_the_reference_funnel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_goes_to_the_dead_letter_topic_with_its_reason() {
-    let cluster = MockCluster::new(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let input = unique("events");
-    cluster.create_topic(&input, 1, 1).unwrap();
-    let mut cfg = config(&brokers, &[&input], "segments/library.toml");
+    let (_cluster, mut cfg, input) = setup(1, "segments/library.toml");
+    let brokers = cfg.kafka.brokers.clone();
     cfg.kafka.max_message_bytes = 2000;
-    cluster.create_topic(&cfg.kafka.output_topic, 1, 1).unwrap();
-    cluster
-        .create_topic(&cfg.kafka.dead_letter_topic, 1, 1)
-        .unwrap();
     let svc = Service::start(cfg.clone()).await;
     let big = format!(
         r#"{{"event_id":"big","customer_id":"c1","type":"click","timestamp":"2026-11-22T10:00:00Z","properties":{{"x":"{}"}}}}"#,
@@ -357,10 +377,6 @@ async fn http_request(method: &str, url: &str, token: Option<&str>) -> (u16, Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_api_health_profiles_with_token_segments_and_reload() {
-    let cluster = MockCluster::new(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let input = unique("events");
-    cluster.create_topic(&input, 2, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let defs = dir.path().join("segments.toml");
     std::fs::write(
@@ -368,26 +384,15 @@ async fn http_api_health_profiles_with_token_segments_and_reload() {
         "[segments.dach]\ncondition = 'trait.country = \"DE\"'\n",
     )
     .unwrap();
-    let mut cfg = config(&brokers, &[&input], defs.to_str().unwrap());
+    let (_cluster, mut cfg, input) = setup(2, defs.to_str().unwrap());
+    let brokers = cfg.kafka.brokers.clone();
     cfg.http.token = Some("0123456789abcdef-token".into());
-    cluster.create_topic(&cfg.kafka.output_topic, 2, 1).unwrap();
-    cluster
-        .create_topic(&cfg.kafka.dead_letter_topic, 1, 1)
-        .unwrap();
     let svc = Service::start(cfg.clone()).await;
     let token = cfg.http.token.as_deref();
 
     assert_eq!(reqwest_get(&svc.url("/healthz"), None).await.0, 200);
     // Ready once partitions are assigned and the input is caught up.
-    let mut ready = false;
-    for _ in 0..100 {
-        if reqwest_get(&svc.url("/readyz"), None).await.0 == 200 {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "the service became ready");
+    wait_for_readyz(&svc, 200).await;
 
     produce(&brokers, &input, &[(Some("c1".into()), br#"{"event_id":"a","customer_id":"c1","type":"identify","timestamp":"2026-11-22T10:00:00Z","traits":{"country":"DE"}}"#.to_vec())]).await;
     assert_eq!(
@@ -454,16 +459,9 @@ async fn http_api_health_profiles_with_token_segments_and_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_service_restores_its_state_and_resumes_without_duplicates() {
-    let cluster = MockCluster::new(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let input = unique("events");
-    cluster.create_topic(&input, 2, 1).unwrap();
-    let mut cfg = config(&brokers, &[&input], "segments/library.toml");
+    let (_cluster, mut cfg, input) = setup(2, "segments/library.toml");
+    let brokers = cfg.kafka.brokers.clone();
     cfg.engine.idle_lag = 10 * 365 * 86_400_000;
-    cluster.create_topic(&cfg.kafka.output_topic, 2, 1).unwrap();
-    cluster
-        .create_topic(&cfg.kafka.dead_letter_topic, 1, 1)
-        .unwrap();
     let identify = |i: usize, at: &str| {
         (
             Some(format!("c{i}")),
@@ -520,10 +518,6 @@ async fn a_restarted_service_restores_its_state_and_resumes_without_duplicates()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_reports_not_ready_and_loses_nothing() {
-    let cluster = MockCluster::new(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let input = unique("events");
-    cluster.create_topic(&input, 1, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let defs = dir.path().join("segments.toml");
     std::fs::write(
@@ -531,21 +525,10 @@ async fn a_broker_outage_reports_not_ready_and_loses_nothing() {
         "[segments.clicked-but-not-registered]\ncondition = 'ad_click(campaign = \"q4\") then no webinar_registered within 5s'\n",
     )
     .unwrap();
-    let cfg = config(&brokers, &[&input], defs.to_str().unwrap());
-    cluster.create_topic(&cfg.kafka.output_topic, 1, 1).unwrap();
-    cluster
-        .create_topic(&cfg.kafka.dead_letter_topic, 1, 1)
-        .unwrap();
+    let (cluster, cfg, input) = setup(1, defs.to_str().unwrap());
+    let brokers = cfg.kafka.brokers.clone();
     let svc = Service::start(cfg.clone()).await;
-    let mut ready = false;
-    for _ in 0..100 {
-        if reqwest_get(&svc.url("/readyz"), None).await.0 == 200 {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready);
+    wait_for_readyz(&svc, 200).await;
     let now = {
         use segstream::engine::Clock;
         segstream::engine::SystemClock.now()
@@ -559,15 +542,7 @@ async fn a_broker_outage_reports_not_ready_and_loses_nothing() {
 
     // The broker goes down; the deadline passes during the outage.
     cluster.broker_down(1).unwrap();
-    let mut not_ready = false;
-    for _ in 0..100 {
-        if reqwest_get(&svc.url("/readyz"), None).await.0 == 503 {
-            not_ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(not_ready, "readyz reports the outage");
+    wait_for_readyz(&svc, 503).await;
     tokio::time::sleep(Duration::from_secs(7)).await;
     cluster.broker_up(1).unwrap();
 
@@ -582,14 +557,6 @@ async fn a_broker_outage_reports_not_ready_and_loses_nothing() {
     let t: serde_json::Value = serde_json::from_slice(got[0].payload().unwrap()).unwrap();
     assert_eq!(t["customer_id"], "c1");
     assert!(t["cause"].as_str().unwrap().starts_with("timer:absence@"));
-    let mut ready = false;
-    for _ in 0..200 {
-        if reqwest_get(&svc.url("/readyz"), None).await.0 == 200 {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "ready again after the outage");
+    wait_for_readyz(&svc, 200).await;
     svc.stop().await;
 }
