@@ -85,7 +85,7 @@ impl Default for KafkaConfig {
             dead_letter_topic: "segstream-dead-letters".into(),
             max_message_bytes: 1 << 20,
             batch_size: 1000,
-            batch_timeout: 50,
+            batch_timeout: 5,
             idle_after: 200,
             partition_idle_after: 5_000,
             cloudevents_source: "/segstream".into(),

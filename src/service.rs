@@ -314,6 +314,17 @@ async fn read_batch(
         batch.started.get_or_insert_with(Instant::now);
         batch.messages += 1;
         let key = (msg.topic().to_string(), msg.partition());
+        if !state.partitions.contains_key(&key) {
+            // A partition this loop has not seen: take the whole new assignment first, so
+            // the partitions that have not delivered yet hold the watermark back.
+            shared
+                .kafka
+                .assignment_changed
+                .store(false, Ordering::SeqCst);
+            if let Ok(a) = consumer.assignment() {
+                state.sync_assignment(&a);
+            }
+        }
         batch.offsets.insert(key.clone(), msg.offset() + 1);
         if state.applied.get(&key).is_some_and(|a| msg.offset() <= *a) {
             continue;
