@@ -630,22 +630,8 @@ fn raw_consume_base(
     n: usize,
 ) -> anyhow::Result<Raw> {
     let k = raw_kafka_config(o, brokers, topics);
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &k.brokers)
-        .set("statistics.interval.ms", "5000")
-        .set("reconnect.backoff.ms", "100")
-        .set("reconnect.backoff.max.ms", "5000");
-    for (key, value) in &k.librdkafka {
-        c.set(key, value);
-    }
-    c.set("group.id", &k.group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("max.poll.interval.ms", "600000")
-        .set("session.timeout.ms", "10000");
+    // Exactly the service's consumer settings.
+    let c = segstream::kafka::consumer_config(&k);
     let consumer: BaseConsumer = c.create()?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;

@@ -117,10 +117,11 @@ fn base_config(k: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// A consumer for at-least-once processing: offsets are stored by the service only after
-/// everything an input message caused has been acknowledged, and auto-committed from there
-/// (the pattern of rust-rdkafka's `at_least_once` example).
-pub fn consumer(k: &KafkaConfig, ctx: Context) -> Result<StreamConsumer<Context>, KafkaError> {
+/// The consumer settings for at-least-once processing: offsets are stored by the service
+/// only after everything an input message caused has been acknowledged, and auto-committed
+/// from there (the pattern of rust-rdkafka's `at_least_once` example). `librdkafka`
+/// passthrough settings win, except the group.
+pub fn consumer_config(k: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("group.id", &k.group_id)
         .set("enable.auto.commit", "true")
@@ -139,7 +140,12 @@ pub fn consumer(k: &KafkaConfig, ctx: Context) -> Result<StreamConsumer<Context>
             base.set(key, value);
         }
     }
-    base.create_with_context(ctx)
+    base
+}
+
+/// The service's consumer (see [`consumer_config`]).
+pub fn consumer(k: &KafkaConfig, ctx: Context) -> Result<StreamConsumer<Context>, KafkaError> {
+    consumer_config(k).create_with_context(ctx)
 }
 
 /// A producer that waits for all in-sync replicas and keeps per-partition order with one
