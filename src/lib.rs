@@ -1,5 +1,6 @@
 //! segstream: real-time customer segmentation.
 
+pub mod changelog;
 pub mod config;
 pub mod demo;
 pub mod engine;

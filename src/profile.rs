@@ -170,6 +170,34 @@ pub struct Profile {
     /// Lead score as of `score_at` (decays from there).
     pub score: f32,
     pub score_at: Secs,
+    /// The input shard (partition) the customer's events arrive on: state is owned, written
+    /// to the changelog and dropped per shard. Opaque to the engine.
+    #[serde(default)]
+    pub shard: u16,
+    /// Changed since the last `Engine::drain_changes` (changelog bookkeeping).
+    #[serde(skip)]
+    pub(crate) dirty: bool,
+}
+
+/// What a 16-bit reference inside the arena means (for portable encodings, where symbols
+/// and feature indices of one engine mean nothing to another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefKind {
+    EventType,
+    TraitKey,
+    Value,
+    Feature,
+}
+
+/// Why a serialized arena was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArenaError {
+    #[error("record at word {0} runs past the end of the arena")]
+    Truncated(usize),
+    #[error("unknown record tag {tag} at word {at}")]
+    UnknownTag { tag: u32, at: usize },
+    #[error("string trait at word {0} is longer than its record or not UTF-8")]
+    BadString(usize),
 }
 
 impl Profile {
@@ -738,6 +766,110 @@ impl Profile {
         self.members_low = 0;
         self.remove(TAG_MEMBERS, 0);
         Members(words)
+    }
+
+    // ---- portable form ----------------------------------------------------------------------
+
+    /// The arena with every reference renumbered by `map` and memberships left out (they
+    /// are encoded by segment, not by index). A record whose key maps to `None` is dropped,
+    /// as is a trait value or favourite candidate whose value does.
+    pub fn portable_arena(&self, map: &mut dyn FnMut(RefKind, u16) -> Option<u16>) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.arena.len());
+        let mut i = 0;
+        while i < self.arena.len() {
+            let h = self.arena[i];
+            let len = len_of(h);
+            let tag = tag_of(h);
+            let body = &self.arena[i + 1..i + 1 + len];
+            i += 1 + len;
+            let kind = match tag {
+                TAG_TYPE | TAG_TYPE_BIG => RefKind::EventType,
+                TAG_COUNTS | TAG_SUMS | TAG_RECENCY | TAG_ABSENCE => RefKind::Feature,
+                TAG_FAVOURITE => {
+                    let words: Vec<u32> = body
+                        .iter()
+                        .filter_map(|w| {
+                            map(RefKind::Value, (w >> 16) as u16)
+                                .map(|v| (u32::from(v) << 16) | (w & 0xffff))
+                        })
+                        .collect();
+                    if !words.is_empty() {
+                        out.push(generic(tag, key_of(h), words.len()));
+                        out.extend_from_slice(&words);
+                    }
+                    continue;
+                }
+                TAG_REVENUE => {
+                    out.push(h);
+                    out.extend_from_slice(body);
+                    continue;
+                }
+                TAG_MEMBERS => continue,
+                _ => RefKind::TraitKey,
+            };
+            let Some(key) = map(kind, key_of(h)) else {
+                continue;
+            };
+            if is_compact(tag) {
+                if u32::from(key) > MAX_COMPACT_KEY {
+                    continue;
+                }
+                let data = if tag == TAG_TRAIT_SYM {
+                    match map(RefKind::Value, data_of(h)) {
+                        Some(v) => v,
+                        None => continue,
+                    }
+                } else {
+                    data_of(h)
+                };
+                out.push(compact(tag, key, data));
+            } else {
+                out.push(generic(tag, key, len));
+            }
+            out.extend_from_slice(body);
+        }
+        out
+    }
+
+    /// A profile from an arena written by [`Profile::portable_arena`] (already mapped back
+    /// to this engine's references), checked so that no later read can go out of bounds.
+    pub fn from_arena(arena: Vec<u32>) -> Result<Profile, ArenaError> {
+        let mut i = 0;
+        while i < arena.len() {
+            let h = arena[i];
+            let tag = tag_of(h);
+            if !(TAG_TYPE..=TAG_MEMBERS).contains(&tag) {
+                return Err(ArenaError::UnknownTag { tag, at: i });
+            }
+            let len = len_of(h);
+            if i + 1 + len > arena.len() {
+                return Err(ArenaError::Truncated(i));
+            }
+            let body = &arena[i + 1..i + 1 + len];
+            let min = match tag {
+                TAG_TYPE_BIG => 3,
+                TAG_TRAIT_F32 | TAG_TRAIT_STR | TAG_COUNTS | TAG_SUMS => 1,
+                TAG_TRAIT_F64 | TAG_RECENCY | TAG_REVENUE => 2,
+                _ => 0,
+            };
+            if len < min {
+                return Err(ArenaError::Truncated(i));
+            }
+            if tag == TAG_TRAIT_STR {
+                let n = body[0] as usize;
+                let bytes: &[u8] = bytemuck::cast_slice(&body[1..]);
+                if n > bytes.len() || std::str::from_utf8(&bytes[..n]).is_err() {
+                    return Err(ArenaError::BadString(i));
+                }
+            }
+            i += 1 + len;
+        }
+        let mut arena = arena;
+        arena.shrink_to_fit();
+        Ok(Profile {
+            arena,
+            ..Profile::default()
+        })
     }
 
     // ---- feature bookkeeping for definition reloads ------------------------------------------

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::changelog::{Codec, DecodeError};
 use crate::event::{parse_event, Event, EventError, EventKind, RejectReason};
 use crate::profile::{millis, secs, Profile, Secs};
 use crate::segment::compile::Definitions;
@@ -188,6 +189,30 @@ pub struct Engine {
     /// When set, the caller drives the watermark (`advance_watermark`) instead of the
     /// engine deriving it from the largest event time (see `set_external_watermark`).
     external_watermark: bool,
+    /// Changelog records for the current definitions.
+    codec: Codec,
+    /// The shard the next applied events belong to (see `set_shard`).
+    shard: u16,
+    /// Whether changed and removed profiles are collected for `drain_changes`.
+    track: bool,
+    changed: Vec<Arc<str>>,
+    removed: Vec<(Arc<str>, u16)>,
+}
+
+/// One entry for the changelog: a customer's record, or a tombstone (`record: None`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateChange {
+    pub customer_id: Arc<str>,
+    pub shard: u16,
+    pub record: Option<Vec<u8>>,
+}
+
+/// Marks a profile changed since the last drain (once per drain).
+fn touch(track: bool, changed: &mut Vec<Arc<str>>, profile: &mut Profile, id: &Arc<str>) {
+    if track && !profile.dirty {
+        profile.dirty = true;
+        changed.push(id.clone());
+    }
 }
 
 impl Engine {
@@ -196,7 +221,6 @@ impl Engine {
         let n = defs.segments.len();
         Engine {
             config,
-            defs: Arc::new(defs),
             symbols,
             profiles: hashbrown::HashMap::new(),
             timers: BinaryHeap::new(),
@@ -205,7 +229,168 @@ impl Engine {
             stats: EngineStats::default(),
             affected: vec![false; n],
             external_watermark: false,
+            codec: Codec::new(&defs),
+            defs: Arc::new(defs),
+            shard: 0,
+            track: false,
+            changed: Vec::new(),
+            removed: Vec::new(),
         }
+    }
+
+    /// Tags the profiles the next events touch with `shard` (the input partition): state is
+    /// written to the changelog and dropped per shard. Single-shard users never call it.
+    pub fn set_shard(&mut self, shard: u16) {
+        self.shard = shard;
+    }
+
+    /// Starts (or stops) collecting changed and removed profiles for [`Engine::drain_changes`].
+    pub fn track_changes(&mut self, on: bool) {
+        self.track = on;
+        if !on {
+            for id in std::mem::take(&mut self.changed) {
+                if let Some(p) = self.profiles.get_mut(&id) {
+                    p.dirty = false;
+                }
+            }
+            self.removed.clear();
+        }
+    }
+
+    /// Every customer changed or removed since the last drain, once each: its changelog
+    /// record, or a tombstone if the profile is gone. In the order first changed.
+    pub fn drain_changes(&mut self, out: &mut Vec<StateChange>) {
+        let mut buf = Vec::new();
+        for (id, shard) in std::mem::take(&mut self.removed) {
+            if !self.profiles.contains_key(&id) {
+                out.push(StateChange {
+                    customer_id: id,
+                    shard,
+                    record: None,
+                });
+            }
+        }
+        for id in std::mem::take(&mut self.changed) {
+            let Some(p) = self.profiles.get_mut(&id) else {
+                continue;
+            };
+            if !p.dirty {
+                continue;
+            }
+            p.dirty = false;
+            buf.clear();
+            self.codec.encode(&self.symbols, p, &mut buf);
+            out.push(StateChange {
+                customer_id: id,
+                shard: p.shard,
+                record: Some(buf.clone()),
+            });
+        }
+    }
+
+    /// Drops, without transitions or tombstones, every profile whose shard `keep` refuses
+    /// (a partition moved to another instance). Returns how many were dropped.
+    pub fn drop_shards(&mut self, keep: &dyn Fn(u16) -> bool) -> usize {
+        let before = self.profiles.len();
+        self.profiles.retain(|_, p| keep(p.shard));
+        let dropped = before - self.profiles.len();
+        if dropped > 0 {
+            let profiles = &self.profiles;
+            self.changed.retain(|id| profiles.contains_key(id));
+            self.rebuild_timers();
+        }
+        self.removed.retain(|(_, s)| keep(*s));
+        dropped
+    }
+
+    /// Restores one changelog entry into `shard`: a record replaces the customer's profile
+    /// (with its pending timer), a tombstone (`None`) removes it. A record written under
+    /// other definitions is re-evaluated like a reload; its transitions go to `out`.
+    pub fn restore_record(
+        &mut self,
+        shard: u16,
+        customer_id: &str,
+        record: Option<&[u8]>,
+        out: &mut Vec<Transition>,
+    ) -> Result<(), DecodeError> {
+        let Some(bytes) = record else {
+            self.profiles.remove(customer_id);
+            return Ok(());
+        };
+        let decoded = self.codec.decode(&mut self.symbols, bytes)?;
+        let mut profile = decoded.profile;
+        profile.shard = shard;
+        let id: Arc<str> = match self.profiles.get_key_value(customer_id) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(customer_id),
+        };
+        if decoded.same_layout {
+            if profile.timer_at != 0 {
+                self.timers
+                    .push(Reverse((millis(profile.timer_at), id.clone())));
+            }
+            self.profiles.insert(id, profile);
+        } else {
+            self.profiles.insert(id.clone(), profile);
+            self.settle(&id, out);
+        }
+        Ok(())
+    }
+
+    /// Re-evaluates every segment for one customer (a record from other definitions) and
+    /// reschedules its timer. Differences are transitions with cause `reload`.
+    fn settle(&mut self, id: &Arc<str>, out: &mut Vec<Transition>) {
+        let Engine {
+            config,
+            defs,
+            symbols,
+            profiles,
+            timers,
+            stats,
+            track,
+            changed,
+            ..
+        } = self;
+        let defs: &Definitions = defs;
+        let Some(profile) = profiles.get_mut(id) else {
+            return;
+        };
+        let now = profile.clock;
+        let cause = Cause::Reload(defs.version.clone());
+        let mut next: Option<Millis> = None;
+        for (i, seg) in defs.segments.iter().enumerate() {
+            let ctx = Ctx {
+                defs,
+                symbols,
+                profile,
+                now,
+            };
+            let mut seg_next = None;
+            let is_in = ctx.eval_next(&seg.cond, &mut seg_next);
+            if seg.time_dependent {
+                if let Some((n, _)) = seg_next {
+                    next = Some(next.map_or(n, |x: Millis| x.min(n)));
+                }
+            }
+            if is_in != profile.is_member(i) {
+                profile.set_member(i, is_in);
+                let dir = if is_in {
+                    Direction::Entered
+                } else {
+                    Direction::Exited
+                };
+                emit(stats, profile, id, seg, dir, now, cause.clone(), out);
+            }
+        }
+        if let Some(ttl) = config.profile_ttl {
+            let x = millis(profile.last_seen()) + ttl;
+            next = Some(next.map_or(x, |n| n.min(x)));
+        }
+        profile.timer_at = next.map_or(0, timer_secs);
+        if profile.timer_at != 0 {
+            timers.push(Reverse((millis(profile.timer_at), id.clone())));
+        }
+        touch(*track, changed, profile, id);
     }
 
     /// Lets the caller drive the watermark. A consumer of several partitions does: its
@@ -365,6 +550,9 @@ impl Engine {
             timers,
             stats,
             affected,
+            shard,
+            track,
+            changed,
             ..
         } = self;
         let defs: &Definitions = defs;
@@ -386,6 +574,8 @@ impl Engine {
         };
         let now = profile.clock.max(event.timestamp);
         profile.clock = now;
+        profile.shard = *shard;
+        touch(*track, changed, profile, &id);
         let changes = apply::apply_event(
             defs,
             symbols,
@@ -470,6 +660,9 @@ impl Engine {
         let Some((id, mut profile)) = self.profiles.remove_entry(&*event.customer_id) else {
             return;
         };
+        if self.track {
+            self.removed.push((id.clone(), profile.shard));
+        }
         let at = profile.clock.max(event.timestamp);
         let cause = Cause::Event(event.event_id.as_ref().into());
         exit_all(
@@ -539,12 +732,16 @@ impl Engine {
             profiles,
             timers,
             stats,
+            track,
+            changed,
+            removed,
             ..
         } = self;
         let defs: &Definitions = defs;
         let Some(profile) = profiles.get_mut(id) else {
             return;
         };
+        touch(*track, changed, profile, id);
         stats.timers_fired += 1;
         profile.timer_at = 0;
         let before = profile.clock;
@@ -559,6 +756,9 @@ impl Engine {
                 };
                 exit_all(defs, stats, profile, id, expires.max(before), cause, out);
                 stats.profiles_expired += 1;
+                if *track {
+                    removed.push((id.clone(), profile.shard));
+                }
                 profiles.remove(id);
                 return;
             }
@@ -706,6 +906,7 @@ impl Engine {
             // Same definitions (e.g. a restore): state and timers stay exactly as they were.
             self.rebuild_timers();
             self.affected = vec![false; defs.segments.len()];
+            self.codec = Codec::new(&defs);
             self.defs = defs;
             return report;
         }
@@ -717,6 +918,7 @@ impl Engine {
             let Some(profile) = self.profiles.get_mut(&id) else {
                 continue;
             };
+            touch(self.track, &mut self.changed, profile, &id);
             profile.remap_features(&|k| feature_map.get(k as usize).copied().flatten());
             let old_members = profile.take_members();
             let now = profile.clock;
@@ -793,6 +995,7 @@ impl Engine {
         }
         report.transitions = out.len() - before;
         self.affected = vec![false; defs.segments.len()];
+        self.codec = Codec::new(&defs);
         self.defs = defs;
         report
     }
@@ -855,6 +1058,11 @@ impl Engine {
             stats: state.stats,
             affected: Vec::new(),
             external_watermark: false,
+            codec: Codec::new(&defs),
+            shard: 0,
+            track: false,
+            changed: Vec::new(),
+            removed: Vec::new(),
         };
         let report = engine.install(defs, &old, out);
         Ok((engine, report))

@@ -1,0 +1,332 @@
+//! The changelog record: a customer's profile as bytes another instance can restore.
+//!
+//! Profiles refer to symbols (event types, trait names, values) and feature indices that
+//! are private to one engine: interned in the order that engine first met them. A record
+//! therefore carries its own small name tables and identifies features and segments by
+//! stable hashes of their canonical keys, so any instance running compatible definitions
+//! can read it. Format version 1 (all integers little-endian, `varint` = LEB128):
+//!
+//! | field | encoding |
+//! |---|---|
+//! | format version | `u8` = 1 |
+//! | layout hash | `u64`: segments (name, rule version) and feature keys of the writer |
+//! | sequence, clock, timer, score time | varint, zigzag varint, varint, varint |
+//! | score | `f32` |
+//! | event types, trait names, values | per table: varint count, then (varint length, UTF-8) |
+//! | features | varint count, then `u64` hash of each feature key |
+//! | memberships | varint count, then `u64` hash of each segment name |
+//! | arena | varint word count, then `u32` words (references are indices into the tables) |
+//!
+//! A record written under a different layout (another rule version, an added segment) is
+//! restored and then re-evaluated against the current definitions, like a reload.
+//! Nothing here does I/O.
+
+use std::collections::HashMap;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::profile::{ArenaError, Profile, RefKind};
+use crate::segment::compile::Definitions;
+use crate::symbols::{SymbolClass, Symbols};
+
+/// The format version written by this build.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Why a record could not be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty record")]
+    Empty,
+    #[error("record format version {0} is not supported (this build reads {FORMAT_VERSION})")]
+    Version(u8),
+    #[error("record truncated")]
+    Truncated,
+    #[error("name is not UTF-8")]
+    Utf8,
+    #[error("reference {0} is outside the record's tables")]
+    Reference(u16),
+    #[error("{0} table has more entries than references can address")]
+    TooMany(&'static str),
+    #[error("invalid profile: {0}")]
+    Arena(#[from] ArenaError),
+}
+
+/// Encodes and decodes records for one set of definitions (rebuilt on reload).
+#[derive(Debug, Clone)]
+pub struct Codec {
+    layout: u64,
+    feature_hash: Vec<u64>,
+    feature_by_hash: HashMap<u64, u16>,
+    segment_hash: Vec<u64>,
+    segment_by_hash: HashMap<u64, usize>,
+}
+
+/// A decoded record.
+#[derive(Debug)]
+pub struct Decoded {
+    pub profile: Profile,
+    /// Written under the same definitions layout: memberships and timer are exact. When
+    /// false, the caller re-evaluates the profile against the current definitions.
+    pub same_layout: bool,
+}
+
+fn name_hash(s: &str) -> u64 {
+    xxh3_64(s.as_bytes())
+}
+
+impl Codec {
+    pub fn new(defs: &Definitions) -> Self {
+        let mut layout = String::new();
+        for s in &defs.segments {
+            layout.push_str(&s.name);
+            layout.push('=');
+            layout.push_str(&s.version);
+            layout.push(';');
+        }
+        for f in &defs.features {
+            layout.push_str(&f.key);
+            layout.push(';');
+        }
+        let feature_hash: Vec<u64> = defs.features.iter().map(|f| name_hash(&f.key)).collect();
+        let segment_hash: Vec<u64> = defs.segments.iter().map(|s| name_hash(&s.name)).collect();
+        Codec {
+            layout: name_hash(&layout),
+            feature_by_hash: feature_hash
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (*h, i as u16))
+                .collect(),
+            segment_by_hash: segment_hash
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (*h, i))
+                .collect(),
+            feature_hash,
+            segment_hash,
+        }
+    }
+
+    /// Appends the record of `profile` to `out`.
+    pub fn encode(&self, symbols: &Symbols, profile: &Profile, out: &mut Vec<u8>) {
+        // Local tables: the engine's references in first-use order.
+        let mut tables: [Vec<u16>; 4] = Default::default();
+        let arena = profile.portable_arena(&mut |kind, r| {
+            let t = &mut tables[kind as usize];
+            Some(match t.iter().position(|x| *x == r) {
+                Some(i) => i as u16,
+                None => {
+                    t.push(r);
+                    (t.len() - 1) as u16
+                }
+            })
+        });
+        out.push(FORMAT_VERSION);
+        out.extend_from_slice(&self.layout.to_le_bytes());
+        varint(out, u64::from(profile.sequence));
+        varint(out, zigzag(profile.clock));
+        varint(out, u64::from(profile.timer_at));
+        varint(out, u64::from(profile.score_at));
+        out.extend_from_slice(&profile.score.to_bits().to_le_bytes());
+        for (kind, class) in [
+            (RefKind::EventType, SymbolClass::EventType),
+            (RefKind::TraitKey, SymbolClass::TraitKey),
+            (RefKind::Value, SymbolClass::Value),
+        ] {
+            let t = &tables[kind as usize];
+            varint(out, t.len() as u64);
+            for &r in t {
+                let name = symbols.name(class, u32::from(r));
+                varint(out, name.len() as u64);
+                out.extend_from_slice(name.as_bytes());
+            }
+        }
+        let features = &tables[RefKind::Feature as usize];
+        varint(out, features.len() as u64);
+        for &f in features {
+            let h = self.feature_hash.get(usize::from(f)).copied().unwrap_or(0);
+            out.extend_from_slice(&h.to_le_bytes());
+        }
+        let members: Vec<usize> = profile.members().collect();
+        varint(out, members.len() as u64);
+        for i in members {
+            let h = self.segment_hash.get(i).copied().unwrap_or(0);
+            out.extend_from_slice(&h.to_le_bytes());
+        }
+        varint(out, arena.len() as u64);
+        for w in arena {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+
+    /// Decodes a record, interning its names into `symbols`. Features and segments the
+    /// current definitions do not have are dropped.
+    pub fn decode(&self, symbols: &mut Symbols, bytes: &[u8]) -> Result<Decoded, DecodeError> {
+        let mut r = Reader(bytes);
+        let version = r.u8().map_err(|_| DecodeError::Empty)?;
+        if version != FORMAT_VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let layout = r.u64()?;
+        let sequence = r.varint()? as u32;
+        let clock = unzigzag(r.varint()?);
+        let timer_at = r.varint()? as u32;
+        let score_at = r.varint()? as u32;
+        let score = f32::from_bits(r.u32()?);
+        // Per table: the local index's meaning here (None: dropped).
+        let mut maps: [Vec<Option<u16>>; 4] = Default::default();
+        for (kind, class, what) in [
+            (RefKind::EventType, SymbolClass::EventType, "event type"),
+            (RefKind::TraitKey, SymbolClass::TraitKey, "trait"),
+            (RefKind::Value, SymbolClass::Value, "value"),
+        ] {
+            let n = r.count(what)?;
+            let m = &mut maps[kind as usize];
+            for _ in 0..n {
+                let len = r.varint()? as usize;
+                let name = std::str::from_utf8(r.take(len)?).map_err(|_| DecodeError::Utf8)?;
+                m.push(symbols.intern(name, class).map(|s| s as u16));
+            }
+        }
+        let n = r.count("feature")?;
+        for _ in 0..n {
+            let h = r.u64()?;
+            maps[RefKind::Feature as usize].push(self.feature_by_hash.get(&h).copied());
+        }
+        let n = r.count("segment")?;
+        let mut members = Vec::with_capacity(n);
+        for _ in 0..n {
+            if let Some(i) = self.segment_by_hash.get(&r.u64()?) {
+                members.push(*i);
+            }
+        }
+        let words = r.varint()? as usize;
+        let raw = r.take(words.checked_mul(4).ok_or(DecodeError::Truncated)?)?;
+        let portable: Vec<u32> = raw
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        // Map the references back; a reference outside the tables is corruption.
+        let mut bad = None;
+        let local = Profile::from_arena(portable)?;
+        let arena = local.portable_arena(&mut |kind, r| match maps[kind as usize].get(usize::from(r)) {
+            Some(m) => *m,
+            None => {
+                bad.get_or_insert(r);
+                None
+            }
+        });
+        if let Some(r) = bad {
+            return Err(DecodeError::Reference(r));
+        }
+        let mut profile = Profile::from_arena(arena)?;
+        profile.sequence = sequence;
+        profile.clock = clock;
+        profile.timer_at = timer_at;
+        profile.score = score;
+        profile.score_at = score_at;
+        for i in members {
+            profile.set_member(i, true);
+        }
+        Ok(Decoded {
+            profile,
+            same_layout: layout == self.layout,
+        })
+    }
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if n > self.0.len() {
+            return Err(DecodeError::Truncated);
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::Truncated)
+    }
+    /// A table length: at most what a 16-bit reference can address.
+    fn count(&mut self, what: &'static str) -> Result<usize, DecodeError> {
+        let n = self.varint()?;
+        if n > u64::from(u16::MAX) + 1 {
+            return Err(DecodeError::TooMany(what));
+        }
+        Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_and_zigzag_round_trip() {
+        for v in [0i64, 1, -1, 63, -64, 1_700_000_000_000, i64::MIN, i64::MAX] {
+            let mut b = Vec::new();
+            varint(&mut b, zigzag(v));
+            let mut r = Reader(&b);
+            assert_eq!(unzigzag(r.varint().unwrap()), v);
+            assert!(r.0.is_empty());
+        }
+    }
+
+    #[test]
+    fn truncated_and_foreign_records_are_refused() {
+        let mut symbols = Symbols::new();
+        let defs = Definitions::from_source("t.toml", "format = 1\n", &mut symbols).unwrap();
+        let codec = Codec::new(&defs);
+        assert_eq!(
+            codec.decode(&mut symbols, &[]).unwrap_err(),
+            DecodeError::Empty
+        );
+        assert_eq!(
+            codec.decode(&mut symbols, &[9, 0, 0]).unwrap_err(),
+            DecodeError::Version(9)
+        );
+        let mut b = Vec::new();
+        codec.encode(&symbols, &Profile::new(), &mut b);
+        for cut in 1..b.len() {
+            assert!(codec.decode(&mut symbols, &b[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(codec.decode(&mut symbols, &b).is_ok());
+    }
+}
