@@ -312,7 +312,7 @@ mod tests {
     #[test]
     fn truncated_and_foreign_records_are_refused() {
         let mut symbols = Symbols::new();
-        let defs = Definitions::from_source("t.toml", "format = 1\n", &mut symbols).unwrap();
+        let defs = Definitions::from_source("t.toml", "[segments.a]\ncondition = 'count(page_view, 1h) >= 1'\n", &mut symbols).unwrap();
         let codec = Codec::new(&defs);
         assert_eq!(
             codec.decode(&mut symbols, &[]).unwrap_err(),
