@@ -808,7 +808,9 @@ fn engine_only(
             let _ = engine.process(p.as_bytes(), &mut out);
             if encode {
                 for t in out.drain(..) {
-                    bytes += Outgoing::transition(&t, "out", "/segstream").payload.len();
+                    bytes += Outgoing::transition(&t, "out", "/segstream")
+                        .payload
+                        .map_or(0, |p| p.len());
                     if kept.len() < keep {
                         kept.push(t);
                     }

@@ -208,7 +208,9 @@ impl Codec {
         // Map the references back; a reference outside the tables is corruption.
         let mut bad = None;
         let local = Profile::from_arena(portable)?;
-        let arena = local.portable_arena(&mut |kind, r| match maps[kind as usize].get(usize::from(r)) {
+        let arena = local.portable_arena(&mut |kind, r| match maps[kind as usize]
+            .get(usize::from(r))
+        {
             Some(m) => *m,
             None => {
                 bad.get_or_insert(r);
@@ -312,7 +314,12 @@ mod tests {
     #[test]
     fn truncated_and_foreign_records_are_refused() {
         let mut symbols = Symbols::new();
-        let defs = Definitions::from_source("t.toml", "[segments.a]\ncondition = 'count(page_view, 1h) >= 1'\n", &mut symbols).unwrap();
+        let defs = Definitions::from_source(
+            "t.toml",
+            "[segments.a]\ncondition = 'count(page_view, 1h) >= 1'\n",
+            &mut symbols,
+        )
+        .unwrap();
         let codec = Codec::new(&defs);
         assert_eq!(
             codec.decode(&mut symbols, &[]).unwrap_err(),
@@ -325,7 +332,10 @@ mod tests {
         let mut b = Vec::new();
         codec.encode(&symbols, &Profile::new(), &mut b);
         for cut in 1..b.len() {
-            assert!(codec.decode(&mut symbols, &b[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                codec.decode(&mut symbols, &b[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
         assert!(codec.decode(&mut symbols, &b).is_ok());
     }

@@ -53,6 +53,9 @@ pub struct KafkaConfig {
     pub input_topics: Vec<String>,
     pub output_topic: String,
     pub dead_letter_topic: String,
+    /// The compacted topic holding every customer's profile (keyed by customer id, one
+    /// partition per input partition). Created at start-up if missing.
+    pub changelog_topic: String,
     /// Messages larger than this go to the dead-letter topic (`too_large`).
     pub max_message_bytes: usize,
     /// At most this many messages are processed between two offset stores.
@@ -83,6 +86,7 @@ impl Default for KafkaConfig {
                 .to_vec(),
             output_topic: "segment-transitions".into(),
             dead_letter_topic: "segstream-dead-letters".into(),
+            changelog_topic: "segstream-changelog".into(),
             max_message_bytes: 1 << 20,
             batch_size: 1000,
             batch_timeout: 5,
@@ -257,6 +261,7 @@ impl Config {
         for (name, t) in [
             ("kafka.output_topic", &k.output_topic),
             ("kafka.dead_letter_topic", &k.dead_letter_topic),
+            ("kafka.changelog_topic", &k.changelog_topic),
         ] {
             if t.trim().is_empty() {
                 errors.push(format!("{name} must not be empty"));
@@ -265,8 +270,14 @@ impl Config {
                 errors.push(format!("{name} `{t}` is also an input topic (a loop)"));
             }
         }
-        if k.output_topic == k.dead_letter_topic {
-            errors.push("kafka.output_topic and kafka.dead_letter_topic must differ".into());
+        if k.output_topic == k.dead_letter_topic
+            || k.output_topic == k.changelog_topic
+            || k.dead_letter_topic == k.changelog_topic
+        {
+            errors.push(
+                "kafka.output_topic, kafka.dead_letter_topic and kafka.changelog_topic must differ"
+                    .into(),
+            );
         }
         if k.batch_size == 0 {
             errors.push("kafka.batch_size must be at least 1".into());
@@ -352,6 +363,7 @@ fn check_keys(table: &toml::Table, origin: &str, errors: &mut Vec<String>) {
                 "input_topics",
                 "output_topic",
                 "dead_letter_topic",
+                "changelog_topic",
                 "max_message_bytes",
                 "batch_size",
                 "batch_timeout",

@@ -128,7 +128,7 @@ pub fn consumer_config(k: &KafkaConfig) -> ClientConfig {
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("partition.assignment.strategy", assignment_strategy(k))
         .set("max.poll.interval.ms", "600000")
         // Answer a fetch as soon as there is data or after 10 ms: the default 500 ms is the
         // latency floor with brokers that hold empty fetches that long.
@@ -144,6 +144,19 @@ pub fn consumer_config(k: &KafkaConfig) -> ClientConfig {
 }
 
 /// The service's consumer (see [`consumer_config`]).
+/// Cooperative-sticky for one input topic: a rebalance moves only the partitions that
+/// change owner and the others keep running. With several input topics, `range`: it is the
+/// assignor that gives partition N of every co-partitioned topic to the same instance (the
+/// customer's events of all topics must meet in one profile); its rebalances are eager, but
+/// partitions that come back to the same instance keep their state.
+pub fn assignment_strategy(k: &KafkaConfig) -> &'static str {
+    if k.input_topics.len() > 1 {
+        "range"
+    } else {
+        "cooperative-sticky"
+    }
+}
+
 pub fn consumer(k: &KafkaConfig, ctx: Context) -> Result<StreamConsumer<Context>, KafkaError> {
     consumer_config(k).create_with_context(ctx)
 }
@@ -172,8 +185,11 @@ pub fn producer(k: &KafkaConfig, ctx: Context) -> Result<FutureProducer<Context>
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub topic: String,
+    /// An explicit partition (changelog records go to their input partition's number).
+    pub partition: Option<i32>,
     pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
+    /// `None`: a tombstone.
+    pub payload: Option<Vec<u8>>,
     pub headers: Vec<(&'static str, Vec<u8>)>,
     /// For the latency histogram: the event time (or deadline) the record reports on.
     pub event_time: Option<i64>,
@@ -191,8 +207,9 @@ impl Outgoing {
         };
         Outgoing {
             topic: topic.to_string(),
+            partition: None,
             key: Some(t.customer_id.as_bytes().to_vec()),
-            payload,
+            payload: Some(payload),
             headers: vec![
                 ("ce_specversion", b"1.0".to_vec()),
                 ("ce_id", t.transition_id.as_bytes().to_vec()),
@@ -226,8 +243,9 @@ impl Outgoing {
     ) -> Self {
         Outgoing {
             topic: topic.to_string(),
+            partition: None,
             key: key.map(<[u8]>::to_vec),
-            payload: payload.to_vec(),
+            payload: Some(payload.to_vec()),
             headers: vec![
                 ("segstream_reason", reason.as_bytes().to_vec()),
                 ("segstream_detail", detail.as_bytes().to_vec()),
@@ -243,6 +261,20 @@ impl Outgoing {
         }
     }
 
+    /// A changelog entry: the customer's record (or tombstone) in the partition numbered
+    /// like the input partition its events arrive on.
+    pub fn changelog(topic: &str, change: &crate::engine::StateChange) -> Self {
+        Outgoing {
+            topic: topic.to_string(),
+            partition: Some(i32::from(change.shard)),
+            key: Some(change.customer_id.as_bytes().to_vec()),
+            payload: change.record.clone(),
+            headers: Vec::new(),
+            event_time: None,
+            transition: None,
+        }
+    }
+
     fn record(&self) -> FutureRecord<'_, [u8], [u8]> {
         let mut headers = OwnedHeaders::new_with_capacity(self.headers.len());
         for (k, v) in &self.headers {
@@ -251,11 +283,18 @@ impl Outgoing {
                 value: Some(v),
             });
         }
-        let mut r = FutureRecord::to(&self.topic)
-            .payload(&self.payload[..])
-            .headers(headers);
+        let mut r = FutureRecord::to(&self.topic);
+        if !self.headers.is_empty() {
+            r = r.headers(headers);
+        }
+        if let Some(p) = &self.payload {
+            r = r.payload(&p[..]);
+        }
         if let Some(k) = &self.key {
             r = r.key(&k[..]);
+        }
+        if let Some(p) = self.partition {
+            r = r.partition(p);
         }
         r
     }
@@ -316,6 +355,97 @@ pub async fn produce_all(
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         pending = failed;
+    }
+    Ok(())
+}
+
+/// The partition counts of the input topics and the changelog topic, checked against the
+/// partitioning contract: every input topic has the same number of partitions (they are
+/// co-partitioned by customer id) and the changelog has exactly as many. A missing
+/// changelog is created (compacted). Returns the partition count; every violation is
+/// listed in the error.
+pub async fn check_partitioning(
+    k: &KafkaConfig,
+    client: &impl Consumer<Context>,
+    timeout: Duration,
+) -> anyhow::Result<i32> {
+    use anyhow::Context as _;
+    let count = |topic: &str| -> Result<Option<i32>, KafkaError> {
+        tracing::debug!(topic, "reading partition count");
+        let md = client.fetch_metadata(Some(topic), timeout)?;
+        Ok(md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len() as i32))
+    };
+    let mut errors = Vec::new();
+    let mut counts = Vec::new();
+    for t in &k.input_topics {
+        match count(t)? {
+            Some(n) => counts.push((t.as_str(), n)),
+            None => errors.push(format!("input topic `{t}` does not exist")),
+        }
+    }
+    let n = counts.first().map_or(0, |c| c.1);
+    if counts.iter().any(|c| c.1 != n) {
+        let list: Vec<String> = counts.iter().map(|(t, c)| format!("{t}: {c}")).collect();
+        errors.push(format!(
+            "input topics are not co-partitioned: they must all have the same number of partitions, keyed by customer id ({})",
+            list.join(", ")
+        ));
+    }
+    if errors.is_empty() {
+        match count(&k.changelog_topic)? {
+            Some(c) if c == n => {}
+            Some(c) => errors.push(format!(
+                "changelog topic `{}` has {c} partitions; the input topics have {n}: it must have exactly as many (recreate it, or set kafka.changelog_topic to a new name)",
+                k.changelog_topic
+            )),
+            None => {
+                tracing::debug!(topic = %k.changelog_topic, "creating changelog");
+                create_changelog(k, n, timeout)
+                    .await
+                    .with_context(|| format!("creating changelog topic `{}`", k.changelog_topic))?;
+                info!(topic = %k.changelog_topic, partitions = n, "changelog topic created");
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(n)
+    } else {
+        anyhow::bail!(
+            "the partitioning contract is violated:\n  - {}",
+            errors.join("\n  - ")
+        )
+    }
+}
+
+async fn create_changelog(
+    k: &KafkaConfig,
+    partitions: i32,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = base_config(k).create()?;
+    let topic = NewTopic::new(&k.changelog_topic, partitions, TopicReplication::Fixed(-1))
+        .set("cleanup.policy", "compact");
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    // Bounded: a broker that does not implement CreateTopics must not hang the start-up.
+    let results = tokio::time::timeout(timeout * 2, admin.create_topics([&topic], &opts))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no answer to CreateTopics within {timeout:?}: create the topic yourself (compacted, as many partitions as the inputs)"
+            )
+        })??;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => anyhow::bail!("{t}: {e}"),
+        }
     }
     Ok(())
 }

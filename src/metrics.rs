@@ -26,6 +26,12 @@ pub struct Metrics {
     pub produce_retries: IntCounter,
     pub timers_fired: IntCounter,
     pub watermark_seconds: IntGauge,
+    pub changelog_records: IntCounterVec,
+    pub restore_records: IntCounterVec,
+    pub restoring_partitions: IntGauge,
+    pub restore_remaining: IntGauge,
+    pub restore_seconds: Histogram,
+    pub state_dropped: IntCounter,
 }
 
 fn buckets_seconds() -> Vec<f64> {
@@ -146,6 +152,32 @@ impl Metrics {
                 "watermark_seconds",
                 "The event-time watermark, as Unix seconds.",
             ),
+            changelog_records: counter_vec(
+                "changelog_records_total",
+                "Profile records written to the changelog, by kind (record, tombstone).",
+                &["kind"],
+            ),
+            restore_records: counter_vec(
+                "restore_records_total",
+                "Changelog entries read while restoring, by outcome (restored, tombstone, invalid).",
+                &["outcome"],
+            ),
+            restoring_partitions: gauge(
+                "restoring_partitions",
+                "Partitions whose state is being restored from the changelog (not ready meanwhile).",
+            ),
+            restore_remaining: gauge(
+                "restore_remaining_records",
+                "Changelog entries still to read before the restoring partitions are ready.",
+            ),
+            restore_seconds: histogram(
+                "restore_seconds",
+                "Duration of one restore (all partitions newly assigned in one rebalance).",
+            ),
+            state_dropped: counter(
+                "state_dropped_profiles_total",
+                "Profiles dropped because their partition moved to another instance.",
+            ),
             registry,
         }
     }
@@ -170,6 +202,12 @@ impl Metrics {
         }
         for kind in ["assign", "revoke", "error"] {
             self.rebalances.with_label_values(&[kind]);
+        }
+        for kind in ["record", "tombstone"] {
+            self.changelog_records.with_label_values(&[kind]);
+        }
+        for outcome in ["restored", "tombstone", "invalid"] {
+            self.restore_records.with_label_values(&[outcome]);
         }
     }
 

@@ -1,20 +1,26 @@
 //! The running service: Kafka in, the engine in the middle, Kafka out, HTTP on the side.
 //!
 //! One loop owns the consumer. It reads a batch of messages, applies each to the engine
-//! (rejects go to the dead-letter topic), produces everything the batch caused, waits until
-//! the broker acknowledged all of it, and only then stores the batch's offsets (committed
-//! by librdkafka's auto-commit): at-least-once. When the input is idle the watermark follows
+//! (rejects go to the dead-letter topic), produces everything the batch caused (transitions,
+//! dead letters, and one changelog record per customer the batch changed), waits until the
+//! broker acknowledged all of it, and only then stores the batch's offsets (committed by
+//! librdkafka's auto-commit): at-least-once. When the input is idle the watermark follows
 //! the wall clock so that deadlines fire on time. Reloads and shutdown are handled between
 //! batches. `main` only parses arguments and signals; tests call [`run`] directly.
+//!
+//! State is owned per partition number (all input topics are co-partitioned): when the
+//! group assigns partition N, the profiles of partition N are restored from partition N of
+//! the changelog before any of its messages is applied; when N is revoked, its profiles are
+//! dropped and nothing more of it is written to the changelog.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::Producer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -22,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::engine::{Engine, ReloadReport, SystemClock};
+use crate::engine::{Engine, ReloadReport, StateChange, SystemClock};
 use crate::event::{EventError, RejectReason};
 use crate::kafka::{self, Context, KafkaState, Outgoing};
 use crate::metrics::Metrics;
@@ -112,12 +118,22 @@ pub async fn run(
 
     let ctx = Context(kstate.clone());
     let consumer = kafka::consumer(&config.kafka, ctx.clone()).context("creating the consumer")?;
-    let producer = kafka::producer(&config.kafka, ctx).context("creating the producer")?;
-    // Rebuild the profiles from the input history this group has already processed, so a
-    // restart loses no state (until a changelog makes this a short read).
-    let restored =
-        restore_from_inputs(&config, Context(kstate.clone()), &shared, &mut shutdown).await?;
-    info!(events = restored, "state restored from the input topics");
+    let producer = kafka::producer(&config.kafka, ctx.clone()).context("creating the producer")?;
+    let restorer: StreamConsumer<Context> = kafka::consumer_config(&config.kafka)
+        .set("enable.auto.commit", "false")
+        .create_with_context(ctx)
+        .context("creating the changelog reader")?;
+    let Some(partitions) = check_topics(&config, &restorer, &mut shutdown).await? else {
+        http_stop.cancel();
+        return Ok(());
+    };
+    info!(
+        partitions,
+        changelog = %config.kafka.changelog_topic,
+        strategy = kafka::assignment_strategy(&config.kafka),
+        "partitioning checked"
+    );
+    lock(&shared.engine).track_changes(true);
     let topics: Vec<&str> = config
         .kafka
         .input_topics
@@ -145,9 +161,9 @@ pub async fn run(
                     let outcome = reload(&shared, &producer).await;
                     let _ = req.reply.send(outcome);
                 }
-                batch = read_batch(&consumer, &config, &shared, &mut loop_state) => {
+                batch = read_batch(&consumer, &restorer, &config, &shared, &mut loop_state) => {
                     let batch = batch?;
-                    finish_batch(&consumer, &producer, &shared, batch).await?;
+                    finish_batch(&consumer, &producer, &shared, batch, &loop_state).await?;
                 }
             }
         }
@@ -181,6 +197,8 @@ struct Batch {
 
 #[derive(Default)]
 struct LoopState {
+    /// Partition numbers whose state this instance holds (restored from the changelog).
+    owned: BTreeSet<i32>,
     /// Highest offset applied to the engine per partition: a message seen again after a
     /// failure before its offset was stored is not applied twice.
     applied: HashMap<(String, i32), i64>,
@@ -254,7 +272,8 @@ fn dead_letter_for(
 /// Reads and applies up to `batch_size` messages; returns early when the input is idle
 /// (then the watermark follows the clock).
 async fn read_batch(
-    consumer: &rdkafka::consumer::StreamConsumer<Context>,
+    consumer: &StreamConsumer<Context>,
+    restorer: &StreamConsumer<Context>,
     config: &Config,
     shared: &Shared,
     state: &mut LoopState,
@@ -267,9 +286,7 @@ async fn read_batch(
         .assignment_changed
         .swap(false, Ordering::SeqCst)
     {
-        if let Ok(a) = consumer.assignment() {
-            state.sync_assignment(&a);
-        }
+        on_assignment(consumer, restorer, config, shared, state, &mut transitions).await?;
     }
     let idle = Duration::from_millis(k.idle_after as u64);
     let partition_idle = Duration::from_millis(k.partition_idle_after as u64);
@@ -311,20 +328,23 @@ async fn read_batch(
             }
             Ok(Ok(m)) => m,
         };
+        // A rebalance runs inside `recv`: before this message is applied, drop what was
+        // revoked and restore what was assigned (this message's partition among them).
+        let key = (msg.topic().to_string(), msg.partition());
+        if shared
+            .kafka
+            .assignment_changed
+            .swap(false, Ordering::SeqCst)
+            || !state.partitions.contains_key(&key)
+        {
+            on_assignment(consumer, restorer, config, shared, state, &mut transitions).await?;
+        }
+        if !state.owned.contains(&msg.partition()) {
+            // Revoked between its fetch and now: the new owner reads it again.
+            continue;
+        }
         batch.started.get_or_insert_with(Instant::now);
         batch.messages += 1;
-        let key = (msg.topic().to_string(), msg.partition());
-        if !state.partitions.contains_key(&key) {
-            // A partition this loop has not seen: take the whole new assignment first, so
-            // the partitions that have not delivered yet hold the watermark back.
-            shared
-                .kafka
-                .assignment_changed
-                .store(false, Ordering::SeqCst);
-            if let Ok(a) = consumer.assignment() {
-                state.sync_assignment(&a);
-            }
-        }
         batch.offsets.insert(key.clone(), msg.offset() + 1);
         if state.applied.get(&key).is_some_and(|a| msg.offset() <= *a) {
             continue;
@@ -351,6 +371,7 @@ async fn read_batch(
             match event {
                 Err(e) => Err(e),
                 Ok(event) => {
+                    engine.set_shard(msg.partition() as u16);
                     let r = engine.apply(&event, &mut transitions);
                     state.delivered(key, event.timestamp);
                     if let Some(wm) =
@@ -397,6 +418,27 @@ async fn read_batch(
             &k.cloudevents_source,
         ));
     }
+    // One changelog entry per customer the batch changed (coalesced), after the
+    // transitions it caused; only for partitions still owned.
+    let mut changes: Vec<StateChange> = Vec::new();
+    lock(&shared.engine).drain_changes(&mut changes);
+    for c in changes {
+        if state.owned.contains(&i32::from(c.shard)) {
+            let kind = if c.record.is_some() {
+                "record"
+            } else {
+                "tombstone"
+            };
+            shared
+                .metrics
+                .changelog_records
+                .with_label_values(&[kind])
+                .inc();
+            batch
+                .outgoing
+                .push(Outgoing::changelog(&k.changelog_topic, &c));
+        }
+    }
     if state
         .last_gauges
         .is_none_or(|t| t.elapsed() > Duration::from_secs(5))
@@ -409,10 +451,11 @@ async fn read_batch(
 
 /// Produces what a batch caused, waits for every acknowledgement, then stores its offsets.
 async fn finish_batch(
-    consumer: &rdkafka::consumer::StreamConsumer<Context>,
+    consumer: &StreamConsumer<Context>,
     producer: &rdkafka::producer::FutureProducer<Context>,
     shared: &Shared,
     batch: Batch,
+    state: &LoopState,
 ) -> anyhow::Result<()> {
     if !batch.outgoing.is_empty() {
         kafka::produce_all(producer, &batch.outgoing, &shared.metrics)
@@ -422,7 +465,9 @@ async fn finish_batch(
     if !batch.offsets.is_empty() {
         let mut tpl = TopicPartitionList::with_capacity(batch.offsets.len());
         for ((topic, partition), offset) in &batch.offsets {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+            if state.owned.contains(partition) {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+            }
         }
         if let Err(e) = consumer.store_offsets(&tpl) {
             // A partition revoked meanwhile: its new owner re-reads from the last commit.
@@ -496,108 +541,179 @@ async fn reload(
     }
 }
 
-/// Replays, without producing anything, every input message this consumer group has
-/// already committed: the engine ends in the state it had when those offsets were committed
-/// (transitions of that history were produced before). Waits, retrying, while the broker is
-/// unavailable. Returns the number of events applied.
-async fn restore_from_inputs(
+/// Checks the partitioning contract and creates the changelog topic if needed, waiting
+/// (retrying) while the broker is unavailable. `None` if shut down meanwhile.
+async fn check_topics(
     config: &Config,
-    ctx: Context,
-    shared: &Shared,
+    client: &StreamConsumer<Context>,
     shutdown: &mut std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
-) -> anyhow::Result<u64> {
-    use rdkafka::consumer::StreamConsumer;
-    let k = &config.kafka;
-    let restorer: StreamConsumer<Context> =
-        kafka::consumer(k, ctx).context("creating the restore consumer")?;
-    let timeout = Duration::from_secs(5);
+) -> anyhow::Result<Option<i32>> {
     let mut backoff = Duration::from_millis(200);
-    // Which partitions exist, and where the group stands in each.
-    let committed = loop {
-        let attempt = (|| -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
-            let mut tpl = TopicPartitionList::new();
-            for topic in &k.input_topics {
-                let md = restorer.fetch_metadata(Some(topic), timeout)?;
-                for t in md.topics() {
-                    for p in t.partitions() {
-                        tpl.add_partition(t.name(), p.id());
-                    }
-                }
-            }
-            restorer.committed_offsets(tpl, timeout)
-        })();
-        match attempt {
-            Ok(tpl) => break tpl,
-            Err(e) => {
+    loop {
+        match kafka::check_partitioning(&config.kafka, client, Duration::from_secs(5)).await {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.downcast_ref::<rdkafka::error::KafkaError>().is_some() => {
                 warn!(error = %e, "broker unavailable; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.as_mut() => return Ok(0),
+                    _ = shutdown.as_mut() => return Ok(None),
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
-        }
-    };
-    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
-    let mut assign = TopicPartitionList::new();
-    for e in committed.elements() {
-        if let Offset::Offset(c) = e.offset() {
-            if c > 0 {
-                ends.insert((e.topic().to_string(), e.partition()), c);
-                assign.add_partition_offset(e.topic(), e.partition(), Offset::Beginning)?;
-            }
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// Follows the consumer's assignment: drops the state of partition numbers no longer
+/// assigned, restores those newly assigned from the changelog (not ready meanwhile).
+async fn on_assignment(
+    consumer: &StreamConsumer<Context>,
+    restorer: &StreamConsumer<Context>,
+    config: &Config,
+    shared: &Shared,
+    state: &mut LoopState,
+    out: &mut Vec<Transition>,
+) -> anyhow::Result<()> {
+    let assigned = consumer
+        .assignment()
+        .context("reading the consumer's assignment")?;
+    state.sync_assignment(&assigned);
+    let now: BTreeSet<i32> = assigned.elements().iter().map(|e| e.partition()).collect();
+    let lost: Vec<i32> = state.owned.difference(&now).copied().collect();
+    let gained: Vec<i32> = now.difference(&state.owned).copied().collect();
+    if !lost.is_empty() {
+        let dropped = lock(&shared.engine).drop_shards(&|s| now.contains(&i32::from(s)));
+        shared.metrics.state_dropped.inc_by(dropped as u64);
+        info!(partitions = ?lost, profiles = dropped, "revoked: state dropped");
+    }
+    state.owned.retain(|p| now.contains(p));
+    if !gained.is_empty() {
+        shared.ready.store(false, Ordering::SeqCst);
+        shared.metrics.ready.set(0);
+        let started = Instant::now();
+        let n = restore_partitions(
+            restorer,
+            &config.kafka.changelog_topic,
+            &gained,
+            &shared.engine,
+            &shared.metrics,
+            out,
+        )
+        .await?;
+        shared
+            .metrics
+            .restore_seconds
+            .observe(started.elapsed().as_secs_f64());
+        info!(
+            partitions = ?gained,
+            entries = n,
+            seconds = started.elapsed().as_secs_f64(),
+            "assigned: state restored from the changelog"
+        );
+        state.owned.extend(gained);
+    }
+    Ok(())
+}
+
+/// Reads partitions `parts` of the changelog `topic` from the beginning to their current
+/// end into the engine (records restored into the shard of their partition number), with
+/// progress in `metrics`. `restorer` is a consumer outside any group (nothing committed).
+/// Transitions of records written under other definitions go to `out`. Returns the number
+/// of entries read.
+pub async fn restore_partitions<C: rdkafka::consumer::ConsumerContext + 'static>(
+    restorer: &StreamConsumer<C>,
+    topic: &str,
+    parts: &[i32],
+    engine: &Mutex<Engine>,
+    metrics: &Metrics,
+    out: &mut Vec<Transition>,
+) -> anyhow::Result<u64> {
+    let m = metrics;
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for &p in parts {
+        let mut backoff = Duration::from_millis(200);
+        let (low, high) = loop {
+            match restorer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
+                Ok(w) => break w,
+                Err(e) => {
+                    warn!(error = %e, partition = p, "changelog offsets unavailable; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        if high > low {
+            ends.insert(p, high);
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+            m.restore_remaining.add(high - low);
+        }
+    }
+    m.restoring_partitions.set(ends.len() as i64);
     if ends.is_empty() {
         return Ok(0);
     }
     restorer
-        .assign(&assign)
-        .context("assigning partitions to restore")?;
-    let mut state = LoopState::default();
-    let mut discard = Vec::new();
-    let mut applied = 0u64;
-    let idle = Duration::from_millis(k.partition_idle_after as u64);
+        .assign(&tpl)
+        .context("assigning changelog partitions")?;
+    let mut read = 0u64;
     while !ends.is_empty() {
-        let msg = tokio::select! {
-            m = restorer.recv() => m,
-            _ = shutdown.as_mut() => return Ok(applied),
-        };
-        let msg = match msg {
-            Ok(m) => m,
-            Err(e) => {
+        let msg = match tokio::time::timeout(Duration::from_secs(1), restorer.recv()).await {
+            Err(_) => {
+                // Nothing more to read: a partition may end in offsets that carry no
+                // record (transaction markers), so also ask where the reader stands.
+                if let Ok(pos) = restorer.position() {
+                    for e in pos.elements() {
+                        if let (Offset::Offset(o), Some(&end)) =
+                            (e.offset(), ends.get(&e.partition()))
+                        {
+                            if o >= end {
+                                ends.remove(&e.partition());
+                            }
+                        }
+                    }
+                    m.restoring_partitions.set(ends.len() as i64);
+                }
+                continue;
+            }
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
                 warn!(error = %e, "restore: consumer error; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
-        let key = (msg.topic().to_string(), msg.partition());
-        let Some(&end) = ends.get(&key) else { continue };
-        if msg.offset() >= end {
-            ends.remove(&key);
-            continue;
-        }
-        if let Some(Ok(event)) = msg.payload().map(crate::event::parse_event) {
-            let mut engine = lock(&shared.engine);
-            if engine.apply(&event, &mut discard).is_ok() {
-                applied += 1;
+        let p = msg.partition();
+        let Some(&end) = ends.get(&p) else { continue };
+        read += 1;
+        m.restore_remaining.dec();
+        let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
+        let outcome = match key {
+            None => "invalid",
+            Some(id) => {
+                let r = lock(engine).restore_record(p as u16, id, msg.payload(), out);
+                match r {
+                    Ok(()) if msg.payload().is_none() => "tombstone",
+                    Ok(()) => "restored",
+                    Err(e) => {
+                        warn!(error = %e, partition = p, offset = msg.offset(), "changelog record skipped");
+                        "invalid"
+                    }
+                }
             }
-            let entry = state
-                .partitions
-                .entry(key.clone())
-                .or_insert((event.timestamp, Instant::now()));
-            entry.0 = entry.0.max(event.timestamp);
-            entry.1 = Instant::now();
-            if let Some(wm) = state.watermark(config.engine.allowed_lateness, idle) {
-                engine.advance_watermark(wm, &mut discard);
-            }
-            discard.clear();
-        }
+        };
+        m.restore_records.with_label_values(&[outcome]).inc();
         if msg.offset() + 1 >= end {
-            ends.remove(&key);
+            ends.remove(&p);
+            m.restoring_partitions.set(ends.len() as i64);
         }
     }
-    Ok(applied)
+    m.restore_remaining.set(0);
+    restorer
+        .unassign()
+        .context("releasing changelog partitions")?;
+    Ok(read)
 }
 
 /// Updates the gauges that need a scan of the profiles.

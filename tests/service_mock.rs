@@ -27,6 +27,10 @@ struct Service {
 
 impl Service {
     async fn start(config: Config) -> Service {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let stop = CancellationToken::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let s = stop.clone();
@@ -67,6 +71,7 @@ fn config(brokers: &str, inputs: &[&str], segments: &str) -> Config {
     c.kafka.input_topics = inputs.iter().map(|s| s.to_string()).collect();
     c.kafka.output_topic = unique("transitions");
     c.kafka.dead_letter_topic = unique("dead-letters");
+    c.kafka.changelog_topic = unique("changelog");
     c.segments.file = segments.into();
     c.http.listen = "127.0.0.1:0".parse().unwrap();
     c
@@ -91,6 +96,10 @@ fn setup(
         .unwrap();
     cluster
         .create_topic(&cfg.kafka.dead_letter_topic, 1, 1)
+        .unwrap();
+    // The mock cluster does not implement CreateTopics: the changelog is made here.
+    cluster
+        .create_topic(&cfg.kafka.changelog_topic, partitions, 1)
         .unwrap();
     (cluster, cfg, input)
 }
