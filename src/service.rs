@@ -208,22 +208,28 @@ struct LoopState {
 }
 
 impl LoopState {
-    /// The event-time watermark over partitions: the minimum of the largest event time of
-    /// every partition that delivered recently, minus the allowed lateness. A partition that
-    /// has not delivered yet holds the watermark back until it has been idle for
-    /// `idle` (so one partition read ahead of the others does not make theirs late); an idle
-    /// partition does not hold time back.
-    fn watermark(&self, lateness: i64, idle: Duration) -> Option<i64> {
-        let mut active = self
-            .partitions
-            .values()
+    /// The event-time watermark of partition number `shard`: over the input topics'
+    /// partitions of that number, the minimum of the largest event time of those that
+    /// delivered recently, minus the allowed lateness. A topic's partition that has not
+    /// delivered yet holds it back until it has been idle for `idle` (so one topic read
+    /// ahead of another does not make the other's events late); an idle one does not hold
+    /// time back. Each partition number has its own time: a partition that moves to
+    /// another instance is not judged by that instance's other partitions.
+    fn watermark(&self, shard: i32, lateness: i64, idle: Duration) -> Option<i64> {
+        let of_shard = || {
+            self.partitions
+                .iter()
+                .filter(move |((_, p), _)| *p == shard)
+                .map(|(_, v)| v)
+        };
+        let mut active = of_shard()
             .filter(|(_, seen)| seen.elapsed() < idle)
             .map(|(ts, _)| *ts)
             .peekable();
         let t = if active.peek().is_some() {
             active.min()?
         } else {
-            self.partitions.values().map(|(ts, _)| *ts).max()?
+            of_shard().map(|(ts, _)| *ts).max()?
         };
         (t != i64::MIN).then(|| t.saturating_sub(lateness))
     }
@@ -309,10 +315,12 @@ async fn read_batch(
                     shared.metrics.ready.set(i64::from(ready));
                     let mut engine = lock(&shared.engine);
                     // Partitions gone idle stop holding the watermark back.
-                    if let Some(wm) =
-                        state.watermark(config.engine.allowed_lateness, partition_idle)
-                    {
-                        engine.advance_watermark(wm, &mut transitions);
+                    for &p in &state.owned {
+                        if let Some(wm) =
+                            state.watermark(p, config.engine.allowed_lateness, partition_idle)
+                        {
+                            engine.advance_shard_watermark(p as u16, wm, &mut transitions);
+                        }
                     }
                     engine.on_idle(&SystemClock, &mut transitions);
                 }
@@ -374,10 +382,11 @@ async fn read_batch(
                     engine.set_shard(msg.partition() as u16);
                     let r = engine.apply(&event, &mut transitions);
                     state.delivered(key, event.timestamp);
+                    let p = msg.partition();
                     if let Some(wm) =
-                        state.watermark(config.engine.allowed_lateness, partition_idle)
+                        state.watermark(p, config.engine.allowed_lateness, partition_idle)
                     {
-                        engine.advance_watermark(wm, &mut transitions);
+                        engine.advance_shard_watermark(p as u16, wm, &mut transitions);
                     }
                     r
                 }

@@ -181,9 +181,15 @@ pub struct Engine {
     defs: Arc<Definitions>,
     symbols: Symbols,
     profiles: hashbrown::HashMap<Arc<str>, Profile>,
-    timers: BinaryHeap<Reverse<(Millis, Arc<str>)>>,
-    watermark: Millis,
-    max_event_time: Millis,
+    /// Event time and timers per shard: a shard's customers are judged late, and their
+    /// timers fired, by that shard's own progress (a partition that moves between
+    /// instances brings no other partition's time with it).
+    shards: hashbrown::HashMap<u16, ShardClock>,
+    /// The watermark a shard starts with (raised by `advance_watermark`).
+    floor: Millis,
+    /// Customers forgotten recently, with the time of the forget: an older event still in
+    /// flight (within the allowed lateness) must not bring the erased history back.
+    forgotten: hashbrown::HashMap<Arc<str>, Millis>,
     stats: EngineStats,
     affected: Vec<bool>,
     /// When set, the caller drives the watermark (`advance_watermark`) instead of the
@@ -207,6 +213,30 @@ pub struct StateChange {
     pub record: Option<Vec<u8>>,
 }
 
+/// One shard's event time and pending timers.
+#[derive(Debug, Default)]
+struct ShardClock {
+    watermark: Millis,
+    max_event_time: Millis,
+    timers: BinaryHeap<Reverse<(Millis, Arc<str>)>>,
+}
+
+type Shards = hashbrown::HashMap<u16, ShardClock>;
+
+fn shard_clock(shards: &mut Shards, floor: Millis, shard: u16) -> &mut ShardClock {
+    shards.entry(shard).or_insert_with(|| ShardClock {
+        watermark: floor,
+        max_event_time: Millis::MIN,
+        timers: BinaryHeap::new(),
+    })
+}
+
+fn push_timer(shards: &mut Shards, floor: Millis, shard: u16, at: Millis, id: Arc<str>) {
+    shard_clock(shards, floor, shard)
+        .timers
+        .push(Reverse((at, id)));
+}
+
 /// Marks a profile changed since the last drain (once per drain).
 fn touch(track: bool, changed: &mut Vec<Arc<str>>, profile: &mut Profile, id: &Arc<str>) {
     if track && !profile.dirty {
@@ -223,9 +253,9 @@ impl Engine {
             config,
             symbols,
             profiles: hashbrown::HashMap::new(),
-            timers: BinaryHeap::new(),
-            watermark: Millis::MIN,
-            max_event_time: Millis::MIN,
+            shards: Shards::new(),
+            floor: Millis::MIN,
+            forgotten: hashbrown::HashMap::new(),
             stats: EngineStats::default(),
             affected: vec![false; n],
             external_watermark: false,
@@ -293,11 +323,11 @@ impl Engine {
     pub fn drop_shards(&mut self, keep: &dyn Fn(u16) -> bool) -> usize {
         let before = self.profiles.len();
         self.profiles.retain(|_, p| keep(p.shard));
+        self.shards.retain(|s, _| keep(*s));
         let dropped = before - self.profiles.len();
         if dropped > 0 {
             let profiles = &self.profiles;
             self.changed.retain(|id| profiles.contains_key(id));
-            self.rebuild_timers();
         }
         self.removed.retain(|(_, s)| keep(*s));
         dropped
@@ -326,8 +356,8 @@ impl Engine {
         };
         if decoded.same_layout {
             if profile.timer_at != 0 {
-                self.timers
-                    .push(Reverse((millis(profile.timer_at), id.clone())));
+                let at = millis(profile.timer_at);
+                push_timer(&mut self.shards, self.floor, shard, at, id.clone());
             }
             self.profiles.insert(id, profile);
         } else {
@@ -345,7 +375,8 @@ impl Engine {
             defs,
             symbols,
             profiles,
-            timers,
+            shards,
+            floor,
             stats,
             track,
             changed,
@@ -388,7 +419,8 @@ impl Engine {
         }
         profile.timer_at = next.map_or(0, timer_secs);
         if profile.timer_at != 0 {
-            timers.push(Reverse((millis(profile.timer_at), id.clone())));
+            let at = millis(profile.timer_at);
+            push_timer(shards, *floor, profile.shard, at, id.clone());
         }
         touch(*track, changed, profile, id);
     }
@@ -419,8 +451,17 @@ impl Engine {
     pub fn stats(&self) -> &EngineStats {
         &self.stats
     }
+    /// The lowest watermark over the shards (the start watermark if there are none).
     pub fn watermark(&self) -> Millis {
-        self.watermark
+        self.shards
+            .values()
+            .map(|s| s.watermark)
+            .min()
+            .unwrap_or(self.floor)
+    }
+    /// A shard's watermark.
+    pub fn shard_watermark(&self, shard: u16) -> Millis {
+        self.shards.get(&shard).map_or(self.floor, |s| s.watermark)
     }
     pub fn profile_count(&self) -> usize {
         self.profiles.len()
@@ -484,17 +525,31 @@ impl Engine {
         event: &Event<'_>,
         out: &mut Vec<Transition>,
     ) -> Result<(), EventError> {
-        if event.timestamp < self.watermark {
+        let watermark = self.shard_watermark(self.shard);
+        if event.timestamp < watermark {
             self.stats.events_late += 1;
             return Err(EventError::new(
                 RejectReason::Late,
                 format!(
                     "event time {} is before the watermark {} (allowed lateness {})",
                     format_rfc3339(event.timestamp),
-                    format_rfc3339(self.watermark),
+                    format_rfc3339(watermark),
                     format_duration(self.config.allowed_lateness)
                 ),
             ));
+        }
+        if let Some(&at) = self.forgotten.get(&*event.customer_id) {
+            if event.timestamp < at {
+                self.stats.events_late += 1;
+                return Err(EventError::new(
+                    RejectReason::Late,
+                    format!(
+                        "event time {} is before the customer's forget at {}: erased history is not restored",
+                        format_rfc3339(event.timestamp),
+                        format_rfc3339(at)
+                    ),
+                ));
+            }
         }
         let ty = self.symbols.event_type(event.kind, &event.event_type);
         // Trait keys are interned before the profile is borrowed.
@@ -520,14 +575,16 @@ impl Engine {
         self.stats.events_applied += 1;
         // Rescheduling a customer earlier leaves its old heap entry behind (skipped when
         // popped); rebuild the heap when such stale entries outnumber the live ones.
-        if self.timers.len() > 2 * self.profiles.len() + 1024 {
+        let clock = shard_clock(&mut self.shards, self.floor, self.shard);
+        if clock.timers.len() > 2 * self.profiles.len() + 1024 {
             self.rebuild_timers();
         }
-        if event.timestamp > self.max_event_time {
-            self.max_event_time = event.timestamp;
+        let clock = shard_clock(&mut self.shards, self.floor, self.shard);
+        if event.timestamp > clock.max_event_time {
+            clock.max_event_time = event.timestamp;
             if !self.external_watermark {
                 let wm = event.timestamp.saturating_sub(self.config.allowed_lateness);
-                self.advance_watermark(wm, out);
+                self.advance_shard_watermark(self.shard, wm, out);
             }
         }
         Ok(())
@@ -547,7 +604,8 @@ impl Engine {
             defs,
             symbols,
             profiles,
-            timers,
+            shards,
+            floor,
             stats,
             affected,
             shard,
@@ -574,7 +632,13 @@ impl Engine {
         };
         let now = profile.clock.max(event.timestamp);
         profile.clock = now;
-        profile.shard = *shard;
+        if profile.shard != *shard {
+            // The customer's events moved to another shard: so does its pending timer.
+            profile.shard = *shard;
+            if profile.timer_at != 0 {
+                push_timer(shards, *floor, *shard, millis(profile.timer_at), id.clone());
+            }
+        }
         touch(*track, changed, profile, &id);
         let changes = apply::apply_event(
             defs,
@@ -649,7 +713,7 @@ impl Engine {
             let at = timer_secs(t);
             if profile.timer_at == 0 || at < profile.timer_at {
                 profile.timer_at = at;
-                timers.push(Reverse((millis(at), id)));
+                push_timer(shards, *floor, *shard, millis(at), id);
             }
         }
         None
@@ -664,6 +728,11 @@ impl Engine {
             self.removed.push((id.clone(), profile.shard));
         }
         let at = profile.clock.max(event.timestamp);
+        if self.forgotten.len() >= 1024 {
+            let wm = self.watermark();
+            self.forgotten.retain(|_, t| *t >= wm);
+        }
+        self.forgotten.insert(id.clone(), at);
         let cause = Cause::Event(event.event_id.as_ref().into());
         exit_all(
             &self.defs,
@@ -679,21 +748,32 @@ impl Engine {
 
     /// The timer heap from the profiles' own due times (drops stale entries).
     fn rebuild_timers(&mut self) {
-        self.timers = self
-            .profiles
-            .iter()
-            .filter(|(_, p)| p.timer_at != 0)
-            .map(|(k, p)| Reverse((millis(p.timer_at), k.clone())))
-            .collect();
+        for s in self.shards.values_mut() {
+            s.timers.clear();
+        }
+        for (k, p) in self.profiles.iter().filter(|(_, p)| p.timer_at != 0) {
+            let at = millis(p.timer_at);
+            push_timer(&mut self.shards, self.floor, p.shard, at, k.clone());
+        }
     }
 
-    /// Moves the watermark forward (never back) and fires every timer it passes. Events
-    /// older than the watermark are rejected as late from then on.
+    /// Moves the watermark of every shard forward (never back) and fires every timer it
+    /// passes. Events older than the watermark are rejected as late from then on.
     pub fn advance_watermark(&mut self, to: Millis, out: &mut Vec<Transition>) {
-        if to > self.watermark {
-            self.watermark = to;
+        self.floor = self.floor.max(to);
+        let shards: Vec<u16> = self.shards.keys().copied().collect();
+        for s in shards {
+            self.advance_shard_watermark(s, to, out);
         }
-        self.fire_timers_until(to, out);
+    }
+
+    /// Moves one shard's watermark forward (never back) and fires the timers it passes.
+    pub fn advance_shard_watermark(&mut self, shard: u16, to: Millis, out: &mut Vec<Transition>) {
+        let clock = shard_clock(&mut self.shards, self.floor, shard);
+        if to > clock.watermark {
+            clock.watermark = to;
+        }
+        self.fire_timers_until(shard, to, out);
     }
 
     /// Live operation with idle, caught-up input: fires the timers the wall clock (minus
@@ -702,15 +782,21 @@ impl Engine {
     /// deadline that fired meanwhile, the customer exits again).
     pub fn on_idle(&mut self, clock: &dyn Clock, out: &mut Vec<Transition>) {
         let to = clock.now().saturating_sub(self.config.idle_lag);
-        self.fire_timers_until(to, out);
+        let shards: Vec<u16> = self.shards.keys().copied().collect();
+        for s in shards {
+            self.fire_timers_until(s, to, out);
+        }
     }
 
-    fn fire_timers_until(&mut self, to: Millis, out: &mut Vec<Transition>) {
-        while let Some(Reverse((t, _))) = self.timers.peek() {
-            if *t > to {
+    fn fire_timers_until(&mut self, shard: u16, to: Millis, out: &mut Vec<Transition>) {
+        loop {
+            let Some(heap) = self.shards.get_mut(&shard).map(|s| &mut s.timers) else {
+                break;
+            };
+            if heap.peek().is_none_or(|Reverse((t, _))| *t > to) {
                 break;
             }
-            let Some(Reverse((t, id))) = self.timers.pop() else {
+            let Some(Reverse((t, id))) = heap.pop() else {
                 break;
             };
             let due = self
@@ -730,7 +816,8 @@ impl Engine {
             defs,
             symbols,
             profiles,
-            timers,
+            shards,
+            floor,
             stats,
             track,
             changed,
@@ -806,7 +893,8 @@ impl Engine {
         }
         if let Some(n) = next {
             profile.timer_at = timer_secs(n);
-            timers.push(Reverse((millis(profile.timer_at), id.clone())));
+            let at = millis(profile.timer_at);
+            push_timer(shards, *floor, profile.shard, at, id.clone());
         }
     }
 
@@ -913,7 +1001,9 @@ impl Engine {
         let mut ids: Vec<Arc<str>> = self.profiles.keys().cloned().collect();
         ids.sort();
         let before = out.len();
-        self.timers.clear();
+        for s in self.shards.values_mut() {
+            s.timers.clear();
+        }
         for id in ids {
             let Some(profile) = self.profiles.get_mut(&id) else {
                 continue;
@@ -989,8 +1079,8 @@ impl Engine {
             }
             profile.timer_at = next.map_or(0, timer_secs);
             if let Some(n) = next {
-                self.timers
-                    .push(Reverse((millis(timer_secs(n)), id.clone())));
+                let (shard, at) = (profile.shard, millis(timer_secs(n)));
+                push_timer(&mut self.shards, self.floor, shard, at, id.clone());
             }
         }
         report.transitions = out.len() - before;
@@ -1011,8 +1101,13 @@ impl Engine {
         let layout = Layout::of(&self.defs);
         EngineState {
             symbols: self.symbols.clone(),
-            watermark: self.watermark,
-            max_event_time: self.max_event_time,
+            watermark: self.watermark(),
+            max_event_time: self
+                .shards
+                .values()
+                .map(|s| s.max_event_time)
+                .max()
+                .unwrap_or(Millis::MIN),
             segments: layout
                 .segments
                 .iter()
@@ -1052,9 +1147,9 @@ impl Engine {
                 .into_iter()
                 .map(|(k, p)| (Arc::from(k.as_str()), p))
                 .collect(),
-            timers: BinaryHeap::new(),
-            watermark: state.watermark,
-            max_event_time: state.max_event_time,
+            shards: Shards::new(),
+            floor: state.watermark,
+            forgotten: hashbrown::HashMap::new(),
             stats: state.stats,
             affected: Vec::new(),
             external_watermark: false,
@@ -1064,6 +1159,7 @@ impl Engine {
             changed: Vec::new(),
             removed: Vec::new(),
         };
+        shard_clock(&mut engine.shards, state.watermark, 0).max_event_time = state.max_event_time;
         let report = engine.install(defs, &old, out);
         Ok((engine, report))
     }
