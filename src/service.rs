@@ -234,6 +234,32 @@ impl LoopState {
         (t != i64::MIN).then(|| t.saturating_sub(lateness))
     }
 
+    /// The instance-wide watermark: the minimum over the partitions that delivered
+    /// recently (or the maximum when all are idle), minus the allowed lateness. A shard
+    /// whose partitions are all idle follows it, so quiet partitions' timers still fire as
+    /// the others' event time passes.
+    fn global_watermark(&self, lateness: i64, idle: Duration) -> Option<i64> {
+        let mut active = self
+            .partitions
+            .values()
+            .filter(|(_, seen)| seen.elapsed() < idle)
+            .map(|(ts, _)| *ts)
+            .peekable();
+        let t = if active.peek().is_some() {
+            active.min()?
+        } else {
+            self.partitions.values().map(|(ts, _)| *ts).max()?
+        };
+        (t != i64::MIN).then(|| t.saturating_sub(lateness))
+    }
+
+    fn shard_idle(&self, shard: i32, idle: Duration) -> bool {
+        self.partitions
+            .iter()
+            .filter(|((_, p), _)| *p == shard)
+            .all(|(_, (_, seen))| seen.elapsed() >= idle)
+    }
+
     /// Tracks exactly the assigned partitions; a new one starts as "not delivered yet".
     fn sync_assignment(&mut self, assigned: &TopicPartitionList) {
         let now: Vec<(String, i32)> = assigned
@@ -315,10 +341,16 @@ async fn read_batch(
                     shared.metrics.ready.set(i64::from(ready));
                     let mut engine = lock(&shared.engine);
                     // Partitions gone idle stop holding the watermark back.
+                    let lateness = config.engine.allowed_lateness;
+                    let global = state.global_watermark(lateness, partition_idle);
                     for &p in &state.owned {
-                        if let Some(wm) =
-                            state.watermark(p, config.engine.allowed_lateness, partition_idle)
-                        {
+                        let own = state.watermark(p, lateness, partition_idle);
+                        let wm = if state.shard_idle(p, partition_idle) {
+                            own.max(global)
+                        } else {
+                            own
+                        };
+                        if let Some(wm) = wm {
                             engine.advance_shard_watermark(p as u16, wm, &mut transitions);
                         }
                     }
