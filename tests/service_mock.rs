@@ -569,3 +569,116 @@ async fn a_broker_outage_reports_not_ready_and_loses_nothing() {
     wait_for_readyz(&svc, 200).await;
     svc.stop().await;
 }
+
+/// Scale-out: two instances in one group share the partitions; one crashes (its task is
+/// dropped mid-stream, nothing flushed or committed beyond what was acknowledged) and a
+/// third joins. The union of the transitions equals the single-instance (offline replay)
+/// run of the same events: nothing lost, nothing invented; duplicates are whole copies
+/// with the same transition_id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_killed_and_added_mid_stream_give_the_single_instance_transitions() {
+    let (_cluster, mut cfg, input) = setup(4, "segments/library.toml");
+    let brokers = cfg.kafka.brokers.clone();
+    cfg.engine.idle_lag = 10 * 365 * 86_400_000;
+    cfg.kafka.batch_size = 50;
+
+    let text = std::fs::read_to_string("segments/library.toml").unwrap();
+    let mut engine =
+        segstream::engine::Engine::from_source("segments/library.toml", &text, cfg.engine.clone())
+            .unwrap();
+    // Four days of the simulated funnel, 400 customers.
+    let events: String = segstream::generator::generate(&segstream::generator::FunnelConfig {
+        customers: 400,
+        days: 4,
+        ..Default::default()
+    })
+    .iter()
+    .map(|e| format!("{}\n", e.json))
+    .collect();
+    let mut expected_out = Vec::new();
+    segstream::replay::replay(&mut engine, events.as_bytes(), &mut expected_out, None).unwrap();
+    let expected: BTreeSet<String> = String::from_utf8(expected_out)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert!(
+        expected.len() > 100,
+        "a stream worth splitting: {}",
+        expected.len()
+    );
+    let lines: Vec<(Option<String>, Vec<u8>)> = events
+        .lines()
+        .map(|l| (key_of(l), l.as_bytes().to_vec()))
+        .collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+
+    let a = Service::start(cfg.clone()).await;
+    let b = Service::start(cfg.clone()).await;
+    produce(&brokers, &input, first).await;
+    let mut reader = Reader::new(&brokers, &cfg.kafka.output_topic);
+    reader
+        .until(expected.len() / 4, Duration::from_secs(30))
+        .await;
+    // Crash A: its task is dropped where it stands.
+    a.task.abort();
+    let c = Service::start(cfg.clone()).await;
+    produce(&brokers, &input, second).await;
+    // Every expected transition arrives (duplicates allowed), then nothing new.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let n = reader.got.len();
+        reader.until(n + 1, Duration::from_secs(3)).await;
+        let got: BTreeSet<String> = reader
+            .got
+            .iter()
+            .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
+            .collect();
+        if got.is_superset(&expected) && reader.got.len() == n {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "missing after 90 s: {:#?}",
+            expected.difference(&got).take(10).collect::<Vec<_>>()
+        );
+    }
+    let got: BTreeSet<String> = reader
+        .got
+        .iter()
+        .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        expected,
+        "invented: {:#?}",
+        got.difference(&expected).collect::<Vec<_>>()
+    );
+    // Duplicates are exact copies: one payload per transition_id.
+    let mut by_id: std::collections::HashMap<String, BTreeSet<String>> = Default::default();
+    for m in &reader.got {
+        let p = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+        by_id
+            .entry(v["transition_id"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(p);
+    }
+    assert!(by_id.values().all(|s| s.len() == 1));
+    eprintln!(
+        "{} transitions expected, {} received ({} duplicates)",
+        expected.len(),
+        reader.got.len(),
+        reader.got.len() - expected.len()
+    );
+    let dead = read(
+        &brokers,
+        &cfg.kafka.dead_letter_topic,
+        1,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(dead.is_empty(), "nothing is late after the moves");
+    b.stop().await;
+    c.stop().await;
+}
