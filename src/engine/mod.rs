@@ -789,10 +789,7 @@ impl Engine {
     }
 
     fn fire_timers_until(&mut self, shard: u16, to: Millis, out: &mut Vec<Transition>) {
-        loop {
-            let Some(heap) = self.shards.get_mut(&shard).map(|s| &mut s.timers) else {
-                break;
-            };
+        while let Some(heap) = self.shards.get_mut(&shard).map(|s| &mut s.timers) {
             if heap.peek().is_none_or(|Reverse((t, _))| *t > to) {
                 break;
             }
