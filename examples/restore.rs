@@ -337,7 +337,12 @@ fn create_topic(
 struct Produced {
     secs: f64,
     bytes: u64,
+    markers: usize,
 }
+
+/// Records between two position markers (the service writes one per batch of up to
+/// `kafka.batch_size` = 1000 messages).
+const MARKER_EVERY: usize = 1000;
 
 /// Writes N records, partition by partition so that the batches are large.
 fn produce(
@@ -360,27 +365,58 @@ fn produce(
     let started = Instant::now();
     let mut key = String::new();
     let mut bytes = 0u64;
+    let mut markers = 0usize;
+    // A position marker after every MARKER_EVERY records of a partition and at its end, as
+    // the service writes one after every batch (a restore buffers the records between two).
+    let marker = serde_json::to_vec(&segstream::service::Position {
+        v: 1,
+        watermark: 0,
+        max_event_time: 0,
+        inputs: Default::default(),
+    })?;
+    let send = |mut record: BaseRecord<'_, str, [u8]>| -> anyhow::Result<()> {
+        loop {
+            match p.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    };
     for part in 0..partitions {
+        let mut in_part = 0usize;
         for i in (part as usize..n).step_by(partitions as usize) {
+            in_part += 1;
+            if in_part % MARKER_EVERY == 0 {
+                send(
+                    BaseRecord::to(topic)
+                        .partition(part)
+                        .key(segstream::service::POSITION_KEY)
+                        .payload(marker.as_slice()),
+                )?;
+                markers += 1;
+            }
             key.clear();
             std::fmt::Write::write_fmt(&mut key, format_args!("c-{i:09}"))?;
             let payload = &pool[i % pool.len()];
             bytes += (key.len() + payload.len()) as u64;
-            let mut record = BaseRecord::to(topic)
-                .partition(part)
-                .key(key.as_str())
-                .payload(payload.as_slice());
-            loop {
-                match p.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err((e, _)) => return Err(e.into()),
-                }
-            }
+            send(
+                BaseRecord::to(topic)
+                    .partition(part)
+                    .key(key.as_str())
+                    .payload(payload.as_slice()),
+            )?;
         }
+        send(
+            BaseRecord::to(topic)
+                .partition(part)
+                .key(segstream::service::POSITION_KEY)
+                .payload(marker.as_slice()),
+        )?;
+        markers += 1;
     }
     p.flush(Duration::from_secs(600))?;
     let secs = started.elapsed().as_secs_f64();
@@ -392,11 +428,16 @@ fn produce(
             first.unwrap_or_default()
         );
     }
-    Ok(Produced { secs, bytes })
+    Ok(Produced {
+        secs,
+        bytes,
+        markers,
+    })
 }
 
 /// Every partition must start at offset 0 and hold exactly its share of the N records.
 fn check_watermarks(brokers: &str, topic: &str, partitions: i32, n: usize) -> anyhow::Result<()> {
+    // `n` counts every message: records and position markers.
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("restore-watermarks"))
@@ -572,7 +613,8 @@ async fn restore(
     let entries = segstream::service::restore_partitions(
         &restorer, topic, &parts, &engine, &metrics, &mut out,
     )
-    .await?;
+    .await?
+    .entries;
     let secs = started.elapsed().as_secs_f64();
     drop(restorer);
     let e = engine.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -750,7 +792,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     let produced = produce(&brokers, &topic, partitions, n, &pool.records)?;
-    check_watermarks(&brokers, &topic, partitions, n)?;
+    check_watermarks(&brokers, &topic, partitions, n + produced.markers)?;
     println!(
         "produced: {n} records in {:.2} s ({:.0} records/s, {:.1} MB/s of keys and values)",
         produced.secs,

@@ -56,6 +56,14 @@ pub struct KafkaConfig {
     /// The compacted topic holding every customer's profile (keyed by customer id, one
     /// partition per input partition). Created at start-up if missing.
     pub changelog_topic: String,
+    /// Exactly-once: the transitions, dead letters, changelog records and input offsets of
+    /// a batch are committed in one Kafka transaction (the broker must support
+    /// transactions; readers of the output use `isolation.level=read_committed`).
+    pub exactly_once: bool,
+    /// The producer's `transactional.id` with `exactly_once`: unique per instance and stable
+    /// across its restarts (e.g. the pod name), so a restarted instance fences its former
+    /// self at once. Default: `{group_id}-{hostname}`.
+    pub transactional_id: Option<String>,
     /// Messages larger than this go to the dead-letter topic (`too_large`).
     pub max_message_bytes: usize,
     /// At most this many messages are processed between two offset stores.
@@ -87,6 +95,8 @@ impl Default for KafkaConfig {
             output_topic: "segment-transitions".into(),
             dead_letter_topic: "segstream-dead-letters".into(),
             changelog_topic: "segstream-changelog".into(),
+            exactly_once: false,
+            transactional_id: None,
             max_message_bytes: 1 << 20,
             batch_size: 1000,
             batch_timeout: 5,
@@ -295,6 +305,8 @@ impl Config {
                     | "enable.auto.commit"
                     | "group.id"
                     | "bootstrap.servers"
+                    | "transactional.id"
+                    | "isolation.level"
             ) {
                 errors.push(format!(
                     "kafka.librdkafka.`{key}` is managed by segstream (at-least-once needs it); set it through its own option"
@@ -364,6 +376,8 @@ fn check_keys(table: &toml::Table, origin: &str, errors: &mut Vec<String>) {
                 "output_topic",
                 "dead_letter_topic",
                 "changelog_topic",
+                "exactly_once",
+                "transactional_id",
                 "max_message_bytes",
                 "batch_size",
                 "batch_timeout",

@@ -133,7 +133,13 @@ pub fn consumer_config(k: &KafkaConfig) -> ClientConfig {
         // Answer a fetch as soon as there is data or after 10 ms: the default 500 ms is the
         // latency floor with brokers that hold empty fetches that long.
         .set("fetch.wait.max.ms", "10")
-        .set("session.timeout.ms", "10000");
+        .set("session.timeout.ms", "10000")
+        // Never read what an aborted transaction wrote (the changelog with exactly-once).
+        .set("isolation.level", "read_committed");
+    if k.exactly_once {
+        // Offsets go into each batch's transaction instead.
+        c.set("enable.auto.commit", "false");
+    }
     let mut base = base_config(k);
     for (key, value) in c.config_map() {
         if !k.librdkafka.contains_key(key) || key == "group.id" {
@@ -143,7 +149,17 @@ pub fn consumer_config(k: &KafkaConfig) -> ClientConfig {
     base
 }
 
-/// The service's consumer (see [`consumer_config`]).
+/// The producer's `transactional.id` (see `KafkaConfig::transactional_id`).
+pub fn transactional_id(k: &KafkaConfig) -> String {
+    k.transactional_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{}-{}", k.group_id, host.trim())
+    })
+}
+
 /// Cooperative-sticky for one input topic: a rebalance moves only the partitions that
 /// change owner and the others keep running. With several input topics, `range`: it is the
 /// assignor that gives partition N of every co-partitioned topic to the same instance (the
@@ -157,6 +173,7 @@ pub fn assignment_strategy(k: &KafkaConfig) -> &'static str {
     }
 }
 
+/// The service's consumer (see [`consumer_config`]).
 pub fn consumer(k: &KafkaConfig, ctx: Context) -> Result<StreamConsumer<Context>, KafkaError> {
     consumer_config(k).create_with_context(ctx)
 }
@@ -176,6 +193,23 @@ pub fn producer(k: &KafkaConfig, ctx: Context) -> Result<FutureProducer<Context>
     ] {
         if !k.librdkafka.contains_key(key) {
             base.set(key, value);
+        }
+    }
+    if k.exactly_once {
+        base.set("transactional.id", transactional_id(k));
+        if !k.librdkafka.contains_key("transaction.timeout.ms") {
+            // Bounds how long a crashed instance's open transaction holds readers back.
+            base.set("transaction.timeout.ms", "10000");
+            if !k.librdkafka.contains_key("message.timeout.ms") {
+                base.set("message.timeout.ms", "10000");
+            }
+        }
+        // Idempotence (implied by transactions) allows up to 5 requests in flight.
+        if !k
+            .librdkafka
+            .contains_key("max.in.flight.requests.per.connection")
+        {
+            base.set("max.in.flight.requests.per.connection", "5");
         }
     }
     base.create_with_context(ctx)
@@ -309,6 +343,25 @@ pub async fn produce_all(
     records: &[Outgoing],
     metrics: &Metrics,
 ) -> Result<(), KafkaError> {
+    produce(producer, records, metrics, true).await
+}
+
+/// Produces `records` once and waits for every acknowledgement; the first failed delivery
+/// is the error (inside a transaction, which then has to be aborted: no retry).
+pub async fn produce_once(
+    producer: &FutureProducer<Context>,
+    records: &[Outgoing],
+    metrics: &Metrics,
+) -> Result<(), KafkaError> {
+    produce(producer, records, metrics, false).await
+}
+
+async fn produce(
+    producer: &FutureProducer<Context>,
+    records: &[Outgoing],
+    metrics: &Metrics,
+    retry: bool,
+) -> Result<(), KafkaError> {
     let mut pending: Vec<usize> = (0..records.len()).collect();
     let mut backoff = Duration::from_millis(100);
     while !pending.is_empty() {
@@ -342,10 +395,12 @@ pub async fn produce_all(
                         metrics.transitions.with_label_values(&[&**seg, *dir]).inc();
                     }
                 }
+                Ok(Err((e, _))) if !retry => return Err(e),
                 Ok(Err((e, _))) => {
                     warn!(error = %e, topic = %records[i].topic, "delivery failed; will retry");
                     failed.push(i);
                 }
+                Err(_) if !retry => return Err(KafkaError::Canceled),
                 Err(_) => failed.push(i),
             }
         }

@@ -134,6 +134,15 @@ pub async fn run(
         "partitioning checked"
     );
     lock(&shared.engine).track_changes(true);
+    if config.kafka.exactly_once {
+        producer
+            .init_transactions(Duration::from_secs(30))
+            .context("initialising transactions (does the broker support them?)")?;
+        info!(
+            transactional_id = %kafka::transactional_id(&config.kafka),
+            "exactly-once: one transaction per batch"
+        );
+    }
     let topics: Vec<&str> = config
         .kafka
         .input_topics
@@ -189,6 +198,8 @@ pub async fn run(
 #[derive(Default)]
 struct Batch {
     outgoing: Vec<Outgoing>,
+    /// Position markers, produced after everything else (see [`Position`]).
+    markers: Vec<Outgoing>,
     /// Next offset to commit per (topic, partition).
     offsets: HashMap<(String, i32), i64>,
     messages: usize,
@@ -480,6 +491,38 @@ async fn read_batch(
                 .push(Outgoing::changelog(&k.changelog_topic, &c));
         }
     }
+    // Then, per partition number the batch read, where its input stands.
+    let shards: BTreeSet<i32> = batch
+        .offsets
+        .keys()
+        .map(|(_, p)| *p)
+        .filter(|p| state.owned.contains(p))
+        .collect();
+    if !shards.is_empty() {
+        let engine = lock(&shared.engine);
+        for p in shards {
+            let (watermark, max_event_time) = engine.shard_time(p as u16);
+            let inputs = state
+                .applied
+                .iter()
+                .filter(|((_, q), _)| *q == p)
+                .map(|((t, _), o)| {
+                    let ts = state
+                        .partitions
+                        .get(&(t.clone(), p))
+                        .map_or(i64::MIN, |v| v.0);
+                    (t.clone(), (o + 1, ts))
+                })
+                .collect();
+            let pos = Position {
+                v: 1,
+                watermark,
+                max_event_time,
+                inputs,
+            };
+            batch.markers.push(pos.outgoing(&k.changelog_topic, p));
+        }
+    }
     if state
         .last_gauges
         .is_none_or(|t| t.elapsed() > Duration::from_secs(5))
@@ -498,10 +541,19 @@ async fn finish_batch(
     batch: Batch,
     state: &LoopState,
 ) -> anyhow::Result<()> {
+    if shared.config.kafka.exactly_once {
+        return finish_batch_transactional(consumer, producer, shared, batch, state).await;
+    }
     if !batch.outgoing.is_empty() {
         kafka::produce_all(producer, &batch.outgoing, &shared.metrics)
             .await
             .context("producing transitions")?;
+    }
+    // Only once every record is acknowledged: a marker never stands for a missing record.
+    if !batch.markers.is_empty() {
+        kafka::produce_all(producer, &batch.markers, &shared.metrics)
+            .await
+            .context("producing position markers")?;
     }
     if !batch.offsets.is_empty() {
         let mut tpl = TopicPartitionList::with_capacity(batch.offsets.len());
@@ -514,6 +566,66 @@ async fn finish_batch(
             // A partition revoked meanwhile: its new owner re-reads from the last commit.
             warn!(error = %e, "storing offsets failed");
         }
+    }
+    if let Some(s) = batch.started {
+        shared
+            .metrics
+            .processing_seconds
+            .observe(s.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// Exactly-once: the batch's records and its input offsets in one transaction. A failed
+/// transaction is aborted and stops the service: the engine is ahead of what was committed,
+/// and its successor (a restart, or another instance after the rebalance) resumes from the
+/// last committed transaction with the changelog as of then.
+async fn finish_batch_transactional(
+    consumer: &StreamConsumer<Context>,
+    producer: &rdkafka::producer::FutureProducer<Context>,
+    shared: &Shared,
+    batch: Batch,
+    state: &LoopState,
+) -> anyhow::Result<()> {
+    let mut tpl = TopicPartitionList::with_capacity(batch.offsets.len());
+    for ((topic, partition), offset) in &batch.offsets {
+        if state.owned.contains(partition) {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        }
+    }
+    if batch.outgoing.is_empty() && tpl.count() == 0 {
+        return Ok(());
+    }
+    let timeout = Duration::from_secs(30);
+    producer
+        .begin_transaction()
+        .context("beginning a transaction")?;
+    let committed: anyhow::Result<()> = async {
+        kafka::produce_once(producer, &batch.outgoing, &shared.metrics)
+            .await
+            .context("producing in the transaction")?;
+        kafka::produce_once(producer, &batch.markers, &shared.metrics)
+            .await
+            .context("producing position markers in the transaction")?;
+        if tpl.count() > 0 {
+            let group = consumer
+                .group_metadata()
+                .context("no consumer group metadata")?;
+            producer
+                .send_offsets_to_transaction(&tpl, &group, timeout)
+                .context("adding the input offsets to the transaction")?;
+        }
+        producer
+            .commit_transaction(timeout)
+            .context("committing the transaction")?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = committed {
+        let _ = producer.abort_transaction(timeout);
+        return Err(e.context(
+            "transaction aborted: stopping (a restart resumes from the last committed transaction)",
+        ));
     }
     if let Some(s) = batch.started {
         shared
@@ -571,15 +683,80 @@ async fn reload(
                 .iter()
                 .map(|t| Outgoing::transition(t, &k.output_topic, &k.cloudevents_source))
                 .collect();
-            if let Err(e) = kafka::produce_all(producer, &outgoing, &shared.metrics).await {
+            let produced = if k.exactly_once {
+                produce_transaction(producer, &outgoing, &shared.metrics).await
+            } else {
+                kafka::produce_all(producer, &outgoing, &shared.metrics)
+                    .await
+                    .map_err(anyhow::Error::from)
+            };
+            if let Err(e) = produced {
                 return Err(format!(
-                    "reloaded, but producing its transitions failed: {e}"
+                    "reloaded, but producing its transitions failed: {e:#}"
                 ));
             }
             refresh_gauges(shared);
             Ok(report)
         }
     }
+}
+
+/// Produces records in a transaction of their own (aborted on failure).
+async fn produce_transaction(
+    producer: &rdkafka::producer::FutureProducer<Context>,
+    records: &[Outgoing],
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(30);
+    producer.begin_transaction()?;
+    let r = kafka::produce_once(producer, records, metrics).await;
+    match r {
+        Ok(()) => Ok(producer.commit_transaction(timeout)?),
+        Err(e) => {
+            let _ = producer.abort_transaction(timeout);
+            Err(e.into())
+        }
+    }
+}
+
+/// The changelog key of position markers (no customer id starts with a NUL).
+pub const POSITION_KEY: &str = "\u{0}segstream.position";
+
+/// A position marker: written to changelog partition N after the records of every batch
+/// that read partition N, it says up to which input offsets (and event time) the records
+/// before it reflect. A restore applies records only up to the last marker (a batch cut
+/// short by a crash is read again from the input instead) and skips input messages the
+/// restored state already contains: a crash neither loses nor double-counts an event.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub v: u8,
+    pub watermark: i64,
+    pub max_event_time: i64,
+    /// Per input topic: the next offset to apply and the largest event time seen.
+    pub inputs: std::collections::BTreeMap<String, (i64, i64)>,
+}
+
+impl Position {
+    fn outgoing(&self, topic: &str, partition: i32) -> Outgoing {
+        Outgoing {
+            topic: topic.to_string(),
+            partition: Some(partition),
+            key: Some(POSITION_KEY.as_bytes().to_vec()),
+            payload: Some(serde_json::to_vec(self).unwrap_or_default()),
+            headers: Vec::new(),
+            event_time: None,
+            transition: None,
+        }
+    }
+}
+
+/// What a restore read.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Changelog entries read (records, tombstones, markers, skipped tail).
+    pub entries: u64,
+    /// The last position marker per partition.
+    pub positions: HashMap<i32, Position>,
 }
 
 /// Checks the partitioning contract and creates the changelog topic if needed, waiting
@@ -633,7 +810,7 @@ async fn on_assignment(
         shared.ready.store(false, Ordering::SeqCst);
         shared.metrics.ready.set(0);
         let started = Instant::now();
-        let n = restore_partitions(
+        let restored = restore_partitions(
             restorer,
             &config.kafka.changelog_topic,
             &gained,
@@ -642,6 +819,23 @@ async fn on_assignment(
             out,
         )
         .await?;
+        let n = restored.entries;
+        // Where the restored state stands: messages up to there are not applied again, and
+        // each partition continues from its previous owner's event time.
+        let mut engine = lock(&shared.engine);
+        for (p, pos) in restored.positions {
+            engine.set_shard_time(p as u16, pos.watermark, pos.max_event_time);
+            for (topic, (next, max_ts)) in pos.inputs {
+                let key = (topic, p);
+                if state.partitions.contains_key(&key) {
+                    state.applied.insert(key.clone(), next - 1);
+                    if let Some(e) = state.partitions.get_mut(&key) {
+                        e.0 = e.0.max(max_ts);
+                    }
+                }
+            }
+        }
+        drop(engine);
         shared
             .metrics
             .restore_seconds
@@ -669,8 +863,11 @@ pub async fn restore_partitions<C: rdkafka::consumer::ConsumerContext + 'static>
     engine: &Mutex<Engine>,
     metrics: &Metrics,
     out: &mut Vec<Transition>,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Restored> {
     let m = metrics;
+    let mut restored = Restored::default();
+    // Per partition, the entries after its last marker so far.
+    let mut tail: HashMap<i32, Vec<(String, Option<Vec<u8>>)>> = HashMap::new();
     let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for &p in parts {
@@ -693,7 +890,7 @@ pub async fn restore_partitions<C: rdkafka::consumer::ConsumerContext + 'static>
     }
     m.restoring_partitions.set(ends.len() as i64);
     if ends.is_empty() {
-        return Ok(0);
+        return Ok(restored);
     }
     restorer
         .assign(&tpl)
@@ -729,22 +926,34 @@ pub async fn restore_partitions<C: rdkafka::consumer::ConsumerContext + 'static>
         let Some(&end) = ends.get(&p) else { continue };
         read += 1;
         m.restore_remaining.dec();
-        let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
-        let outcome = match key {
-            None => "invalid",
-            Some(id) => {
-                let r = lock(engine).restore_record(p as u16, id, msg.payload(), out);
-                match r {
-                    Ok(()) if msg.payload().is_none() => "tombstone",
-                    Ok(()) => "restored",
-                    Err(e) => {
-                        warn!(error = %e, partition = p, offset = msg.offset(), "changelog record skipped");
-                        "invalid"
-                    }
-                }
+        match msg.key().and_then(|k| std::str::from_utf8(k).ok()) {
+            None => {
+                m.restore_records.with_label_values(&["invalid"]).inc();
             }
-        };
-        m.restore_records.with_label_values(&[outcome]).inc();
+            Some(POSITION_KEY) => match msg.payload().map(serde_json::from_slice::<Position>) {
+                Some(Ok(pos)) => {
+                    let entries = tail.remove(&p).unwrap_or_default();
+                    let mut engine = lock(engine);
+                    for (id, record) in entries {
+                        let outcome = restore_one(&mut engine, p, &id, record.as_deref(), out);
+                        m.restore_records.with_label_values(&[outcome]).inc();
+                    }
+                    restored.positions.insert(p, pos);
+                }
+                _ => {
+                    warn!(
+                        partition = p,
+                        offset = msg.offset(),
+                        "invalid position marker skipped"
+                    );
+                    m.restore_records.with_label_values(&["invalid"]).inc();
+                }
+            },
+            Some(id) => tail
+                .entry(p)
+                .or_default()
+                .push((id.to_string(), msg.payload().map(<[u8]>::to_vec))),
+        }
         if msg.offset() + 1 >= end {
             ends.remove(&p);
             m.restoring_partitions.set(ends.len() as i64);
@@ -754,7 +963,43 @@ pub async fn restore_partitions<C: rdkafka::consumer::ConsumerContext + 'static>
     restorer
         .unassign()
         .context("releasing changelog partitions")?;
-    Ok(read)
+    // Entries after a partition's last marker belong to a batch whose offsets were never
+    // stored: it is read again from the input. A partition without any marker (written by
+    // an older version) is taken as it is.
+    for (p, entries) in tail {
+        if restored.positions.contains_key(&p) {
+            info!(
+                partition = p,
+                entries = entries.len(),
+                "changelog tail of an unfinished batch skipped"
+            );
+            continue;
+        }
+        let mut engine = lock(engine);
+        for (id, record) in entries {
+            let outcome = restore_one(&mut engine, p, &id, record.as_deref(), out);
+            m.restore_records.with_label_values(&[outcome]).inc();
+        }
+    }
+    restored.entries = read;
+    Ok(restored)
+}
+
+fn restore_one(
+    engine: &mut Engine,
+    partition: i32,
+    id: &str,
+    record: Option<&[u8]>,
+    out: &mut Vec<Transition>,
+) -> &'static str {
+    match engine.restore_record(partition as u16, id, record, out) {
+        Ok(()) if record.is_none() => "tombstone",
+        Ok(()) => "restored",
+        Err(e) => {
+            warn!(error = %e, partition, customer = id, "changelog record skipped");
+            "invalid"
+        }
+    }
 }
 
 /// Updates the gauges that need a scan of the profiles.

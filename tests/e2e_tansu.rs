@@ -500,3 +500,129 @@ fn service_restart_loses_no_transition() {
     assert!(body.contains("\"clicker\""), "{body}");
     drop(svc);
 }
+
+/// Reads the whole topic again and again until every `expected` value is there and nothing
+/// new arrives; returns every message read (duplicates included).
+fn consume_until_complete(
+    broker: &str,
+    topic: &str,
+    expected: &BTreeSet<String>,
+    timeout: Duration,
+) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    let mut last = 0;
+    loop {
+        let got = consume(broker, topic, expected.len() * 3, 8);
+        let values: BTreeSet<String> = got
+            .iter()
+            .map(|m| m["value"].as_str().unwrap().to_string())
+            .collect();
+        if values.is_superset(expected) && got.len() == last {
+            return got;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "after {timeout:?}, {} of {} expected transitions (missing e.g. {:?})",
+            expected.intersection(&values).count(),
+            expected.len(),
+            expected.difference(&values).next()
+        );
+        last = got.len();
+    }
+}
+
+/// Real processes, real broker: two instances share the input; one is killed with SIGKILL
+/// mid-stream (no shutdown, no flush, no commit), a third one joins. Every transition of
+/// the single-instance run of the same events arrives, none is invented, and duplicates are
+/// exact copies with the same key.
+#[test]
+fn kill_9_and_scale_out_lose_and_invent_nothing() {
+    let tansu = Tansu::start_on(free_port());
+    create_topics(&tansu);
+    let mut env = base_env(&tansu, "segments/library.toml", "e2e-kill");
+    env.push(("SEGSTREAM__ENGINE__IDLE_LAG", "3650d".to_string()));
+    env.push(("SEGSTREAM__KAFKA__BATCH_SIZE", "50".to_string()));
+
+    let events: String = segstream::generator::generate(&segstream::generator::FunnelConfig {
+        customers: 300,
+        days: 4,
+        seed: 7,
+        ..Default::default()
+    })
+    .iter()
+    .map(|e| format!("{}\n", e.json))
+    .collect();
+    let text = std::fs::read_to_string("segments/library.toml").unwrap();
+    let mut engine = segstream::engine::Engine::from_source(
+        "segments/library.toml",
+        &text,
+        segstream::engine::EngineConfig {
+            idle_lag: 10 * 365 * 86_400_000,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    segstream::replay::replay(&mut engine, events.as_bytes(), &mut out, None).unwrap();
+    let expected: BTreeSet<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert!(expected.len() > 100, "{}", expected.len());
+    let lines: Vec<&str> = events.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+
+    let mut a = Segstream::start(&env);
+    let b = Segstream::start(&env);
+    produce(&tansu.broker(), "events", &first.join("\n"));
+    // Wait until A is mid-stream: some transitions are out.
+    let start = Instant::now();
+    while consume(&tansu.broker(), "transitions", expected.len() / 5, 5).len() < expected.len() / 5
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "processing started"
+        );
+    }
+    a.signal("-KILL");
+    let _ = a.child.take().unwrap().wait();
+    let c = Segstream::start(&env);
+    produce(&tansu.broker(), "events", &second.join("\n"));
+
+    let got = consume_until_complete(
+        &tansu.broker(),
+        "transitions",
+        &expected,
+        Duration::from_secs(180),
+    );
+    let mut by_id: std::collections::HashMap<String, BTreeSet<String>> = Default::default();
+    for m in &got {
+        let v = m["value"].as_str().unwrap().to_string();
+        let t: serde_json::Value = serde_json::from_str(&v).unwrap();
+        assert!(
+            expected.contains(&v),
+            "invented: {v} (not in the single-instance run)"
+        );
+        assert_eq!(m["key"], t["customer_id"]);
+        by_id
+            .entry(t["transition_id"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(v);
+    }
+    assert_eq!(by_id.len(), expected.len());
+    assert!(
+        by_id.values().all(|s| s.len() == 1),
+        "a duplicate is an exact copy"
+    );
+    eprintln!(
+        "kill -9: {} transitions expected, {} read ({} duplicates)",
+        expected.len(),
+        got.len(),
+        got.len() - expected.len()
+    );
+    let dead = consume(&tansu.broker(), "dead-letters", 1, 3);
+    assert!(dead.is_empty(), "nothing late or invalid: {dead:?}");
+    drop(b);
+    drop(c);
+}

@@ -463,6 +463,22 @@ impl Engine {
     pub fn shard_watermark(&self, shard: u16) -> Millis {
         self.shards.get(&shard).map_or(self.floor, |s| s.watermark)
     }
+    /// A shard's event time: its watermark and largest event time (carried to the next
+    /// owner of the shard through the changelog).
+    pub fn shard_time(&self, shard: u16) -> (Millis, Millis) {
+        self.shards
+            .get(&shard)
+            .map_or((self.floor, Millis::MIN), |s| {
+                (s.watermark, s.max_event_time)
+            })
+    }
+    /// Raises a shard's event time to what its previous owner had reached (fires nothing:
+    /// the restored timers fire when this owner's time passes them).
+    pub fn set_shard_time(&mut self, shard: u16, watermark: Millis, max_event_time: Millis) {
+        let c = shard_clock(&mut self.shards, self.floor, shard);
+        c.watermark = c.watermark.max(watermark);
+        c.max_event_time = c.max_event_time.max(max_event_time);
+    }
     pub fn profile_count(&self) -> usize {
         self.profiles.len()
     }
