@@ -599,7 +599,7 @@ async fn restore(
     let metrics = Arc::new(Metrics::new());
     let ctx = Context(Arc::new(KafkaState::new(metrics.clone())));
     // As `service::run` creates its `restorer`.
-    let restorer: StreamConsumer<Context> = reader_config(o, brokers, topic)
+    let restorer: BaseConsumer<Context> = reader_config(o, brokers, topic)
         .create_with_context(ctx)
         .context("creating the changelog reader")?;
     let (rss_before, _) = rss();
@@ -809,8 +809,10 @@ fn main() -> anyhow::Result<()> {
         ("BaseConsumer::poll", &base),
         ("StreamConsumer::recv", &stream),
     ] {
-        if r.messages != n as u64 {
-            bail!("raw consume ({name}) read {} of {n} records", r.messages);
+        // Records and the position markers between them.
+        let all = (n + produced.markers) as u64;
+        if r.messages != all {
+            bail!("raw consume ({name}) read {} of {all} messages", r.messages);
         }
     }
     let r = rt.block_on(restore(&o, &brokers, &topic, partitions))?;

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::profile::{ArenaError, Profile, RefKind};
+use crate::profile::{remap_arena, ArenaError, Profile, RefKind};
 use crate::segment::compile::Definitions;
 use crate::symbols::{SymbolClass, Symbols};
 
@@ -59,7 +59,15 @@ pub struct Codec {
     feature_by_hash: HashMap<u64, u16>,
     segment_hash: Vec<u64>,
     segment_by_hash: HashMap<u64, usize>,
+    /// Name tables seen before (their bytes) and what they map to: most records share a
+    /// few tables, and a hit skips UTF-8 checks and symbol lookups. Symbols never change
+    /// meaning within an engine, so entries stay valid; the cache is bounded.
+    tables: hashbrown::HashMap<u64, (Box<[u8]>, NameMaps)>,
 }
+
+type NameMaps = [Vec<Option<u16>>; 3];
+
+const TABLE_CACHE: usize = 65_536;
 
 /// A decoded record.
 #[derive(Debug)]
@@ -103,6 +111,7 @@ impl Codec {
                 .collect(),
             feature_hash,
             segment_hash,
+            tables: hashbrown::HashMap::new(),
         }
     }
 
@@ -160,7 +169,7 @@ impl Codec {
 
     /// Decodes a record, interning its names into `symbols`. Features and segments the
     /// current definitions do not have are dropped.
-    pub fn decode(&self, symbols: &mut Symbols, bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    pub fn decode(&mut self, symbols: &mut Symbols, bytes: &[u8]) -> Result<Decoded, DecodeError> {
         let mut r = Reader(bytes);
         let version = r.u8().map_err(|_| DecodeError::Empty)?;
         if version != FORMAT_VERSION {
@@ -174,17 +183,43 @@ impl Codec {
         let score = f32::from_bits(r.u32()?);
         // Per table: the local index's meaning here (None: dropped).
         let mut maps: [Vec<Option<u16>>; 4] = Default::default();
-        for (kind, class, what) in [
-            (RefKind::EventType, SymbolClass::EventType, "event type"),
-            (RefKind::TraitKey, SymbolClass::TraitKey, "trait"),
-            (RefKind::Value, SymbolClass::Value, "value"),
-        ] {
-            let n = r.count(what)?;
-            let m = &mut maps[kind as usize];
-            for _ in 0..n {
+        let start = r.0;
+        for what in ["event type", "trait", "value"] {
+            for _ in 0..r.count(what)? {
                 let len = r.varint()? as usize;
-                let name = std::str::from_utf8(r.take(len)?).map_err(|_| DecodeError::Utf8)?;
-                m.push(symbols.intern(name, class).map(|s| s as u16));
+                r.take(len)?;
+            }
+        }
+        let table_bytes = &start[..start.len() - r.0.len()];
+        let key = xxh3_64(table_bytes);
+        match self.tables.get(&key) {
+            Some((b, cached)) if **b == *table_bytes => {
+                for (m, c) in maps.iter_mut().zip(cached) {
+                    m.clone_from(c);
+                }
+            }
+            _ => {
+                let mut t = Reader(table_bytes);
+                let mut fresh: NameMaps = Default::default();
+                for (m, class) in fresh.iter_mut().zip([
+                    SymbolClass::EventType,
+                    SymbolClass::TraitKey,
+                    SymbolClass::Value,
+                ]) {
+                    for _ in 0..t.count("table")? {
+                        let len = t.varint()? as usize;
+                        let name =
+                            std::str::from_utf8(t.take(len)?).map_err(|_| DecodeError::Utf8)?;
+                        m.push(symbols.intern(name, class).map(|s| s as u16));
+                    }
+                }
+                for (m, c) in maps.iter_mut().zip(&fresh) {
+                    m.clone_from(c);
+                }
+                if self.tables.len() >= TABLE_CACHE {
+                    self.tables.clear();
+                }
+                self.tables.insert(key, (table_bytes.into(), fresh));
             }
         }
         let n = r.count("feature")?;
@@ -201,26 +236,28 @@ impl Codec {
         }
         let words = r.varint()? as usize;
         let raw = r.take(words.checked_mul(4).ok_or(DecodeError::Truncated)?)?;
-        let portable: Vec<u32> = raw
+        let mut words: Vec<u32> = raw
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        // Map the references back; a reference outside the tables is corruption.
+        // Well-formed first, then the references mapped back in place (a reference outside
+        // the tables is corruption).
+        Profile::check_arena(&words)?;
         let mut bad = None;
-        let local = Profile::from_arena(portable)?;
-        let arena = local.portable_arena(&mut |kind, r| match maps[kind as usize]
-            .get(usize::from(r))
-        {
-            Some(m) => *m,
-            None => {
-                bad.get_or_insert(r);
-                None
-            }
-        });
+        remap_arena(
+            &mut words,
+            &mut |kind, r| match maps[kind as usize].get(usize::from(r)) {
+                Some(m) => *m,
+                None => {
+                    bad.get_or_insert(r);
+                    None
+                }
+            },
+        );
         if let Some(r) = bad {
             return Err(DecodeError::Reference(r));
         }
-        let mut profile = Profile::from_arena(arena)?;
+        let mut profile = Profile::from_checked_arena(words);
         profile.sequence = sequence;
         profile.clock = clock;
         profile.timer_at = timer_at;
@@ -320,7 +357,7 @@ mod tests {
             &mut symbols,
         )
         .unwrap();
-        let codec = Codec::new(&defs);
+        let mut codec = Codec::new(&defs);
         assert_eq!(
             codec.decode(&mut symbols, &[]).unwrap_err(),
             DecodeError::Empty

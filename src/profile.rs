@@ -774,66 +774,36 @@ impl Profile {
     /// are encoded by segment, not by index). A record whose key maps to `None` is dropped,
     /// as is a trait value or favourite candidate whose value does.
     pub fn portable_arena(&self, map: &mut dyn FnMut(RefKind, u16) -> Option<u16>) -> Vec<u32> {
-        let mut out = Vec::with_capacity(self.arena.len());
-        let mut i = 0;
-        while i < self.arena.len() {
-            let h = self.arena[i];
-            let len = len_of(h);
-            let tag = tag_of(h);
-            let body = &self.arena[i + 1..i + 1 + len];
-            i += 1 + len;
-            let kind = match tag {
-                TAG_TYPE | TAG_TYPE_BIG => RefKind::EventType,
-                TAG_COUNTS | TAG_SUMS | TAG_RECENCY | TAG_ABSENCE => RefKind::Feature,
-                TAG_FAVOURITE => {
-                    let words: Vec<u32> = body
-                        .iter()
-                        .filter_map(|w| {
-                            map(RefKind::Value, (w >> 16) as u16)
-                                .map(|v| (u32::from(v) << 16) | (w & 0xffff))
-                        })
-                        .collect();
-                    if !words.is_empty() {
-                        out.push(generic(tag, key_of(h), words.len()));
-                        out.extend_from_slice(&words);
-                    }
-                    continue;
-                }
-                TAG_REVENUE => {
-                    out.push(h);
-                    out.extend_from_slice(body);
-                    continue;
-                }
-                TAG_MEMBERS => continue,
-                _ => RefKind::TraitKey,
-            };
-            let Some(key) = map(kind, key_of(h)) else {
-                continue;
-            };
-            if is_compact(tag) {
-                if u32::from(key) > MAX_COMPACT_KEY {
-                    continue;
-                }
-                let data = if tag == TAG_TRAIT_SYM {
-                    match map(RefKind::Value, data_of(h)) {
-                        Some(v) => v,
-                        None => continue,
-                    }
-                } else {
-                    data_of(h)
-                };
-                out.push(compact(tag, key, data));
-            } else {
-                out.push(generic(tag, key, len));
-            }
-            out.extend_from_slice(body);
-        }
-        out
+        let mut words = self.arena.clone();
+        remap_arena(&mut words, map);
+        words
     }
 
     /// A profile from an arena written by [`Profile::portable_arena`] (already mapped back
     /// to this engine's references), checked so that no later read can go out of bounds.
     pub fn from_arena(arena: Vec<u32>) -> Result<Profile, ArenaError> {
+        Profile::check_arena(&arena)?;
+        let mut arena = arena;
+        arena.shrink_to_fit();
+        Ok(Profile {
+            arena,
+            ..Profile::default()
+        })
+    }
+
+    /// A profile from an arena [`Profile::check_arena`] accepted and [`remap_arena`]
+    /// renumbered (which keeps it well-formed).
+    pub(crate) fn from_checked_arena(mut arena: Vec<u32>) -> Profile {
+        arena.shrink_to_fit();
+        Profile {
+            arena,
+            ..Profile::default()
+        }
+    }
+
+    /// Checks that an arena is well-formed: known tags, records within bounds and long
+    /// enough for their kind, string traits valid UTF-8.
+    pub fn check_arena(arena: &[u32]) -> Result<(), ArenaError> {
         let mut i = 0;
         while i < arena.len() {
             let h = arena[i];
@@ -864,12 +834,7 @@ impl Profile {
             }
             i += 1 + len;
         }
-        let mut arena = arena;
-        arena.shrink_to_fit();
-        Ok(Profile {
-            arena,
-            ..Profile::default()
-        })
+        Ok(())
     }
 
     // ---- feature bookkeeping for definition reloads ------------------------------------------
@@ -934,6 +899,65 @@ impl Profile {
         }
         out
     }
+}
+
+/// Renumbers the references of an arena in place, like [`Profile::portable_arena`]. The
+/// arena must be well-formed (see [`Profile::from_arena`]); a record running past the end
+/// is cut.
+pub fn remap_arena(words: &mut Vec<u32>, map: &mut dyn FnMut(RefKind, u16) -> Option<u16>) {
+    let (mut r, mut w) = (0, 0);
+    while r < words.len() {
+        let h = words[r];
+        let tag = tag_of(h);
+        let end = (r + 1 + len_of(h)).min(words.len());
+        let header = match tag {
+            TAG_FAVOURITE => {
+                let mut k = 0;
+                for i in r + 1..end {
+                    let x = words[i];
+                    if let Some(v) = map(RefKind::Value, (x >> 16) as u16) {
+                        words[w + 1 + k] = (u32::from(v) << 16) | (x & 0xffff);
+                        k += 1;
+                    }
+                }
+                if k > 0 {
+                    words[w] = generic(tag, key_of(h), k);
+                    w += 1 + k;
+                }
+                r = end;
+                continue;
+            }
+            TAG_REVENUE => Some(h),
+            TAG_MEMBERS => None,
+            _ => {
+                let kind = match tag {
+                    TAG_TYPE | TAG_TYPE_BIG => RefKind::EventType,
+                    TAG_COUNTS | TAG_SUMS | TAG_RECENCY | TAG_ABSENCE => RefKind::Feature,
+                    _ => RefKind::TraitKey,
+                };
+                match map(kind, key_of(h)) {
+                    None => None,
+                    Some(key) if is_compact(tag) => {
+                        if u32::from(key) > MAX_COMPACT_KEY {
+                            None
+                        } else if tag == TAG_TRAIT_SYM {
+                            map(RefKind::Value, data_of(h)).map(|v| compact(tag, key, v))
+                        } else {
+                            Some(compact(tag, key, data_of(h)))
+                        }
+                    }
+                    Some(key) => Some(generic(tag, key, len_of(h))),
+                }
+            }
+        };
+        if let Some(h2) = header {
+            words[w] = h2;
+            words.copy_within(r + 1..end, w + 1);
+            w += end - r;
+        }
+        r = end;
+    }
+    words.truncate(w);
 }
 
 fn decode_trait(tag: u32, header: u32, p: &[u32]) -> TraitRef<'_> {

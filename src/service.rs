@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::Producer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -119,7 +119,7 @@ pub async fn run(
     let ctx = Context(kstate.clone());
     let consumer = kafka::consumer(&config.kafka, ctx.clone()).context("creating the consumer")?;
     let producer = kafka::producer(&config.kafka, ctx.clone()).context("creating the producer")?;
-    let restorer: StreamConsumer<Context> = kafka::consumer_config(&config.kafka)
+    let restorer: BaseConsumer<Context> = kafka::consumer_config(&config.kafka)
         .set("enable.auto.commit", "false")
         .create_with_context(ctx)
         .context("creating the changelog reader")?;
@@ -316,7 +316,7 @@ fn dead_letter_for(
 /// (then the watermark follows the clock).
 async fn read_batch(
     consumer: &StreamConsumer<Context>,
-    restorer: &StreamConsumer<Context>,
+    restorer: &BaseConsumer<Context>,
     config: &Config,
     shared: &Shared,
     state: &mut LoopState,
@@ -763,7 +763,7 @@ pub struct Restored {
 /// (retrying) while the broker is unavailable. `None` if shut down meanwhile.
 async fn check_topics(
     config: &Config,
-    client: &StreamConsumer<Context>,
+    client: &BaseConsumer<Context>,
     shutdown: &mut std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
 ) -> anyhow::Result<Option<i32>> {
     let mut backoff = Duration::from_millis(200);
@@ -787,7 +787,7 @@ async fn check_topics(
 /// assigned, restores those newly assigned from the changelog (not ready meanwhile).
 async fn on_assignment(
     consumer: &StreamConsumer<Context>,
-    restorer: &StreamConsumer<Context>,
+    restorer: &BaseConsumer<Context>,
     config: &Config,
     shared: &Shared,
     state: &mut LoopState,
@@ -855,9 +855,21 @@ async fn on_assignment(
 /// end into the engine (records restored into the shard of their partition number), with
 /// progress in `metrics`. `restorer` is a consumer outside any group (nothing committed).
 /// Transitions of records written under other definitions go to `out`. Returns the number
-/// of entries read.
+/// of entries read. A tight polling loop on a worker of a multi-thread tokio runtime
+/// (`block_in_place`): restoring is all this instance does meanwhile.
 pub async fn restore_partitions<C: rdkafka::consumer::ConsumerContext + 'static>(
-    restorer: &StreamConsumer<C>,
+    restorer: &BaseConsumer<C>,
+    topic: &str,
+    parts: &[i32],
+    engine: &Mutex<Engine>,
+    metrics: &Metrics,
+    out: &mut Vec<Transition>,
+) -> anyhow::Result<Restored> {
+    tokio::task::block_in_place(|| restore_blocking(restorer, topic, parts, engine, metrics, out))
+}
+
+fn restore_blocking<C: rdkafka::consumer::ConsumerContext + 'static>(
+    restorer: &BaseConsumer<C>,
     topic: &str,
     parts: &[i32],
     engine: &Mutex<Engine>,
@@ -866,6 +878,14 @@ pub async fn restore_partitions<C: rdkafka::consumer::ConsumerContext + 'static>
 ) -> anyhow::Result<Restored> {
     let m = metrics;
     let mut restored = Restored::default();
+    // The counters once, not a label lookup per entry.
+    let counters =
+        ["restored", "tombstone", "invalid"].map(|o| m.restore_records.with_label_values(&[o]));
+    let count = |outcome: &str| match outcome {
+        "restored" => counters[0].inc(),
+        "tombstone" => counters[1].inc(),
+        _ => counters[2].inc(),
+    };
     // Per partition, the entries after its last marker so far.
     let mut tail: HashMap<i32, Vec<(String, Option<Vec<u8>>)>> = HashMap::new();
     let mut ends: HashMap<i32, i64> = HashMap::new();
@@ -877,7 +897,7 @@ pub async fn restore_partitions<C: rdkafka::consumer::ConsumerContext + 'static>
                 Ok(w) => break w,
                 Err(e) => {
                     warn!(error = %e, partition = p, "changelog offsets unavailable; retrying");
-                    tokio::time::sleep(backoff).await;
+                    std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
@@ -897,8 +917,8 @@ pub async fn restore_partitions<C: rdkafka::consumer::ConsumerContext + 'static>
         .context("assigning changelog partitions")?;
     let mut read = 0u64;
     while !ends.is_empty() {
-        let msg = match tokio::time::timeout(Duration::from_secs(1), restorer.recv()).await {
-            Err(_) => {
+        let msg = match restorer.poll(Duration::from_secs(1)) {
+            None => {
                 // Nothing more to read: a partition may end in offsets that carry no
                 // record (transaction markers), so also ask where the reader stands.
                 if let Ok(pos) = restorer.position() {
@@ -915,10 +935,10 @@ pub async fn restore_partitions<C: rdkafka::consumer::ConsumerContext + 'static>
                 }
                 continue;
             }
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
                 warn!(error = %e, "restore: consumer error; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                std::thread::sleep(Duration::from_millis(200));
                 continue;
             }
         };
@@ -928,7 +948,7 @@ pub async fn restore_partitions<C: rdkafka::consumer::ConsumerContext + 'static>
         m.restore_remaining.dec();
         match msg.key().and_then(|k| std::str::from_utf8(k).ok()) {
             None => {
-                m.restore_records.with_label_values(&["invalid"]).inc();
+                count("invalid");
             }
             Some(POSITION_KEY) => match msg.payload().map(serde_json::from_slice::<Position>) {
                 Some(Ok(pos)) => {
@@ -936,7 +956,7 @@ pub async fn restore_partitions<C: rdkafka::consumer::ConsumerContext + 'static>
                     let mut engine = lock(engine);
                     for (id, record) in entries {
                         let outcome = restore_one(&mut engine, p, &id, record.as_deref(), out);
-                        m.restore_records.with_label_values(&[outcome]).inc();
+                        count(outcome);
                     }
                     restored.positions.insert(p, pos);
                 }
@@ -946,7 +966,7 @@ pub async fn restore_partitions<C: rdkafka::consumer::ConsumerContext + 'static>
                         offset = msg.offset(),
                         "invalid position marker skipped"
                     );
-                    m.restore_records.with_label_values(&["invalid"]).inc();
+                    count("invalid");
                 }
             },
             Some(id) => tail
@@ -978,7 +998,7 @@ pub async fn restore_partitions<C: rdkafka::consumer::ConsumerContext + 'static>
         let mut engine = lock(engine);
         for (id, record) in entries {
             let outcome = restore_one(&mut engine, p, &id, record.as_deref(), out);
-            m.restore_records.with_label_values(&[outcome]).inc();
+            count(outcome);
         }
     }
     restored.entries = read;

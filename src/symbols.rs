@@ -4,7 +4,7 @@
 //! The table belongs to one engine (it is part of its state and its snapshot). Every class
 //! of name has a cap, so input cannot grow it without bound; callers handle `None`.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
