@@ -887,7 +887,7 @@ fn restore_blocking<C: rdkafka::consumer::ConsumerContext + 'static>(
         _ => counters[2].inc(),
     };
     // Per partition, the entries after its last marker so far.
-    let mut tail: HashMap<i32, Vec<(String, Option<Vec<u8>>)>> = HashMap::new();
+    let mut tail: HashMap<i32, Vec<Entry>> = HashMap::new();
     let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for &p in parts {
@@ -1004,6 +1004,9 @@ fn restore_blocking<C: rdkafka::consumer::ConsumerContext + 'static>(
     restored.entries = read;
     Ok(restored)
 }
+
+/// A changelog entry read but not applied yet: customer id and record (or tombstone).
+type Entry = (String, Option<Vec<u8>>);
 
 fn restore_one(
     engine: &mut Engine,
