@@ -766,3 +766,38 @@ async fn exactly_once_survives_a_crash_without_duplicates() {
     assert_eq!(got.len(), expected.len(), "no duplicate");
     b.stop().await;
 }
+
+/// The partitioning contract is checked at start-up, every violation listed: input topics
+/// with different partition counts, a changelog with another count than the inputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_refuses_inputs_that_are_not_co_partitioned() {
+    let (cluster, mut cfg, input) = setup(2, "segments/library.toml");
+    let other = unique("other");
+    cluster.create_topic(&other, 3, 1).unwrap();
+    cfg.kafka.input_topics = vec![input.clone(), other.clone()];
+    let err = service::run(cfg.clone(), std::future::pending(), None)
+        .await
+        .expect_err("refused");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("not co-partitioned"), "{msg}");
+    assert!(
+        msg.contains(&format!("{input}: 2")) && msg.contains(&format!("{other}: 3")),
+        "{msg}"
+    );
+
+    // Co-partitioned inputs, but a changelog with another partition count.
+    let changelog = unique("changelog");
+    cluster.create_topic(&changelog, 5, 1).unwrap();
+    cfg.kafka.input_topics = vec![input];
+    cfg.kafka.changelog_topic = changelog.clone();
+    let err = service::run(cfg, std::future::pending(), None)
+        .await
+        .expect_err("refused");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains(&format!(
+            "changelog topic `{changelog}` has 5 partitions; the input topics have 2"
+        )),
+        "{msg}"
+    );
+}
