@@ -471,9 +471,7 @@ fn kafka_config(o: &Options, brokers: &str, topic: &str) -> KafkaConfig {
 
 /// A reader created exactly like the service's `restorer`.
 fn reader_config(o: &Options, brokers: &str, topic: &str) -> ClientConfig {
-    let mut c = segstream::kafka::consumer_config(&kafka_config(o, brokers, topic));
-    c.set("enable.auto.commit", "false");
-    c
+    segstream::kafka::restorer_config(&kafka_config(o, brokers, topic))
 }
 
 fn context() -> Context {

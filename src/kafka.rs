@@ -173,6 +173,25 @@ pub fn assignment_strategy(k: &KafkaConfig) -> &'static str {
     }
 }
 
+/// The changelog reader: the consumer's settings without group commits, and a deep
+/// prefetch (up to 1 M messages / 1 GiB queued, 100 MB per fetch) so that the broker keeps
+/// delivering while the engine decodes (the default refills too late: restores ran at half
+/// the speed).
+pub fn restorer_config(k: &KafkaConfig) -> ClientConfig {
+    let mut c = consumer_config(k);
+    c.set("enable.auto.commit", "false");
+    for (key, value) in [
+        ("queued.min.messages", "1000000"),
+        ("queued.max.messages.kbytes", "1048576"),
+        ("fetch.max.bytes", "104857600"),
+    ] {
+        if !k.librdkafka.contains_key(key) {
+            c.set(key, value);
+        }
+    }
+    c
+}
+
 /// The service's consumer (see [`consumer_config`]).
 pub fn consumer(k: &KafkaConfig, ctx: Context) -> Result<StreamConsumer<Context>, KafkaError> {
     consumer_config(k).create_with_context(ctx)

@@ -119,8 +119,7 @@ pub async fn run(
     let ctx = Context(kstate.clone());
     let consumer = kafka::consumer(&config.kafka, ctx.clone()).context("creating the consumer")?;
     let producer = kafka::producer(&config.kafka, ctx.clone()).context("creating the producer")?;
-    let restorer: BaseConsumer<Context> = kafka::consumer_config(&config.kafka)
-        .set("enable.auto.commit", "false")
+    let restorer: BaseConsumer<Context> = kafka::restorer_config(&config.kafka)
         .create_with_context(ctx)
         .context("creating the changelog reader")?;
     let Some(partitions) = check_topics(&config, &restorer, &mut shutdown).await? else {
@@ -886,8 +885,6 @@ fn restore_blocking<C: rdkafka::consumer::ConsumerContext + 'static>(
         "tombstone" => counters[1].inc(),
         _ => counters[2].inc(),
     };
-    // Per partition, the entries after its last marker so far.
-    let mut tail: HashMap<i32, Vec<Entry>> = HashMap::new();
     let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for &p in parts {
@@ -915,93 +912,114 @@ fn restore_blocking<C: rdkafka::consumer::ConsumerContext + 'static>(
     restorer
         .assign(&tpl)
         .context("assigning changelog partitions")?;
-    let mut read = 0u64;
-    while !ends.is_empty() {
-        let msg = match restorer.poll(Duration::from_secs(1)) {
-            None => {
-                // Nothing more to read: a partition may end in offsets that carry no
-                // record (transaction markers), so also ask where the reader stands.
-                if let Ok(pos) = restorer.position() {
-                    for e in pos.elements() {
-                        if let (Offset::Offset(o), Some(&end)) =
-                            (e.offset(), ends.get(&e.partition()))
-                        {
-                            if o >= end {
-                                ends.remove(&e.partition());
+    // This thread reads and groups entries by marker; a second one applies the groups to
+    // the engine, so reading and decoding overlap.
+    let applied: anyhow::Result<Vec<Transition>> = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(i32, Vec<Entry>)>(64);
+        let count = &count;
+        let applier = scope.spawn(move || {
+            let mut out = Vec::new();
+            for (p, entries) in rx {
+                let mut engine = lock(engine);
+                for (id, record) in entries {
+                    count(restore_one(
+                        &mut engine,
+                        p,
+                        &id,
+                        record.as_deref(),
+                        &mut out,
+                    ));
+                }
+            }
+            out
+        });
+        // Per partition, the entries after its last marker so far.
+        let mut tail: HashMap<i32, Vec<Entry>> = HashMap::new();
+        let mut read = 0u64;
+        while !ends.is_empty() {
+            let msg = match restorer.poll(Duration::from_secs(1)) {
+                None => {
+                    // Nothing more to read: a partition may end in offsets that carry no
+                    // record (transaction markers), so also ask where the reader stands.
+                    if let Ok(pos) = restorer.position() {
+                        for e in pos.elements() {
+                            if let (Offset::Offset(o), Some(&end)) =
+                                (e.offset(), ends.get(&e.partition()))
+                            {
+                                if o >= end {
+                                    ends.remove(&e.partition());
+                                }
                             }
                         }
+                        m.restoring_partitions.set(ends.len() as i64);
                     }
-                    m.restoring_partitions.set(ends.len() as i64);
+                    continue;
                 }
-                continue;
-            }
-            Some(Ok(m)) => m,
-            Some(Err(e)) => {
-                warn!(error = %e, "restore: consumer error; retrying");
-                std::thread::sleep(Duration::from_millis(200));
-                continue;
-            }
-        };
-        let p = msg.partition();
-        let Some(&end) = ends.get(&p) else { continue };
-        read += 1;
-        m.restore_remaining.dec();
-        match msg.key().and_then(|k| std::str::from_utf8(k).ok()) {
-            None => {
-                count("invalid");
-            }
-            Some(POSITION_KEY) => match msg.payload().map(serde_json::from_slice::<Position>) {
-                Some(Ok(pos)) => {
-                    let entries = tail.remove(&p).unwrap_or_default();
-                    let mut engine = lock(engine);
-                    for (id, record) in entries {
-                        let outcome = restore_one(&mut engine, p, &id, record.as_deref(), out);
-                        count(outcome);
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    warn!(error = %e, "restore: consumer error; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            };
+            let p = msg.partition();
+            let Some(&end) = ends.get(&p) else { continue };
+            read += 1;
+            m.restore_remaining.dec();
+            match msg.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                None => count("invalid"),
+                Some(POSITION_KEY) => match msg.payload().map(serde_json::from_slice::<Position>) {
+                    Some(Ok(pos)) => {
+                        let entries = tail.remove(&p).unwrap_or_default();
+                        if !entries.is_empty() && tx.send((p, entries)).is_err() {
+                            break;
+                        }
+                        restored.positions.insert(p, pos);
                     }
-                    restored.positions.insert(p, pos);
-                }
-                _ => {
-                    warn!(
-                        partition = p,
-                        offset = msg.offset(),
-                        "invalid position marker skipped"
-                    );
-                    count("invalid");
-                }
-            },
-            Some(id) => tail
-                .entry(p)
-                .or_default()
-                .push((id.to_string(), msg.payload().map(<[u8]>::to_vec))),
+                    _ => {
+                        warn!(
+                            partition = p,
+                            offset = msg.offset(),
+                            "invalid position marker skipped"
+                        );
+                        count("invalid");
+                    }
+                },
+                Some(id) => tail
+                    .entry(p)
+                    .or_default()
+                    .push((id.to_string(), msg.payload().map(<[u8]>::to_vec))),
+            }
+            if msg.offset() + 1 >= end {
+                ends.remove(&p);
+                m.restoring_partitions.set(ends.len() as i64);
+            }
         }
-        if msg.offset() + 1 >= end {
-            ends.remove(&p);
-            m.restoring_partitions.set(ends.len() as i64);
+        // Entries after a partition's last marker belong to a batch whose offsets were
+        // never stored: it is read again from the input. A partition without any marker
+        // (written by an older version) is taken as it is.
+        for (p, entries) in tail {
+            if restored.positions.contains_key(&p) {
+                info!(
+                    partition = p,
+                    entries = entries.len(),
+                    "changelog tail of an unfinished batch skipped"
+                );
+            } else if tx.send((p, entries)).is_err() {
+                break;
+            }
         }
-    }
+        drop(tx);
+        restored.entries = read;
+        applier
+            .join()
+            .map_err(|_| anyhow::anyhow!("the restore applier panicked"))
+    });
+    out.extend(applied?);
     m.restore_remaining.set(0);
     restorer
         .unassign()
         .context("releasing changelog partitions")?;
-    // Entries after a partition's last marker belong to a batch whose offsets were never
-    // stored: it is read again from the input. A partition without any marker (written by
-    // an older version) is taken as it is.
-    for (p, entries) in tail {
-        if restored.positions.contains_key(&p) {
-            info!(
-                partition = p,
-                entries = entries.len(),
-                "changelog tail of an unfinished batch skipped"
-            );
-            continue;
-        }
-        let mut engine = lock(engine);
-        for (id, record) in entries {
-            let outcome = restore_one(&mut engine, p, &id, record.as_deref(), out);
-            count(outcome);
-        }
-    }
-    restored.entries = read;
     Ok(restored)
 }
 
