@@ -350,18 +350,20 @@ impl Engine {
         let decoded = self.codec.decode(&mut self.symbols, bytes)?;
         let mut profile = decoded.profile;
         profile.shard = shard;
-        let id: Arc<str> = match self.profiles.get_key_value(customer_id) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(customer_id),
+        let timer_at = profile.timer_at;
+        // One hash of the id: replace in place, or insert with a new key.
+        let id: Arc<str> = match self.profiles.entry_ref(customer_id) {
+            hashbrown::hash_map::EntryRef::Occupied(mut o) => {
+                o.insert(profile);
+                o.key().clone()
+            }
+            hashbrown::hash_map::EntryRef::Vacant(v) => v.insert_entry(profile).key().clone(),
         };
         if decoded.same_layout {
-            if profile.timer_at != 0 {
-                let at = millis(profile.timer_at);
-                push_timer(&mut self.shards, self.floor, shard, at, id.clone());
+            if timer_at != 0 {
+                push_timer(&mut self.shards, self.floor, shard, millis(timer_at), id);
             }
-            self.profiles.insert(id, profile);
         } else {
-            self.profiles.insert(id.clone(), profile);
             self.settle(&id, out);
         }
         Ok(())
