@@ -801,3 +801,50 @@ async fn start_up_refuses_inputs_that_are_not_co_partitioned() {
         "{msg}"
     );
 }
+
+/// The changelog: one record per customer a batch changed, a tombstone when the customer is
+/// forgotten, and a position marker per partition after each batch's records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_changelog_holds_records_tombstones_and_position_markers() {
+    let (_cluster, cfg, input) = setup(1, "segments/library.toml");
+    let brokers = cfg.kafka.brokers.clone();
+    let svc = Service::start(cfg.clone()).await;
+    let ev = |id: &str, ty: &str| {
+        (
+            Some("c1".to_string()),
+            format!(r#"{{"event_id":"{id}","customer_id":"c1","type":"{ty}","timestamp":"2026-11-22T10:00:00Z","traits":{{"country":"DE"}}}}"#).into_bytes(),
+        )
+    };
+    produce(&brokers, &input, &[ev("e1", "identify")]).await;
+    let mut log = Reader::new(&brokers, &cfg.kafka.changelog_topic);
+    log.until(2, Duration::from_secs(30)).await;
+    produce(&brokers, &input, &[ev("e2", "forget")]).await;
+    let got = log.until(4, Duration::from_secs(30)).await.to_vec();
+    let entries: Vec<(String, bool)> = got
+        .iter()
+        .map(|m| {
+            (
+                String::from_utf8(m.key().unwrap().to_vec()).unwrap(),
+                m.payload().is_some(),
+            )
+        })
+        .collect();
+    let marker = service::POSITION_KEY.to_string();
+    assert_eq!(
+        entries,
+        [
+            ("c1".to_string(), true),
+            (marker.clone(), true),
+            ("c1".to_string(), false),
+            (marker, true)
+        ],
+        "record, marker, tombstone, marker"
+    );
+    let pos: service::Position = serde_json::from_slice(got[3].payload().unwrap()).unwrap();
+    assert_eq!(
+        pos.inputs.get(&input).map(|p| p.0),
+        Some(2),
+        "two input messages applied"
+    );
+    svc.stop().await;
+}
