@@ -386,6 +386,13 @@ impl<'a> Wire<'a> {
     fn validate(self) -> Result<Event<'a>, EventError> {
         let event_id = required_str("event_id", self.event_id, MAX_ID_LEN)?;
         let customer_id = required_str("customer_id", self.customer_id, MAX_ID_LEN)?;
+        if customer_id.chars().any(char::is_control) {
+            // Also keeps ids apart from segstream's own changelog keys (they start with NUL).
+            return Err(EventError::new(
+                RejectReason::InvalidValue,
+                "`customer_id` must not contain control characters",
+            ));
+        }
         let event_type = required_str("type", self.event_type, MAX_TYPE_LEN)?;
         if let Some(c) = event_type
             .chars()

@@ -468,6 +468,12 @@ const EVENT_MUTATIONS: &[Mutation] = &[
     ("missing customer_id", FORGET, "/customer_id", None),
     ("empty customer_id", FORGET, "/customer_id", Some(r#""""#)),
     ("blank customer_id", FORGET, "/customer_id", Some(r#""\t""#)),
+    (
+        "customer_id with a control character",
+        FORGET,
+        "/customer_id",
+        Some(r#""c\u00001""#),
+    ),
     ("missing type", FORGET, "/type", None),
     ("empty type", FORGET, "/type", Some(r#""""#)),
     (
