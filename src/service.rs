@@ -205,6 +205,20 @@ struct Batch {
     started: Option<Instant>,
 }
 
+impl Batch {
+    /// The offsets to commit, for the partitions still owned (a revoked one is read again
+    /// by its new owner from its last commit).
+    fn owned_offsets(&self, owned: &BTreeSet<i32>) -> anyhow::Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::with_capacity(self.offsets.len());
+        for ((topic, partition), offset) in &self.offsets {
+            if owned.contains(partition) {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+            }
+        }
+        Ok(tpl)
+    }
+}
+
 #[derive(Default)]
 struct LoopState {
     /// Partition numbers whose state this instance holds (restored from the changelog).
@@ -554,13 +568,8 @@ async fn finish_batch(
             .await
             .context("producing position markers")?;
     }
-    if !batch.offsets.is_empty() {
-        let mut tpl = TopicPartitionList::with_capacity(batch.offsets.len());
-        for ((topic, partition), offset) in &batch.offsets {
-            if state.owned.contains(partition) {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
-            }
-        }
+    let tpl = batch.owned_offsets(&state.owned)?;
+    if tpl.count() > 0 {
         if let Err(e) = consumer.store_offsets(&tpl) {
             // A partition revoked meanwhile: its new owner re-reads from the last commit.
             warn!(error = %e, "storing offsets failed");
@@ -586,12 +595,7 @@ async fn finish_batch_transactional(
     batch: Batch,
     state: &LoopState,
 ) -> anyhow::Result<()> {
-    let mut tpl = TopicPartitionList::with_capacity(batch.offsets.len());
-    for ((topic, partition), offset) in &batch.offsets {
-        if state.owned.contains(partition) {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
-        }
-    }
+    let tpl = batch.owned_offsets(&state.owned)?;
     if batch.outgoing.is_empty() && tpl.count() == 0 {
         return Ok(());
     }

@@ -138,6 +138,47 @@ fn key_of(line: &str) -> Option<String> {
         .and_then(|v| v["customer_id"].as_str().map(String::from))
 }
 
+/// A message to produce: key and payload.
+type Keyed = (Option<String>, Vec<u8>);
+
+/// Four days of the simulated funnel for `customers` (seeded), as keyed messages, and the
+/// transitions of its single-instance (offline replay) run under `cfg`'s engine settings.
+fn funnel(customers: usize, seed: u64, cfg: &Config) -> (Vec<Keyed>, BTreeSet<String>) {
+    let events: String = segstream::generator::generate(&segstream::generator::FunnelConfig {
+        customers,
+        days: 4,
+        seed,
+        ..Default::default()
+    })
+    .iter()
+    .map(|e| format!("{}\n", e.json))
+    .collect();
+    let text = std::fs::read_to_string(&cfg.segments.file).unwrap();
+    let mut engine = segstream::engine::Engine::from_source(
+        &cfg.segments.file.display().to_string(),
+        &text,
+        cfg.engine.clone(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    segstream::replay::replay(&mut engine, events.as_bytes(), &mut out, None).unwrap();
+    let expected: BTreeSet<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert!(
+        expected.len() > 100,
+        "a stream worth splitting: {}",
+        expected.len()
+    );
+    let lines = events
+        .lines()
+        .map(|l| (key_of(l), l.as_bytes().to_vec()))
+        .collect();
+    (lines, expected)
+}
+
 /// A consumer of an output topic that keeps what it read.
 struct Reader {
     consumer: StreamConsumer,
@@ -585,35 +626,8 @@ async fn instances_killed_and_added_mid_stream_give_the_single_instance_transiti
     cfg.engine.idle_lag = 10 * 365 * 86_400_000;
     cfg.kafka.batch_size = 50;
 
-    let text = std::fs::read_to_string("segments/library.toml").unwrap();
-    let mut engine =
-        segstream::engine::Engine::from_source("segments/library.toml", &text, cfg.engine.clone())
-            .unwrap();
     // Four days of the simulated funnel, 400 customers.
-    let events: String = segstream::generator::generate(&segstream::generator::FunnelConfig {
-        customers: 400,
-        days: 4,
-        ..Default::default()
-    })
-    .iter()
-    .map(|e| format!("{}\n", e.json))
-    .collect();
-    let mut expected_out = Vec::new();
-    segstream::replay::replay(&mut engine, events.as_bytes(), &mut expected_out, None).unwrap();
-    let expected: BTreeSet<String> = String::from_utf8(expected_out)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    assert!(
-        expected.len() > 100,
-        "a stream worth splitting: {}",
-        expected.len()
-    );
-    let lines: Vec<(Option<String>, Vec<u8>)> = events
-        .lines()
-        .map(|l| (key_of(l), l.as_bytes().to_vec()))
-        .collect();
+    let (lines, expected) = funnel(400, 42, &cfg);
     let (first, second) = lines.split_at(lines.len() / 2);
 
     let a = Service::start(cfg.clone()).await;
@@ -698,30 +712,7 @@ async fn exactly_once_survives_a_crash_without_duplicates() {
     cfg.kafka.exactly_once = true;
     cfg.kafka.transactional_id = Some(unique("txn"));
 
-    let text = std::fs::read_to_string("segments/library.toml").unwrap();
-    let mut engine =
-        segstream::engine::Engine::from_source("segments/library.toml", &text, cfg.engine.clone())
-            .unwrap();
-    let events: String = segstream::generator::generate(&segstream::generator::FunnelConfig {
-        customers: 300,
-        days: 4,
-        seed: 11,
-        ..Default::default()
-    })
-    .iter()
-    .map(|e| format!("{}\n", e.json))
-    .collect();
-    let mut expected_out = Vec::new();
-    segstream::replay::replay(&mut engine, events.as_bytes(), &mut expected_out, None).unwrap();
-    let expected: BTreeSet<String> = String::from_utf8(expected_out)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    let lines: Vec<(Option<String>, Vec<u8>)> = events
-        .lines()
-        .map(|l| (key_of(l), l.as_bytes().to_vec()))
-        .collect();
+    let (lines, expected) = funnel(300, 11, &cfg);
     let (first, second) = lines.split_at(lines.len() / 2);
 
     let consumer: StreamConsumer = ClientConfig::new()
