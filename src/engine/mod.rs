@@ -318,6 +318,12 @@ impl Engine {
         }
     }
 
+    /// Makes room for `additional` more profiles at once (a restore that knows how many
+    /// records it will read grows the map once instead of rehashing it again and again).
+    pub fn reserve(&mut self, additional: usize) {
+        self.profiles.reserve(additional);
+    }
+
     /// Drops, without transitions or tombstones, every profile whose shard `keep` refuses
     /// (a partition moved to another instance). Returns how many were dropped.
     pub fn drop_shards(&mut self, keep: &dyn Fn(u16) -> bool) -> usize {
