@@ -170,6 +170,14 @@ impl Codec {
     /// Decodes a record, interning its names into `symbols`. Features and segments the
     /// current definitions do not have are dropped.
     pub fn decode(&mut self, symbols: &mut Symbols, bytes: &[u8]) -> Result<Decoded, DecodeError> {
+        let parsed = self.parse(bytes)?;
+        self.finish(symbols, parsed)
+    }
+
+    /// The part of decoding that needs no engine state (a restore runs it on the thread
+    /// that reads the changelog): the fields, the tables' bytes, features and segments by
+    /// hash, and the arena words, checked.
+    pub fn parse(&self, bytes: &[u8]) -> Result<Parsed, DecodeError> {
         let mut r = Reader(bytes);
         let version = r.u8().map_err(|_| DecodeError::Empty)?;
         if version != FORMAT_VERSION {
@@ -181,8 +189,6 @@ impl Codec {
         let timer_at = r.varint()? as u32;
         let score_at = r.varint()? as u32;
         let score = f32::from_bits(r.u32()?);
-        // Per table: the local index's meaning here (None: dropped).
-        let mut maps: [Vec<Option<u16>>; 4] = Default::default();
         let start = r.0;
         for what in ["event type", "trait", "value"] {
             for _ in 0..r.count(what)? {
@@ -190,16 +196,54 @@ impl Codec {
                 r.take(len)?;
             }
         }
-        let table_bytes = &start[..start.len() - r.0.len()];
-        let key = xxh3_64(table_bytes);
-        match self.tables.get(&key) {
-            Some((b, cached)) if **b == *table_bytes => {
+        let tables: Box<[u8]> = start[..start.len() - r.0.len()].into();
+        let n = r.count("feature")?;
+        let mut features = Vec::with_capacity(n);
+        for _ in 0..n {
+            features.push(self.feature_by_hash.get(&r.u64()?).copied());
+        }
+        let n = r.count("segment")?;
+        let mut members = Vec::with_capacity(n);
+        for _ in 0..n {
+            if let Some(i) = self.segment_by_hash.get(&r.u64()?) {
+                members.push(*i);
+            }
+        }
+        let words = r.varint()? as usize;
+        let raw = r.take(words.checked_mul(4).ok_or(DecodeError::Truncated)?)?;
+        let words: Vec<u32> = raw
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Profile::check_arena(&words)?;
+        Ok(Parsed {
+            same_layout: layout == self.layout,
+            sequence,
+            clock,
+            timer_at,
+            score_at,
+            score,
+            table_key: xxh3_64(&tables),
+            tables,
+            features,
+            members,
+            words,
+        })
+    }
+
+    /// The rest: the names mapped to this engine's symbols (interned if new), the arena's
+    /// references renumbered, the profile built.
+    pub fn finish(&mut self, symbols: &mut Symbols, p: Parsed) -> Result<Decoded, DecodeError> {
+        // Per table: the local index's meaning here (None: dropped).
+        let mut maps: [Vec<Option<u16>>; 4] = Default::default();
+        match self.tables.get(&p.table_key) {
+            Some((b, cached)) if **b == *p.tables => {
                 for (m, c) in maps.iter_mut().zip(cached) {
                     m.clone_from(c);
                 }
             }
             _ => {
-                let mut t = Reader(table_bytes);
+                let mut t = Reader(&p.tables);
                 let mut fresh: NameMaps = Default::default();
                 for (m, class) in fresh.iter_mut().zip([
                     SymbolClass::EventType,
@@ -219,30 +263,12 @@ impl Codec {
                 if self.tables.len() >= TABLE_CACHE {
                     self.tables.clear();
                 }
-                self.tables.insert(key, (table_bytes.into(), fresh));
+                self.tables.insert(p.table_key, (p.tables, fresh));
             }
         }
-        let n = r.count("feature")?;
-        for _ in 0..n {
-            let h = r.u64()?;
-            maps[RefKind::Feature as usize].push(self.feature_by_hash.get(&h).copied());
-        }
-        let n = r.count("segment")?;
-        let mut members = Vec::with_capacity(n);
-        for _ in 0..n {
-            if let Some(i) = self.segment_by_hash.get(&r.u64()?) {
-                members.push(*i);
-            }
-        }
-        let words = r.varint()? as usize;
-        let raw = r.take(words.checked_mul(4).ok_or(DecodeError::Truncated)?)?;
-        let mut words: Vec<u32> = raw
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        // Well-formed first, then the references mapped back in place (a reference outside
-        // the tables is corruption).
-        Profile::check_arena(&words)?;
+        maps[RefKind::Feature as usize] = p.features;
+        let mut words = p.words;
+        // A reference outside the tables is corruption.
         let mut bad = None;
         remap_arena(
             &mut words,
@@ -258,19 +284,35 @@ impl Codec {
             return Err(DecodeError::Reference(r));
         }
         let mut profile = Profile::from_checked_arena(words);
-        profile.sequence = sequence;
-        profile.clock = clock;
-        profile.timer_at = timer_at;
-        profile.score = score;
-        profile.score_at = score_at;
-        for i in members {
+        profile.sequence = p.sequence;
+        profile.clock = p.clock;
+        profile.timer_at = p.timer_at;
+        profile.score = p.score;
+        profile.score_at = p.score_at;
+        for i in p.members {
             profile.set_member(i, true);
         }
         Ok(Decoded {
             profile,
-            same_layout: layout == self.layout,
+            same_layout: p.same_layout,
         })
     }
+}
+
+/// A record parsed by [`Codec::parse`], to be finished against an engine's symbols.
+#[derive(Debug)]
+pub struct Parsed {
+    same_layout: bool,
+    sequence: u32,
+    clock: i64,
+    timer_at: u32,
+    score_at: u32,
+    score: f32,
+    table_key: u64,
+    tables: Box<[u8]>,
+    features: Vec<Option<u16>>,
+    members: Vec<usize>,
+    words: Vec<u32>,
 }
 
 fn varint(out: &mut Vec<u8>, mut v: u64) {

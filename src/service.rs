@@ -921,6 +921,7 @@ fn restore_blocking<C: rdkafka::consumer::ConsumerContext + 'static>(
     restorer
         .assign(&tpl)
         .context("assigning changelog partitions")?;
+    let codec = lock(engine).codec();
     // This thread reads and groups entries by marker; a second one applies the groups to
     // the engine, so reading and decoding overlap.
     let applied: anyhow::Result<Vec<Transition>> = std::thread::scope(|scope| {
@@ -931,13 +932,7 @@ fn restore_blocking<C: rdkafka::consumer::ConsumerContext + 'static>(
             for (p, entries) in rx {
                 let mut engine = lock(engine);
                 for (id, record) in entries {
-                    count(restore_one(
-                        &mut engine,
-                        p,
-                        &id,
-                        record.as_deref(),
-                        &mut out,
-                    ));
+                    count(restore_one(&mut engine, p, &id, record, &mut out));
                 }
             }
             out
@@ -994,10 +989,11 @@ fn restore_blocking<C: rdkafka::consumer::ConsumerContext + 'static>(
                         count("invalid");
                     }
                 },
+                // Parsed here, finished against the engine on the applier thread.
                 Some(id) => tail
                     .entry(p)
                     .or_default()
-                    .push((id.to_string(), msg.payload().map(<[u8]>::to_vec))),
+                    .push((id.to_string(), msg.payload().map(|b| codec.parse(b)))),
             }
             if msg.offset() + 1 >= end {
                 ends.remove(&p);
@@ -1035,18 +1031,27 @@ fn restore_blocking<C: rdkafka::consumer::ConsumerContext + 'static>(
 /// The most profile slots a restore reserves in advance.
 const RESERVE_MAX: usize = 64 << 20;
 
-/// A changelog entry read but not applied yet: customer id and record (or tombstone).
-type Entry = (String, Option<Vec<u8>>);
+/// A changelog entry read but not applied yet: customer id and the record parsed (or a
+/// tombstone).
+type Entry = (
+    String,
+    Option<Result<crate::changelog::Parsed, crate::changelog::DecodeError>>,
+);
 
 fn restore_one(
     engine: &mut Engine,
     partition: i32,
     id: &str,
-    record: Option<&[u8]>,
+    record: Option<Result<crate::changelog::Parsed, crate::changelog::DecodeError>>,
     out: &mut Vec<Transition>,
 ) -> &'static str {
-    match engine.restore_record(partition as u16, id, record, out) {
-        Ok(()) if record.is_none() => "tombstone",
+    let tombstone = record.is_none();
+    let restored = match record.transpose() {
+        Ok(parsed) => engine.restore_parsed(partition as u16, id, parsed, out),
+        Err(e) => Err(e),
+    };
+    match restored {
+        Ok(()) if tombstone => "tombstone",
         Ok(()) => "restored",
         Err(e) => {
             warn!(error = %e, partition, customer = id, "changelog record skipped");

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::changelog::{Codec, DecodeError};
+use crate::changelog::{Codec, DecodeError, Parsed};
 use crate::event::{parse_event, Event, EventError, EventKind, RejectReason};
 use crate::profile::{millis, secs, Profile, Secs};
 use crate::segment::compile::Definitions;
@@ -349,11 +349,29 @@ impl Engine {
         record: Option<&[u8]>,
         out: &mut Vec<Transition>,
     ) -> Result<(), DecodeError> {
-        let Some(bytes) = record else {
+        let parsed = record.map(|b| self.codec.parse(b)).transpose()?;
+        self.restore_parsed(shard, customer_id, parsed, out)
+    }
+
+    /// A codec for these definitions, to parse records on another thread
+    /// ([`Engine::restore_parsed`] finishes them).
+    pub fn codec(&self) -> Codec {
+        Codec::new(&self.defs)
+    }
+
+    /// [`Engine::restore_record`] for a record already parsed by [`Codec::parse`].
+    pub fn restore_parsed(
+        &mut self,
+        shard: u16,
+        customer_id: &str,
+        record: Option<Parsed>,
+        out: &mut Vec<Transition>,
+    ) -> Result<(), DecodeError> {
+        let Some(parsed) = record else {
             self.profiles.remove(customer_id);
             return Ok(());
         };
-        let decoded = self.codec.decode(&mut self.symbols, bytes)?;
+        let decoded = self.codec.finish(&mut self.symbols, parsed)?;
         let mut profile = decoded.profile;
         profile.shard = shard;
         let timer_at = profile.timer_at;
