@@ -92,6 +92,33 @@ pub struct GeneratedEvent {
     pub json: String,
 }
 
+/// `n` page views of customers `tick-0` ... `tick-{n-1}`, one hour after the simulated
+/// period ends. Appended to a stream that is split over partitions (keyed by customer),
+/// they carry every partition's event time past the end, so that each partition fires its
+/// deadlines as one unsplit stream would: a test comparing a multi-instance run with the
+/// offline replay of the same events appends them to both.
+pub fn closing_ticks(config: &FunnelConfig, n: usize) -> Vec<GeneratedEvent> {
+    let at = config.start_ms + i64::from(config.days.max(1)) * DAY + HOUR;
+    (0..n)
+        .map(|i| {
+            let customer_id = format!("tick-{i}");
+            let json = json!({
+                "event_id": format!("tick-{}-{i}", config.seed),
+                "customer_id": customer_id,
+                "type": "page_view",
+                "timestamp": crate::time::format_rfc3339(at),
+                "properties": {"url": "/"},
+            })
+            .to_string();
+            GeneratedEvent {
+                customer_id,
+                timestamp_ms: at,
+                json,
+            }
+        })
+        .collect()
+}
+
 /// Simulates the reference funnel. The events are sorted by `timestamp_ms` (ties keep the
 /// order in which they were simulated); event ids are `e-{seed}-{n}` with `n` the position
 /// in the returned list.

@@ -543,15 +543,19 @@ fn kill_9_and_scale_out_lose_and_invent_nothing() {
     env.push(("SEGSTREAM__ENGINE__IDLE_LAG", "3650d".to_string()));
     env.push(("SEGSTREAM__KAFKA__BATCH_SIZE", "50".to_string()));
 
-    let events: String = segstream::generator::generate(&segstream::generator::FunnelConfig {
+    let funnel = segstream::generator::FunnelConfig {
         customers: 300,
         days: 4,
         seed: 7,
         ..Default::default()
-    })
-    .iter()
-    .map(|e| format!("{}\n", e.json))
-    .collect();
+    };
+    // Closing ticks: every partition's event time passes the end, as the replay's does
+    // (an instance knows only its own partitions' time).
+    let events: String = segstream::generator::generate(&funnel)
+        .into_iter()
+        .chain(segstream::generator::closing_ticks(&funnel, 40))
+        .map(|e| format!("{}\n", e.json))
+        .collect();
     let text = std::fs::read_to_string("segments/library.toml").unwrap();
     let mut engine = segstream::engine::Engine::from_source(
         "segments/library.toml",

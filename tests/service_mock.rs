@@ -144,15 +144,18 @@ type Keyed = (Option<String>, Vec<u8>);
 /// Four days of the simulated funnel for `customers` (seeded), as keyed messages, and the
 /// transitions of its single-instance (offline replay) run under `cfg`'s engine settings.
 fn funnel(customers: usize, seed: u64, cfg: &Config) -> (Vec<Keyed>, BTreeSet<String>) {
-    let events: String = segstream::generator::generate(&segstream::generator::FunnelConfig {
+    let funnel = segstream::generator::FunnelConfig {
         customers,
         days: 4,
         seed,
         ..Default::default()
-    })
-    .iter()
-    .map(|e| format!("{}\n", e.json))
-    .collect();
+    };
+    // Closing ticks: every partition's event time passes the end, as the replay's does.
+    let events: String = segstream::generator::generate(&funnel)
+        .into_iter()
+        .chain(segstream::generator::closing_ticks(&funnel, 40))
+        .map(|e| format!("{}\n", e.json))
+        .collect();
     let text = std::fs::read_to_string(&cfg.segments.file).unwrap();
     let mut engine = segstream::engine::Engine::from_source(
         &cfg.segments.file.display().to_string(),
