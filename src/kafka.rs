@@ -27,6 +27,8 @@ pub struct KafkaState {
     pub assigned: AtomicUsize,
     /// Set on every assignment change; the service clears it when it has looked.
     pub assignment_changed: AtomicBool,
+    /// The assigned (topic, partition)s, as the rebalance callbacks listed them.
+    pub owned: std::sync::Mutex<std::collections::HashSet<(String, i32)>>,
     /// When librdkafka last reported a client-level error (broker down, transport), in
     /// Unix milliseconds; 0 = never.
     pub last_error_ms: std::sync::atomic::AtomicI64,
@@ -38,6 +40,7 @@ impl KafkaState {
             metrics,
             assigned: AtomicUsize::new(0),
             assignment_changed: AtomicBool::new(false),
+            owned: Default::default(),
             last_error_ms: std::sync::atomic::AtomicI64::new(0),
         }
     }
@@ -97,8 +100,30 @@ impl ConsumerContext for Context {
         info!(kind, "rebalance");
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
-        let n = consumer.assignment().map_or(0, |a| a.count());
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // Counted from the lists themselves: asking the consumer for its assignment here
+        // deadlocks when the rebalance runs inside the consumer's close.
+        let n = {
+            let mut owned = self
+                .0
+                .owned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match rebalance {
+                Rebalance::Assign(tpl) => {
+                    for e in tpl.elements() {
+                        owned.insert((e.topic().to_string(), e.partition()));
+                    }
+                }
+                Rebalance::Revoke(tpl) => {
+                    for e in tpl.elements() {
+                        owned.remove(&(e.topic().to_string(), e.partition()));
+                    }
+                }
+                Rebalance::Error(_) => {}
+            }
+            owned.len()
+        };
         self.0.assigned.store(n, Ordering::SeqCst);
         self.0.assignment_changed.store(true, Ordering::SeqCst);
         info!(partitions = n, "assignment");
