@@ -470,7 +470,6 @@ pub async fn check_partitioning(
 ) -> anyhow::Result<i32> {
     use anyhow::Context as _;
     let count = |topic: &str| -> Result<Option<i32>, KafkaError> {
-        tracing::debug!(topic, "reading partition count");
         let md = client.fetch_metadata(Some(topic), timeout)?;
         Ok(md
             .topics()
@@ -502,7 +501,6 @@ pub async fn check_partitioning(
                 k.changelog_topic
             )),
             None => {
-                tracing::debug!(topic = %k.changelog_topic, "creating changelog");
                 create_changelog(k, n, timeout)
                     .await
                     .with_context(|| format!("creating changelog topic `{}`", k.changelog_topic))?;

@@ -779,18 +779,6 @@ impl Profile {
         words
     }
 
-    /// A profile from an arena written by [`Profile::portable_arena`] (already mapped back
-    /// to this engine's references), checked so that no later read can go out of bounds.
-    pub fn from_arena(arena: Vec<u32>) -> Result<Profile, ArenaError> {
-        Profile::check_arena(&arena)?;
-        let mut arena = arena;
-        arena.shrink_to_fit();
-        Ok(Profile {
-            arena,
-            ..Profile::default()
-        })
-    }
-
     /// A profile from an arena [`Profile::check_arena`] accepted and [`remap_arena`]
     /// renumbered (which keeps it well-formed).
     pub(crate) fn from_checked_arena(mut arena: Vec<u32>) -> Profile {
@@ -902,7 +890,7 @@ impl Profile {
 }
 
 /// Renumbers the references of an arena in place, like [`Profile::portable_arena`]. The
-/// arena must be well-formed (see [`Profile::from_arena`]); a record running past the end
+/// arena must be well-formed (see [`Profile::check_arena`]); a record running past the end
 /// is cut.
 pub fn remap_arena(words: &mut Vec<u32>, map: &mut dyn FnMut(RefKind, u16) -> Option<u16>) {
     let (mut r, mut w) = (0, 0);
