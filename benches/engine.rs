@@ -21,9 +21,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
-use segstream::engine::{Engine, EngineConfig};
-use segstream::event::parse_event;
 use segstream::generator::{generate, FunnelConfig};
+use segstream_core::engine::{Engine, EngineConfig};
+use segstream_core::event::parse_event;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -59,13 +59,13 @@ use rdkafka::producer::{
 };
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream::config::{Config, KafkaConfig};
-use segstream::engine::{Engine, EngineConfig};
 use segstream::generator::{generate, FunnelConfig};
 use segstream::kafka::{Context, KafkaState, Outgoing};
 use segstream::metrics::Metrics;
 use segstream::service::{self, Running};
-use segstream::time::{format_rfc3339, parse_rfc3339};
-use segstream::transition::Transition;
+use segstream_core::engine::{Engine, EngineConfig};
+use segstream_core::time::{format_rfc3339, parse_rfc3339};
+use segstream_core::transition::Transition;
 use tokio_util::sync::CancellationToken;
 
 /// As in the `segstream` binary: the service's allocation pattern wants mimalloc.

@@ -23,9 +23,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::mem::size_of;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use segstream::engine::{Engine, EngineConfig};
 use segstream::generator::{generate, FunnelConfig};
-use segstream::profile::Profile;
+use segstream_core::engine::{Engine, EngineConfig};
+use segstream_core::profile::Profile;
 
 /// Counts live heap bytes (requested, and as estimated malloc chunks) and the peak.
 struct Counting;

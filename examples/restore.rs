@@ -45,11 +45,11 @@ use rdkafka::producer::{
 };
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream::config::KafkaConfig;
-use segstream::engine::{Engine, EngineConfig, StateChange};
 use segstream::generator::{generate, FunnelConfig};
 use segstream::kafka::{Context, KafkaState};
 use segstream::metrics::Metrics;
-use segstream::transition::Transition;
+use segstream_core::engine::{Engine, EngineConfig, StateChange};
+use segstream_core::transition::Transition;
 
 /// As in the `segstream` binary: the service's allocation pattern wants mimalloc.
 #[global_allocator]
@@ -192,8 +192,7 @@ fn pool(customers: usize, days: u32) -> anyhow::Result<Pool> {
         days,
         ..FunnelConfig::default()
     });
-    let mut e = engine()?;
-    e.track_changes(true);
+    let mut e = engine()?.with_change_tracking();
     let mut out: Vec<Transition> = Vec::new();
     for ev in &events {
         // Rejections (late events and the like) are part of the realistic stream.
@@ -601,10 +600,7 @@ async fn restore(
         .create_with_context(ctx)
         .context("creating the changelog reader")?;
     let (rss_before, _) = rss();
-    let mut e = engine()?;
-    e.set_external_watermark(true);
-    e.track_changes(true);
-    let engine = Mutex::new(e);
+    let engine = Mutex::new(engine()?.with_change_tracking());
     let parts: Vec<i32> = (0..partitions).collect();
     let mut out: Vec<Transition> = Vec::new();
     let started = Instant::now();

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::engine::EngineConfig;
-use crate::time::Millis;
+use segstream_core::engine::EngineConfig;
+use segstream_core::time::Millis;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -20,7 +20,7 @@ pub struct Config {
     pub segments: SegmentsConfig,
     pub engine: EngineConfig,
     pub http: HttpConfig,
-    #[serde(with = "crate::time::serde_duration")]
+    #[serde(with = "segstream_core::time::serde_duration")]
     pub shutdown_deadline: Millis,
     pub log: LogConfig,
 }
@@ -69,14 +69,14 @@ pub struct KafkaConfig {
     /// At most this many messages are processed between two offset stores.
     pub batch_size: usize,
     /// A batch is closed after this long even if not full.
-    #[serde(with = "crate::time::serde_duration")]
+    #[serde(with = "segstream_core::time::serde_duration")]
     pub batch_timeout: Millis,
     /// With no message for this long, the input counts as idle and caught up.
-    #[serde(with = "crate::time::serde_duration")]
+    #[serde(with = "segstream_core::time::serde_duration")]
     pub idle_after: Millis,
     /// A partition that delivered nothing for this long no longer holds the event-time
     /// watermark back (the watermark is the minimum over the active partitions).
-    #[serde(with = "crate::time::serde_duration")]
+    #[serde(with = "segstream_core::time::serde_duration")]
     pub partition_idle_after: Millis,
     /// `source` attribute of the CloudEvents headers.
     pub cloudevents_source: String,
@@ -327,7 +327,7 @@ impl Config {
                 self.log.format
             ));
         }
-        if self.engine.allowed_lateness > 7 * crate::time::DAY {
+        if self.engine.allowed_lateness > 7 * segstream_core::time::DAY {
             errors.push("engine.allowed_lateness must be at most 7d".into());
         }
         if self.shutdown_deadline == 0 {

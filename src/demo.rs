@@ -13,10 +13,10 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
+use crate::clock::now_millis;
 use crate::config::Config;
-use crate::engine::{Clock, SystemClock};
-use crate::time::{format_rfc3339, Millis, SECOND};
-use crate::transition::Transition;
+use segstream_core::time::{format_rfc3339, Millis, SECOND};
+use segstream_core::transition::Transition;
 
 pub const CAMPAIGN: &str = "demo-webinar-ads";
 pub const WEBINAR: &str = "W-DEMO";
@@ -221,12 +221,12 @@ async fn demo(options: DemoOptions, config: Config, brokers: String) -> anyhow::
         .set("bootstrap.servers", &brokers)
         .set("linger.ms", "5")
         .create()?;
-    let start = SystemClock.now() + 500;
+    let start = now_millis() + 500;
     let planned = plan(options.customers, start, options.seed);
     let traffic_stop = stop.clone();
     let traffic = tokio::spawn(async move {
         for p in planned {
-            let wait = p.at - SystemClock.now();
+            let wait = p.at - now_millis();
             if wait > 0 {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}

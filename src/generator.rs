@@ -106,7 +106,7 @@ pub fn closing_ticks(config: &FunnelConfig, n: usize) -> Vec<GeneratedEvent> {
                 "event_id": format!("tick-{}-{i}", config.seed),
                 "customer_id": customer_id,
                 "type": "page_view",
-                "timestamp": crate::time::format_rfc3339(at),
+                "timestamp": segstream_core::time::format_rfc3339(at),
                 "properties": {"url": "/"},
             })
             .to_string();
@@ -224,7 +224,7 @@ fn customer_id(index: usize) -> String {
 fn rfc3339_millis(ms: i64) -> Option<String> {
     (0..253_402_300_800_000)
         .contains(&ms)
-        .then(|| crate::time::format_rfc3339(ms))
+        .then(|| segstream_core::time::format_rfc3339(ms))
 }
 
 /// An independent, well-mixed seed per customer (splitmix64 of seed and index).

@@ -112,7 +112,7 @@ async fn profile(
     if let Err(r) = authorized(&s, &headers) {
         return *r;
     }
-    let view = lock(&s.engine).profile_json(&customer_id);
+    let view = crate::profile_view::profile_json(&lock(&s.engine), &customer_id);
     match view {
         Some(v) => Json(v).into_response(),
         None => (

@@ -17,8 +17,8 @@ use tracing::{info, warn};
 
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
-use crate::time::format_rfc3339;
-use crate::transition::Transition;
+use segstream_core::time::format_rfc3339;
+use segstream_core::transition::Transition;
 
 /// State the Kafka callbacks update.
 pub struct KafkaState {
@@ -48,7 +48,7 @@ impl KafkaState {
     /// Whether the brokers have been healthy for the last `window_ms`.
     pub fn healthy(&self, window_ms: i64) -> bool {
         let last = self.last_error_ms.load(Ordering::SeqCst);
-        last == 0 || crate::engine::Clock::now(&crate::engine::SystemClock) - last > window_ms
+        last == 0 || crate::clock::now_millis() - last > window_ms
     }
 }
 
@@ -58,10 +58,9 @@ pub struct Context(pub Arc<KafkaState>);
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
-        self.0.last_error_ms.store(
-            crate::engine::Clock::now(&crate::engine::SystemClock),
-            Ordering::SeqCst,
-        );
+        self.0
+            .last_error_ms
+            .store(crate::clock::now_millis(), Ordering::SeqCst);
         warn!(%error, reason, "kafka client error");
     }
 
@@ -280,8 +279,8 @@ impl Outgoing {
     pub fn transition(t: &Transition, topic: &str, source: &str) -> Self {
         let payload = serde_json::to_vec(t).unwrap_or_default();
         let ce_type = match t.direction {
-            crate::transition::Direction::Entered => "segstream.segment.entered",
-            crate::transition::Direction::Exited => "segstream.segment.exited",
+            segstream_core::transition::Direction::Entered => "segstream.segment.entered",
+            segstream_core::transition::Direction::Exited => "segstream.segment.exited",
         };
         Outgoing {
             topic: topic.to_string(),
@@ -341,7 +340,7 @@ impl Outgoing {
 
     /// A changelog entry: the customer's record (or tombstone) in the partition numbered
     /// like the input partition its events arrive on.
-    pub fn changelog(topic: &str, change: &crate::engine::StateChange) -> Self {
+    pub fn changelog(topic: &str, change: &segstream_core::engine::StateChange) -> Self {
         Outgoing {
             topic: topic.to_string(),
             partition: Some(i32::from(change.shard)),
@@ -426,13 +425,12 @@ async fn produce(
             }
         }
         let mut failed = Vec::new();
-        let now = crate::engine::SystemClock;
         for (i, f) in in_flight {
             match f.await {
                 Ok(Ok(_)) => {
                     let r = &records[i];
                     if let Some(t) = r.event_time {
-                        let lag = (crate::engine::Clock::now(&now) - t).max(0) as f64 / 1000.0;
+                        let lag = (crate::clock::now_millis() - t).max(0) as f64 / 1000.0;
                         metrics.event_to_transition_seconds.observe(lag);
                     }
                     if let Some((seg, dir)) = &r.transition {

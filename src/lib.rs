@@ -1,18 +1,25 @@
-//! segstream: real-time customer segmentation.
+//! segstream: real-time customer segmentation on Kafka. This crate is the service: the
+//! adapters around the pure core ([`segstream_core`]).
+//!
+//! # Layout
+//! - [`service`]: the running service (consume → engine → produce → store offsets), its
+//!   parts in `service/`.
+//! - [`kafka`]: Kafka clients, callbacks, outgoing records, producing, admin checks.
+//! - [`http`]: the HTTP API (metrics, health, profiles, segments, reload).
+//! - [`metrics`]: every Prometheus metric, registered in one place.
+//! - [`config`]: layered configuration with every error listed.
+//! - [`definitions`]: reading a segment definitions file from disk.
+//! - [`clock`]: the wall clock.
+//! - [`replay`], [`generator`], [`demo`]: offline replay, the funnel simulator, the demo.
 
-pub mod changelog;
+pub mod clock;
 pub mod config;
+pub mod definitions;
 pub mod demo;
-pub mod engine;
-pub mod event;
 pub mod generator;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
-pub mod profile;
+pub mod profile_view;
 pub mod replay;
-pub mod segment;
 pub mod service;
-pub mod symbols;
-pub mod time;
-pub mod transition;

@@ -7,11 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use segstream::engine::{Engine, EngineConfig};
 use segstream::generator::{generate, FunnelConfig};
-use segstream::segment::compile::Definitions;
-use segstream::symbols::Symbols;
-use segstream::time::{parse_duration, parse_rfc3339, Millis};
+use segstream_core::engine::{Engine, EngineConfig};
+use segstream_core::symbols::Symbols;
+use segstream_core::time::{parse_duration, parse_rfc3339, Millis};
 
 /// mimalloc: the engine allocates many small, short-lived buffers (event fields, profile
 /// arenas); glibc malloc spent ~17% of the full path in its free-list management.
@@ -255,7 +254,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Validate { segments } => {
             let mut symbols = Symbols::new();
-            match Definitions::load(&segments, &mut symbols) {
+            match segstream::definitions::load(&segments, &mut symbols) {
                 Ok(defs) => {
                     println!(
                         "{}: {} segments, version {}",
@@ -297,7 +296,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay(a) => {
             let mut symbols = Symbols::new();
-            let defs = match Definitions::load(&a.segments, &mut symbols) {
+            let defs = match segstream::definitions::load(&a.segments, &mut symbols) {
                 Ok(d) => d,
                 Err(diags) => {
                     eprintln!("{diags}");

@@ -9,9 +9,9 @@ use std::io::{BufRead, Write};
 
 use serde::Serialize;
 
-use crate::engine::Engine;
-use crate::time::{format_rfc3339, Millis};
-use crate::transition::{Direction, Transition};
+use segstream_core::engine::Engine;
+use segstream_core::time::{format_rfc3339, Millis};
+use segstream_core::transition::{Direction, Transition};
 
 /// Largest accepted line (the live path has the same limit per message).
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
@@ -107,8 +107,8 @@ pub fn replay(
         }
         summary.events_read += 1;
         let result = if line.len() > MAX_EVENT_BYTES {
-            Err(crate::event::EventError::new(
-                crate::event::RejectReason::TooLarge,
+            Err(segstream_core::event::EventError::new(
+                segstream_core::event::RejectReason::TooLarge,
                 format!(
                     "{} bytes exceed the {MAX_EVENT_BYTES}-byte limit",
                     line.len()
@@ -121,7 +121,7 @@ pub fn replay(
             Ok(()) => summary.accepted += 1,
             Err(e) => {
                 summary.rejected += 1;
-                if e.reason == crate::event::RejectReason::Late {
+                if e.reason == segstream_core::event::RejectReason::Late {
                     summary.late += 1;
                 }
                 *summary
@@ -183,7 +183,7 @@ pub fn write_profiles(engine: &Engine, w: &mut dyn Write) -> std::io::Result<()>
     let mut ids: Vec<&str> = engine.profiles().map(|(k, _)| &**k).collect();
     ids.sort_unstable();
     for id in ids {
-        if let Some(v) = engine.profile_json(id) {
+        if let Some(v) = crate::profile_view::profile_json(engine, id) {
             serde_json::to_writer(&mut *w, &v)?;
             w.write_all(b"\n")?;
         }

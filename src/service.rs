@@ -28,11 +28,11 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::engine::{Engine, ReloadReport, StateChange, SystemClock};
-use crate::event::{EventError, RejectReason};
 use crate::kafka::{self, Context, KafkaState, Outgoing};
 use crate::metrics::Metrics;
-use crate::transition::Transition;
+use segstream_core::engine::{Engine, ReloadReport, StateChange};
+use segstream_core::event::{EventError, RejectReason};
+use segstream_core::transition::Transition;
 
 /// After a broker error, the service reports not ready for this long.
 pub const BROKER_HEALTH_WINDOW_MS: i64 = 5_000;
@@ -69,10 +69,7 @@ impl Shared {
 
 /// Reads and compiles the definitions file; every error is in the message.
 pub fn load_engine(config: &Config) -> anyhow::Result<Engine> {
-    let path = &config.segments.file;
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read segment definitions {}", path.display()))?;
-    Engine::from_source(&path.display().to_string(), &text, config.engine.clone())
+    crate::definitions::load_engine(&config.segments.file, config.engine.clone())
         .map_err(|d| anyhow::anyhow!("invalid segment definitions ({} errors):\n{d}", d.len()))
 }
 
@@ -90,8 +87,7 @@ pub async fn run(
     started: Option<oneshot::Sender<Running>>,
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
-    let mut engine = load_engine(&config)?;
-    engine.set_external_watermark(true);
+    let engine = load_engine(&config)?.with_change_tracking();
     let metrics = Arc::new(Metrics::new());
     metrics.init_series();
     let (reload_tx, mut reload_rx) = mpsc::channel(4);
@@ -132,7 +128,6 @@ pub async fn run(
         strategy = kafka::assignment_strategy(&config.kafka),
         "partitioning checked"
     );
-    lock(&shared.engine).track_changes(true);
     if config.kafka.exactly_once {
         producer
             .init_transactions(Duration::from_secs(30))
@@ -378,7 +373,7 @@ async fn read_batch(
                             engine.advance_shard_watermark(p as u16, wm, &mut transitions);
                         }
                     }
-                    engine.on_idle(&SystemClock, &mut transitions);
+                    engine.on_idle(crate::clock::now_millis(), &mut transitions);
                 }
                 break;
             }
@@ -431,12 +426,11 @@ async fn read_batch(
             ))
         } else {
             let mut engine = lock(&shared.engine);
-            let event = crate::event::parse_event(payload);
+            let event = segstream_core::event::parse_event(payload);
             match event {
                 Err(e) => Err(e),
                 Ok(event) => {
-                    engine.set_shard(msg.partition() as u16);
-                    let r = engine.apply(&event, &mut transitions);
+                    let r = engine.apply(msg.partition() as u16, &event, &mut transitions);
                     state.delivered(key, event.timestamp);
                     let p = msg.partition();
                     if let Some(wm) =
@@ -1035,14 +1029,16 @@ const RESERVE_MAX: usize = 64 << 20;
 /// tombstone).
 type Entry = (
     String,
-    Option<Result<crate::changelog::Parsed, crate::changelog::DecodeError>>,
+    Option<Result<segstream_core::changelog::Parsed, segstream_core::changelog::DecodeError>>,
 );
 
 fn restore_one(
     engine: &mut Engine,
     partition: i32,
     id: &str,
-    record: Option<Result<crate::changelog::Parsed, crate::changelog::DecodeError>>,
+    record: Option<
+        Result<segstream_core::changelog::Parsed, segstream_core::changelog::DecodeError>,
+    >,
     out: &mut Vec<Transition>,
 ) -> &'static str {
     let tombstone = record.is_none();

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use segstream::event::parse_event;
 use segstream::generator::{generate, FunnelConfig};
+use segstream_core::event::parse_event;
 
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
@@ -18,7 +18,7 @@ fn lines(path: &Path) -> Vec<String> {
 
 #[test]
 fn the_parser_accepts_exactly_the_valid_examples() {
-    let dir = Path::new("examples/events");
+    let dir = Path::new("schemas/examples/events");
     let mut valid = 0;
     let mut invalid = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -63,11 +63,11 @@ fn the_parser_accepts_every_generated_event() {
 
 #[test]
 fn transition_examples_parse_as_transitions() {
-    let path = Path::new("examples/transitions/reference-funnel.jsonl");
+    let path = Path::new("schemas/examples/transitions/reference-funnel.jsonl");
     let all = lines(path);
     assert!(!all.is_empty());
     for line in all {
-        let t: segstream::transition::Transition = serde_json::from_str(&line).unwrap();
+        let t: segstream_core::transition::Transition = serde_json::from_str(&line).unwrap();
         assert_eq!(serde_json::to_string(&t).unwrap(), line);
     }
 }

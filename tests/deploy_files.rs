@@ -319,6 +319,6 @@ fn compose_creates_the_configured_topics() {
         .lines()
         .find_map(|l| l.trim().strip_prefix("stop_grace_period:"))
         .expect("stop_grace_period for segstream");
-    let grace = segstream::time::parse_duration(grace.trim()).expect("a duration");
+    let grace = segstream_core::time::parse_duration(grace.trim()).expect("a duration");
     assert!(grace > c.shutdown_deadline);
 }

@@ -305,10 +305,13 @@ fn reference_funnel_end_to_end_with_dead_letters_and_valid_metrics() {
 
     // Expected: the offline replay of the same events.
     let text = std::fs::read_to_string("segments/library.toml").unwrap();
-    let mut engine =
-        segstream::engine::Engine::from_source("segments/library.toml", &text, Default::default())
-            .unwrap();
-    let events = std::fs::read_to_string("examples/events/reference-funnel.jsonl").unwrap();
+    let mut engine = segstream_core::engine::Engine::from_source(
+        "segments/library.toml",
+        &text,
+        Default::default(),
+    )
+    .unwrap();
+    let events = std::fs::read_to_string("schemas/examples/events/reference-funnel.jsonl").unwrap();
     let mut replayed = Vec::new();
     segstream::replay::replay(&mut engine, events.as_bytes(), &mut replayed, None).unwrap();
     let expected: BTreeSet<String> = String::from_utf8(replayed)
@@ -395,8 +398,7 @@ fn reference_funnel_end_to_end_with_dead_letters_and_valid_metrics() {
 }
 
 fn now_rfc3339(offset_ms: i64) -> String {
-    use segstream::engine::Clock;
-    segstream::time::format_rfc3339(segstream::engine::SystemClock.now() + offset_ms)
+    segstream_core::time::format_rfc3339(segstream::clock::now_millis() + offset_ms)
 }
 
 fn click(customer: &str, id: &str) -> String {
@@ -557,10 +559,10 @@ fn kill_9_and_scale_out_lose_and_invent_nothing() {
         .map(|e| format!("{}\n", e.json))
         .collect();
     let text = std::fs::read_to_string("segments/library.toml").unwrap();
-    let mut engine = segstream::engine::Engine::from_source(
+    let mut engine = segstream_core::engine::Engine::from_source(
         "segments/library.toml",
         &text,
-        segstream::engine::EngineConfig {
+        segstream_core::engine::EngineConfig {
             idle_lag: 10 * 365 * 86_400_000,
             ..Default::default()
         },

@@ -14,7 +14,7 @@ fn replay_writes_transitions_profiles_and_a_summary() {
     let pr = dir.path().join("p.jsonl");
     let out = bin()
         .args(["replay", "--segments", "segments/library.toml", "--events"])
-        .arg("examples/events/reference-funnel.jsonl")
+        .arg("schemas/examples/events/reference-funnel.jsonl")
         .arg("--transitions-out")
         .arg(&tr)
         .arg("--profiles-out")
@@ -29,7 +29,8 @@ fn replay_writes_transitions_profiles_and_a_summary() {
     );
     // The committed example is exactly what the replay produces (a golden file).
     let got = std::fs::read_to_string(&tr).unwrap();
-    let golden = std::fs::read_to_string("examples/transitions/reference-funnel.jsonl").unwrap();
+    let golden =
+        std::fs::read_to_string("schemas/examples/transitions/reference-funnel.jsonl").unwrap();
     assert_eq!(got, golden);
     let summary: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
     assert_eq!(summary["events_read"], 43);
@@ -99,21 +100,30 @@ fn replay_reads_stdin_and_reports_rejections_with_reasons_and_lines() {
 #[test]
 fn invalid_definitions_stop_before_anything_runs_with_every_error() {
     let out = bin()
-        .args(["validate", "-s", "tests/fixtures/segments/invalid.toml"])
+        .args([
+            "validate",
+            "-s",
+            "crates/segstream-core/tests/fixtures/segments/invalid.toml",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     let located = err
         .lines()
-        .filter(|l| l.starts_with("tests/fixtures/segments/invalid.toml:"))
+        .filter(|l| l.starts_with("crates/segstream-core/tests/fixtures/segments/invalid.toml:"))
         .count();
     assert!(located >= 8, "{err}");
     let dir = tempfile::tempdir().unwrap();
     let tr = dir.path().join("t.jsonl");
     let out = bin()
-        .args(["replay", "-s", "tests/fixtures/segments/invalid.toml", "-e"])
-        .arg("examples/events/reference-funnel.jsonl")
+        .args([
+            "replay",
+            "-s",
+            "crates/segstream-core/tests/fixtures/segments/invalid.toml",
+            "-e",
+        ])
+        .arg("schemas/examples/events/reference-funnel.jsonl")
         .arg("-t")
         .arg(&tr)
         .output()

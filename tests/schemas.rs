@@ -2,9 +2,9 @@
 //!
 //! - every schema compiles (draft 2020-12, checked against the meta-schema), has the
 //!   expected `$id`, a `description` and `examples`, and every example is valid;
-//! - every `*.json` / `*.jsonl` file under `examples/` is checked: lines of `invalid*`
+//! - every `*.json` / `*.jsonl` file under `schemas/examples/` is checked: lines of `invalid*`
 //!   files must each be rejected, every other line must be accepted; files under
-//!   `examples/transitions/` are transitions, all others input events;
+//!   `schemas/examples/transitions/` are transitions, all others input events;
 //! - one-rule-at-a-time mutations of a valid event or transition are rejected;
 //! - the funnel simulator (`segstream::generator`) only produces valid events.
 //!
@@ -251,10 +251,10 @@ fn documents(path: &Path) -> Vec<(usize, Result<Value, String>)> {
 #[test]
 fn example_files_are_valid_or_rejected_as_labelled() {
     let root = repo_root();
-    let files = example_files(&root.join("examples"));
+    let files = example_files(&root.join("schemas/examples"));
     assert!(
         !files.is_empty(),
-        "no *.json / *.jsonl example files under examples/"
+        "no *.json / *.jsonl example files under schemas/examples/"
     );
 
     let mut failures = String::new();
@@ -311,7 +311,7 @@ fn example_files_are_valid_or_rejected_as_labelled() {
 
 #[test]
 fn reference_funnel_tells_the_whole_story() {
-    let path = repo_root().join("examples/events/reference-funnel.jsonl");
+    let path = repo_root().join("schemas/examples/events/reference-funnel.jsonl");
     let docs: Vec<Value> = documents(&path)
         .into_iter()
         .map(|(line, doc)| doc.unwrap_or_else(|e| panic!("line {line}: {e}")))

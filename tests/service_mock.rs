@@ -162,7 +162,7 @@ fn funnel(customers: usize, seed: u64, cfg: &Config) -> (Vec<Keyed>, BTreeSet<St
         .map(|e| format!("{}\n", e.json))
         .collect();
     let text = std::fs::read_to_string(&cfg.segments.file).unwrap();
-    let mut engine = segstream::engine::Engine::from_source(
+    let mut engine = segstream_core::engine::Engine::from_source(
         &cfg.segments.file.display().to_string(),
         &text,
         cfg.engine.clone(),
@@ -250,10 +250,13 @@ async fn live_path_equals_offline_replay_for_the_reference_funnel() {
 
     // The expected transitions: the offline replay of the same file.
     let text = std::fs::read_to_string("segments/library.toml").unwrap();
-    let mut engine =
-        segstream::engine::Engine::from_source("segments/library.toml", &text, cfg.engine.clone())
-            .unwrap();
-    let events = std::fs::read_to_string("examples/events/reference-funnel.jsonl").unwrap();
+    let mut engine = segstream_core::engine::Engine::from_source(
+        "segments/library.toml",
+        &text,
+        cfg.engine.clone(),
+    )
+    .unwrap();
+    let events = std::fs::read_to_string("schemas/examples/events/reference-funnel.jsonl").unwrap();
     let mut expected_out = Vec::new();
     let summary =
         segstream::replay::replay(&mut engine, events.as_bytes(), &mut expected_out, None).unwrap();
@@ -597,13 +600,10 @@ async fn a_broker_outage_reports_not_ready_and_loses_nothing() {
     let brokers = cfg.kafka.brokers.clone();
     let svc = Service::start(cfg.clone()).await;
     wait_for_readyz(&svc, 200).await;
-    let now = {
-        use segstream::engine::Clock;
-        segstream::engine::SystemClock.now()
-    };
+    let now = { segstream::clock::now_millis() };
     let click = format!(
         r#"{{"event_id":"k1","customer_id":"c1","type":"ad_click","timestamp":"{}","properties":{{"campaign":"q4"}}}}"#,
-        segstream::time::format_rfc3339(now)
+        segstream_core::time::format_rfc3339(now)
     );
     produce(&brokers, &input, &[(Some("c1".into()), click.into_bytes())]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;

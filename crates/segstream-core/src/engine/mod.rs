@@ -30,7 +30,7 @@ use crate::event::{parse_event, Event, EventError, EventKind, RejectReason};
 use crate::profile::{millis, secs, Profile, Secs};
 use crate::segment::compile::Definitions;
 use crate::segment::diagnostic::Diagnostics;
-use crate::symbols::{SymbolClass, Symbols};
+use crate::symbols::Symbols;
 use crate::time::{format_duration, format_rfc3339, Millis, DAY, MINUTE, SECOND};
 use crate::transition::{Cause, Direction, TimerKind, Transition};
 
@@ -76,42 +76,6 @@ pub fn default_idle_lag() -> Millis {
     SECOND
 }
 
-/// Where live operation gets "now" from; tests use [`ManualClock`].
-pub trait Clock {
-    fn now(&self) -> Millis;
-}
-
-/// The system's wall clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Millis {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as Millis)
-    }
-}
-
-/// A clock that moves only when told to.
-#[derive(Debug, Default)]
-pub struct ManualClock(std::sync::atomic::AtomicI64);
-
-impl ManualClock {
-    pub fn new(at: Millis) -> Self {
-        ManualClock(std::sync::atomic::AtomicI64::new(at))
-    }
-    pub fn set(&self, at: Millis) {
-        self.0.store(at, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Millis {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
 /// Counters the engine keeps (the service turns them into metrics).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineStats {
@@ -137,20 +101,6 @@ pub struct ReloadReport {
     pub new_aggregates: usize,
     pub kept_aggregates: usize,
     pub transitions: usize,
-}
-
-/// Serializable engine state (profiles, timers implied by them, watermark and symbols),
-/// with the layout of the definitions it was taken under so that it can be restored under
-/// different ones.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EngineState {
-    pub symbols: Symbols,
-    pub watermark: Millis,
-    pub max_event_time: Millis,
-    pub segments: Vec<(String, String)>,
-    pub feature_keys: Vec<String>,
-    pub profiles: Vec<(String, Profile)>,
-    pub stats: EngineStats,
 }
 
 /// A segment's name and rule version.
@@ -192,13 +142,8 @@ pub struct Engine {
     forgotten: hashbrown::HashMap<Arc<str>, Millis>,
     stats: EngineStats,
     affected: Vec<bool>,
-    /// When set, the caller drives the watermark (`advance_watermark`) instead of the
-    /// engine deriving it from the largest event time (see `set_external_watermark`).
-    external_watermark: bool,
     /// Changelog records for the current definitions.
     codec: Codec,
-    /// The shard the next applied events belong to (see `set_shard`).
-    shard: u16,
     /// Whether changed and removed profiles are collected for `drain_changes`.
     track: bool,
     changed: Vec<Arc<str>>,
@@ -258,33 +203,20 @@ impl Engine {
             forgotten: hashbrown::HashMap::new(),
             stats: EngineStats::default(),
             affected: vec![false; n],
-            external_watermark: false,
             codec: Codec::new(&defs),
             defs: Arc::new(defs),
-            shard: 0,
             track: false,
             changed: Vec::new(),
             removed: Vec::new(),
         }
     }
 
-    /// Tags the profiles the next events touch with `shard` (the input partition): state is
-    /// written to the changelog and dropped per shard. Single-shard users never call it.
-    pub fn set_shard(&mut self, shard: u16) {
-        self.shard = shard;
-    }
-
-    /// Starts (or stops) collecting changed and removed profiles for [`Engine::drain_changes`].
-    pub fn track_changes(&mut self, on: bool) {
-        self.track = on;
-        if !on {
-            for id in std::mem::take(&mut self.changed) {
-                if let Some(p) = self.profiles.get_mut(&id) {
-                    p.dirty = false;
-                }
-            }
-            self.removed.clear();
-        }
+    /// The same engine, collecting every changed and removed profile for
+    /// [`Engine::drain_changes`] (a service that writes a changelog). Without it nothing is
+    /// collected (replay, benchmarks).
+    pub fn with_change_tracking(mut self) -> Self {
+        self.track = true;
+        self
     }
 
     /// Every customer changed or removed since the last drain, once each: its changelog
@@ -451,13 +383,6 @@ impl Engine {
         touch(*track, changed, profile, id);
     }
 
-    /// Lets the caller drive the watermark. A consumer of several partitions does: its
-    /// watermark is the minimum over the partitions that are not idle, so a partition
-    /// delivered ahead of another does not make the other's events late.
-    pub fn set_external_watermark(&mut self, external: bool) {
-        self.external_watermark = external;
-    }
-
     /// Compiles a definitions file and builds an engine for it.
     pub fn from_source(file: &str, text: &str, config: EngineConfig) -> Result<Self, Diagnostics> {
         let mut symbols = Symbols::new();
@@ -555,19 +480,44 @@ impl Engine {
     }
 
     /// Parses and applies one raw event.
+    /// Parses and applies one raw event in shard 0, the watermark following the largest
+    /// event time ([`Engine::apply_and_advance`]): one ordered input, as in a replay.
     pub fn process(&mut self, raw: &[u8], out: &mut Vec<Transition>) -> Result<(), EventError> {
         let event = parse_event(raw)?;
-        self.apply(&event, out)
+        self.apply_and_advance(0, &event, out)
     }
 
-    /// Applies one validated event: fires the customer's due timers, updates the profile,
-    /// re-evaluates the segments the event can affect, then moves the watermark.
-    pub fn apply(
+    /// [`Engine::apply`], then, if the event raised the shard's largest event time, moves
+    /// the shard's watermark to it minus the allowed lateness (firing the timers it
+    /// passes). The policy for a caller that sees a shard's whole input in order (replay,
+    /// tests); the service computes watermarks over partitions itself.
+    pub fn apply_and_advance(
         &mut self,
+        shard: u16,
         event: &Event<'_>,
         out: &mut Vec<Transition>,
     ) -> Result<(), EventError> {
-        let watermark = self.shard_watermark(self.shard);
+        let (_, before) = self.shard_time(shard);
+        self.apply(shard, event, out)?;
+        if event.timestamp > before {
+            let wm = event.timestamp.saturating_sub(self.config.allowed_lateness);
+            self.advance_shard_watermark(shard, wm, out);
+        }
+        Ok(())
+    }
+
+    /// Applies one validated event to its customer in `shard` (the input partition number:
+    /// the profile is written to the changelog and dropped with that shard): fires the
+    /// customer's due timers, updates the profile, re-evaluates the segments the event can
+    /// affect, and raises the shard's largest event time. The watermark does not move; the
+    /// caller moves it ([`Engine::advance_shard_watermark`]).
+    pub fn apply(
+        &mut self,
+        shard: u16,
+        event: &Event<'_>,
+        out: &mut Vec<Transition>,
+    ) -> Result<(), EventError> {
+        let watermark = self.shard_watermark(shard);
         if event.timestamp < watermark {
             self.stats.events_late += 1;
             return Err(EventError::new(
@@ -610,25 +560,19 @@ impl Engine {
             self.forget(event, out);
         } else {
             // A due timer of the customer fires first, then the event is applied.
-            while let Some((id, t)) = self.apply_to_profile(event, ty, &trait_keys, out) {
+            while let Some((id, t)) = self.apply_to_profile(shard, event, ty, &trait_keys, out) {
                 self.fire_customer(&id, t, out);
             }
         }
         self.stats.events_applied += 1;
         // Rescheduling a customer earlier leaves its old heap entry behind (skipped when
         // popped); rebuild the heap when such stale entries outnumber the live ones.
-        let clock = shard_clock(&mut self.shards, self.floor, self.shard);
+        let clock = shard_clock(&mut self.shards, self.floor, shard);
         if clock.timers.len() > 2 * self.profiles.len() + 1024 {
             self.rebuild_timers();
         }
-        let clock = shard_clock(&mut self.shards, self.floor, self.shard);
-        if event.timestamp > clock.max_event_time {
-            clock.max_event_time = event.timestamp;
-            if !self.external_watermark {
-                let wm = event.timestamp.saturating_sub(self.config.allowed_lateness);
-                self.advance_shard_watermark(self.shard, wm, out);
-            }
-        }
+        let clock = shard_clock(&mut self.shards, self.floor, shard);
+        clock.max_event_time = clock.max_event_time.max(event.timestamp);
         Ok(())
     }
 
@@ -636,6 +580,7 @@ impl Engine {
     /// before the event: then nothing is changed and the timer is returned to fire first.
     fn apply_to_profile(
         &mut self,
+        shard: u16,
         event: &Event<'_>,
         ty: Option<u16>,
         trait_keys: &[Option<u16>],
@@ -650,7 +595,6 @@ impl Engine {
             floor,
             stats,
             affected,
-            shard,
             track,
             changed,
             ..
@@ -674,11 +618,11 @@ impl Engine {
         };
         let now = profile.clock.max(event.timestamp);
         profile.clock = now;
-        if profile.shard != *shard {
+        if profile.shard != shard {
             // The customer's events moved to another shard: so does its pending timer.
-            profile.shard = *shard;
+            profile.shard = shard;
             if profile.timer_at != 0 {
-                push_timer(shards, *floor, *shard, millis(profile.timer_at), id.clone());
+                push_timer(shards, *floor, shard, millis(profile.timer_at), id.clone());
             }
         }
         touch(*track, changed, profile, &id);
@@ -755,7 +699,7 @@ impl Engine {
             let at = timer_secs(t);
             if profile.timer_at == 0 || at < profile.timer_at {
                 profile.timer_at = at;
-                push_timer(shards, *floor, *shard, millis(at), id);
+                push_timer(shards, *floor, shard, millis(at), id);
             }
         }
         None
@@ -822,8 +766,8 @@ impl Engine {
     /// `idle_lag`) has passed. The watermark for late events does not move: an event still
     /// in flight from a producer is applied when it arrives (if it was a cancel for a
     /// deadline that fired meanwhile, the customer exits again).
-    pub fn on_idle(&mut self, clock: &dyn Clock, out: &mut Vec<Transition>) {
-        let to = clock.now().saturating_sub(self.config.idle_lag);
+    pub fn on_idle(&mut self, now: Millis, out: &mut Vec<Transition>) {
+        let to = now.saturating_sub(self.config.idle_lag);
         let shards: Vec<u16> = self.shards.keys().copied().collect();
         for s in shards {
             self.fire_timers_until(s, to, out);
@@ -1129,80 +1073,6 @@ impl Engine {
         report
     }
 
-    /// The engine's state, for checkpoints and tests.
-    pub fn snapshot(&self) -> EngineState {
-        let mut profiles: Vec<(String, Profile)> = self
-            .profiles
-            .iter()
-            .map(|(k, p)| (k.to_string(), p.clone()))
-            .collect();
-        profiles.sort_by(|a, b| a.0.cmp(&b.0));
-        let layout = Layout::of(&self.defs);
-        EngineState {
-            symbols: self.symbols.clone(),
-            watermark: self.watermark(),
-            max_event_time: self
-                .shards
-                .values()
-                .map(|s| s.max_event_time)
-                .max()
-                .unwrap_or(Millis::MIN),
-            segments: layout
-                .segments
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-            feature_keys: layout.feature_keys,
-            profiles,
-            stats: self.stats.clone(),
-        }
-    }
-
-    /// Restores a snapshot under (possibly different) definitions. Differences between the
-    /// snapshot's definitions and these are applied like a reload, with its transitions.
-    pub fn restore(
-        state: EngineState,
-        file: &str,
-        text: &str,
-        config: EngineConfig,
-        out: &mut Vec<Transition>,
-    ) -> Result<(Self, ReloadReport), Diagnostics> {
-        let mut symbols = state.symbols;
-        let defs = Definitions::from_source(file, text, &mut symbols)?;
-        let old = Layout {
-            segments: state
-                .segments
-                .iter()
-                .map(|(n, v)| (n.as_str().into(), v.as_str().into()))
-                .collect(),
-            feature_keys: state.feature_keys,
-        };
-        let mut engine = Engine {
-            config,
-            defs: Arc::new(defs.clone()),
-            symbols,
-            profiles: state
-                .profiles
-                .into_iter()
-                .map(|(k, p)| (Arc::from(k.as_str()), p))
-                .collect(),
-            shards: Shards::new(),
-            floor: state.watermark,
-            forgotten: hashbrown::HashMap::new(),
-            stats: state.stats,
-            affected: Vec::new(),
-            external_watermark: false,
-            codec: Codec::new(&defs),
-            shard: 0,
-            track: false,
-            changed: Vec::new(),
-            removed: Vec::new(),
-        };
-        shard_clock(&mut engine.shards, state.watermark, 0).max_event_time = state.max_event_time;
-        let report = engine.install(defs, &old, out);
-        Ok((engine, report))
-    }
-
     /// Approximate bytes of profile state: per profile, the struct, its heap and the key.
     pub fn profile_bytes(&self) -> usize {
         self.profiles
@@ -1276,74 +1146,4 @@ pub fn member_names(defs: &Definitions, profile: &Profile) -> Vec<String> {
         .members()
         .filter_map(|i| defs.segments.get(i).map(|s| s.name.to_string()))
         .collect()
-}
-
-impl Engine {
-    /// A customer's profile as JSON: traits, behaviour, value, score and segments (the
-    /// "segment of one" the API serves and `replay --profiles-out` writes).
-    pub fn profile_json(&self, customer_id: &str) -> Option<serde_json::Value> {
-        use serde_json::{json, Map, Value as J};
-        let p = self.profiles.get(customer_id)?;
-        let ctx = self.context(p, p.clock);
-        let mut traits = Map::new();
-        for (k, v) in p.traits() {
-            let v = match v {
-                crate::profile::TraitRef::Sym(s) => {
-                    J::from(self.symbols.name(SymbolClass::Value, u32::from(s)))
-                }
-                crate::profile::TraitRef::Str(s) => J::from(s),
-                crate::profile::TraitRef::Num(n) => J::from(n),
-                crate::profile::TraitRef::Bool(b) => J::from(b),
-            };
-            traits.insert(
-                self.symbols
-                    .name(SymbolClass::TraitKey, u32::from(k))
-                    .to_string(),
-                v,
-            );
-        }
-        let mut types = Map::new();
-        for (t, s) in p.types() {
-            types.insert(
-                self.symbols
-                    .name(SymbolClass::EventType, u32::from(t))
-                    .to_string(),
-                json!({
-                    "count": s.count,
-                    "first_seen": format_rfc3339(millis(s.first)),
-                    "last_seen": format_rfc3339(millis(s.last)),
-                }),
-            );
-        }
-        let attr = |a| match ctx.operand(&crate::segment::compile::Op::Attr(a)) {
-            eval::Val::Num(n) => J::from(n),
-            eval::Val::Str(s) => J::from(s),
-            eval::Val::Bool(b) => J::from(b),
-            eval::Val::Missing => J::Null,
-        };
-        use crate::segment::compile::Attr;
-        Some(json!({
-            "customer_id": customer_id,
-            "segments": member_names(&self.defs, p),
-            "traits": traits,
-            "first_seen": format_rfc3339(millis(p.first_seen())),
-            "last_seen": format_rfc3339(millis(p.last_seen())),
-            "events": types,
-            "value": {
-                "revenue": p.revenue(),
-                "purchases": attr(Attr::Purchases),
-                "favourite_category": attr(Attr::FavouriteCategory),
-                "favourite_product": attr(Attr::FavouriteProduct),
-            },
-            "email": {
-                "opted_out": attr(Attr::OptedOut),
-                "open_rate": attr(Attr::OpenRate),
-                "click_rate": attr(Attr::ClickRate),
-            },
-            "score": (ctx.score() * 100.0).round() / 100.0,
-            "clock": format_rfc3339(p.clock),
-            "sequence": p.sequence,
-            "next_timer": (p.timer_at != 0).then(|| format_rfc3339(millis(p.timer_at))),
-        }))
-    }
 }

@@ -1,15 +1,23 @@
 //! Shared helpers for engine tests: build events, drive an engine, read transitions.
 #![allow(dead_code)]
 
-use segstream::engine::{Engine, EngineConfig};
-use segstream::time::{parse_rfc3339, Millis};
-use segstream::transition::{Direction, Transition};
+use segstream_core::engine::{Engine, EngineConfig};
+use segstream_core::time::{parse_rfc3339, Millis};
+use segstream_core::transition::{Direction, Transition};
 use serde_json::{json, Value};
 
 /// An engine over inline TOML definitions, collecting transitions.
 pub struct Harness {
     pub engine: Engine,
     next_id: u64,
+}
+
+/// A file of the repository (tests run in the crate's folder), by its path from the root.
+pub fn repo_file(rel: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
 }
 
 pub fn at(s: &str) -> Millis {
@@ -45,7 +53,7 @@ impl Harness {
         ty: &str,
         time: &str,
         properties: Value,
-    ) -> Result<Vec<Transition>, segstream::event::EventError> {
+    ) -> Result<Vec<Transition>, segstream_core::event::EventError> {
         self.next_id += 1;
         let mut ev = json!({
             "event_id": format!("e{}", self.next_id),

@@ -281,20 +281,6 @@ impl Definitions {
         Err(Diagnostics(diags))
     }
 
-    /// Reads and compiles a definitions file from disk.
-    pub fn load(path: &std::path::Path, symbols: &mut Symbols) -> Result<Self, Diagnostics> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Diagnostics(vec![Diagnostic {
-                file: file.clone(),
-                line: 0,
-                column: 0,
-                message: format!("cannot read the definitions file: {e}"),
-            }])
-        })?;
-        Self::from_source(&file, &text, symbols)
-    }
-
     pub fn segment_index(&self, name: &str) -> Option<usize> {
         self.segments.iter().position(|s| &*s.name == name)
     }

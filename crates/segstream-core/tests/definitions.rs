@@ -4,10 +4,10 @@
 mod common;
 
 use common::Harness;
-use segstream::engine::{Engine, EngineConfig};
-use segstream::segment::compile::Definitions;
-use segstream::symbols::Symbols;
-use segstream::transition::{Cause, Direction};
+use segstream_core::engine::{Engine, EngineConfig};
+use segstream_core::segment::compile::Definitions;
+use segstream_core::symbols::Symbols;
+use segstream_core::transition::{Cause, Direction};
 use serde_json::json;
 
 fn errors(text: &str) -> Vec<String> {
@@ -20,7 +20,7 @@ fn errors(text: &str) -> Vec<String> {
 
 #[test]
 fn the_shipped_library_compiles_with_every_required_segment() {
-    let text = std::fs::read_to_string("segments/library.toml").unwrap();
+    let text = common::repo_file("segments/library.toml");
     let mut symbols = Symbols::new();
     let defs = Definitions::from_source("segments/library.toml", &text, &mut symbols)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -96,7 +96,7 @@ condition = 'ad_click then webinar_registered within 24h'
 
 #[test]
 fn the_fixture_with_many_errors_lists_them_all() {
-    let text = std::fs::read_to_string("tests/fixtures/segments/invalid.toml").unwrap();
+    let text = common::repo_file("crates/segstream-core/tests/fixtures/segments/invalid.toml");
     let mut symbols = Symbols::new();
     let err = Definitions::from_source("invalid.toml", &text, &mut symbols).unwrap_err();
     assert!(err.len() >= 8, "{err}");
@@ -238,10 +238,10 @@ fn an_invalid_reload_is_rejected_whole_and_the_running_set_stays() {
 
 #[test]
 fn engine_from_library_runs_the_reference_funnel_file() {
-    let text = std::fs::read_to_string("segments/library.toml").unwrap();
+    let text = common::repo_file("segments/library.toml");
     let mut engine =
         Engine::from_source("segments/library.toml", &text, EngineConfig::default()).unwrap();
-    let events = std::fs::read_to_string("examples/events/reference-funnel.jsonl").unwrap();
+    let events = common::repo_file("schemas/examples/events/reference-funnel.jsonl");
     let mut out = Vec::new();
     for line in events.lines() {
         engine

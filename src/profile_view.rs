@@ -1,0 +1,78 @@
+//! JSON views of engine state: a customer's profile as the HTTP API serves it and
+//! `segstream replay --profiles-out` writes it (the "segment of one"). Presentation only:
+//! the engine keeps the state, this module names its symbols and formats its times.
+
+use segstream_core::engine::Engine;
+use segstream_core::profile::millis;
+use segstream_core::symbols::SymbolClass;
+use segstream_core::time::format_rfc3339;
+
+/// A customer's profile as JSON: traits, behaviour, value, score and segments; `None` if
+/// the engine has no profile for `customer_id`.
+pub fn profile_json(engine: &Engine, customer_id: &str) -> Option<serde_json::Value> {
+    use serde_json::{json, Map, Value as J};
+    let p = engine.profile(customer_id)?;
+    let ctx = engine.context(p, p.clock);
+    let mut traits = Map::new();
+    for (k, v) in p.traits() {
+        let v = match v {
+            segstream_core::profile::TraitRef::Sym(s) => {
+                J::from(engine.symbols().name(SymbolClass::Value, u32::from(s)))
+            }
+            segstream_core::profile::TraitRef::Str(s) => J::from(s),
+            segstream_core::profile::TraitRef::Num(n) => J::from(n),
+            segstream_core::profile::TraitRef::Bool(b) => J::from(b),
+        };
+        traits.insert(
+            engine
+                .symbols()
+                .name(SymbolClass::TraitKey, u32::from(k))
+                .to_string(),
+            v,
+        );
+    }
+    let mut types = Map::new();
+    for (t, s) in p.types() {
+        types.insert(
+            engine
+                .symbols()
+                .name(SymbolClass::EventType, u32::from(t))
+                .to_string(),
+            json!({
+                "count": s.count,
+                "first_seen": format_rfc3339(millis(s.first)),
+                "last_seen": format_rfc3339(millis(s.last)),
+            }),
+        );
+    }
+    let attr = |a| match ctx.operand(&segstream_core::segment::compile::Op::Attr(a)) {
+        segstream_core::engine::eval::Val::Num(n) => J::from(n),
+        segstream_core::engine::eval::Val::Str(s) => J::from(s),
+        segstream_core::engine::eval::Val::Bool(b) => J::from(b),
+        segstream_core::engine::eval::Val::Missing => J::Null,
+    };
+    use segstream_core::segment::compile::Attr;
+    Some(json!({
+        "customer_id": customer_id,
+        "segments": segstream_core::engine::member_names(&engine.definitions(), p),
+        "traits": traits,
+        "first_seen": format_rfc3339(millis(p.first_seen())),
+        "last_seen": format_rfc3339(millis(p.last_seen())),
+        "events": types,
+        "value": {
+            "revenue": p.revenue(),
+            "purchases": attr(Attr::Purchases),
+            "favourite_category": attr(Attr::FavouriteCategory),
+            "favourite_product": attr(Attr::FavouriteProduct),
+        },
+        "email": {
+            "opted_out": attr(Attr::OptedOut),
+            "open_rate": attr(Attr::OpenRate),
+            "click_rate": attr(Attr::ClickRate),
+        },
+        "score": (ctx.score() * 100.0).round() / 100.0,
+        "clock": format_rfc3339(p.clock),
+        "sequence": p.sequence,
+        "next_timer": (p.timer_at != 0).then(|| format_rfc3339(millis(p.timer_at))),
+    }))
+}
