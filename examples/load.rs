@@ -60,7 +60,7 @@ use rdkafka::producer::{
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream::config::{Config, KafkaConfig};
 use segstream::generator::{generate, FunnelConfig};
-use segstream::kafka::{Context, KafkaState, Outgoing};
+use segstream::kafka::{KafkaContext as Context, KafkaState, Outgoing};
 use segstream::metrics::Metrics;
 use segstream::service::{self, Running};
 use segstream_core::engine::{Engine, EngineConfig};
@@ -569,9 +569,7 @@ impl Service {
 
     /// Transitions the engine emitted.
     fn emitted(&self) -> u64 {
-        service::lock(&self.running.shared.engine)
-            .stats()
-            .transitions
+        self.running.shared.engine().stats().transitions
     }
 
     async fn stop(self) -> anyhow::Result<()> {

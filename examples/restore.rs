@@ -46,7 +46,7 @@ use rdkafka::producer::{
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream::config::KafkaConfig;
 use segstream::generator::{generate, FunnelConfig};
-use segstream::kafka::{Context, KafkaState};
+use segstream::kafka::{KafkaContext as Context, KafkaState};
 use segstream::metrics::Metrics;
 use segstream_core::engine::{Engine, EngineConfig, StateChange};
 use segstream_core::transition::Transition;
@@ -367,12 +367,7 @@ fn produce(
     let mut markers = 0usize;
     // A position marker after every MARKER_EVERY records of a partition and at its end, as
     // the service writes one after every batch (a restore buffers the records between two).
-    let marker = serde_json::to_vec(&segstream::service::Position {
-        v: 1,
-        watermark: 0,
-        max_event_time: 0,
-        inputs: Default::default(),
-    })?;
+    let marker = segstream_core::changelog::Position::new(0, 0, Default::default()).encode();
     let send = |mut record: BaseRecord<'_, str, [u8]>| -> anyhow::Result<()> {
         loop {
             match p.send(record) {
@@ -393,7 +388,7 @@ fn produce(
                 send(
                     BaseRecord::to(topic)
                         .partition(part)
-                        .key(segstream::service::POSITION_KEY)
+                        .key(segstream_core::changelog::POSITION_KEY)
                         .payload(marker.as_slice()),
                 )?;
                 markers += 1;
@@ -412,7 +407,7 @@ fn produce(
         send(
             BaseRecord::to(topic)
                 .partition(part)
-                .key(segstream::service::POSITION_KEY)
+                .key(segstream_core::changelog::POSITION_KEY)
                 .payload(marker.as_slice()),
         )?;
         markers += 1;

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::service::{lock, Shared};
+use crate::shared::Shared;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -50,7 +50,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     let assigned = s.kafka.assigned.load(Ordering::SeqCst);
-    let healthy = s.kafka.healthy(crate::service::BROKER_HEALTH_WINDOW_MS);
+    let healthy = s.kafka.healthy();
     if s.ready.load(Ordering::SeqCst) && healthy {
         (
             StatusCode::OK,
@@ -112,7 +112,7 @@ async fn profile(
     if let Err(r) = authorized(&s, &headers) {
         return *r;
     }
-    let view = crate::profile_view::profile_json(&lock(&s.engine), &customer_id);
+    let view = crate::profile_view::profile_json(&s.engine(), &customer_id);
     match view {
         Some(v) => Json(v).into_response(),
         None => (
@@ -127,7 +127,7 @@ async fn segments(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response 
     if let Err(r) = authorized(&s, &headers) {
         return *r;
     }
-    let engine = lock(&s.engine);
+    let engine = s.engine();
     let defs = engine.definitions().clone();
     let populations = engine.populations();
     drop(engine);

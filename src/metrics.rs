@@ -1,10 +1,111 @@
 //! Prometheus metrics, registered in one place. Labels are low-cardinality only (topic,
 //! partition, outcome, reason, segment, direction): never a customer id.
+//!
+//! Label values come from enums ([`Label`]): the series of every value are created at
+//! start-up ([`Metrics::init_series`]) and the strings exist once, in the enum.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+use segstream_core::event::RejectReason;
+use segstream_core::transition::Direction;
+
+/// A closed set of label values.
+pub trait Label: Copy + 'static {
+    /// Every value.
+    const ALL: &'static [Self];
+    /// The label value.
+    fn as_str(self) -> &'static str;
+}
+
+/// Declares a label enum: its variants with their label values, `ALL` and `as_str`.
+macro_rules! label_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $value:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl Label for $name {
+            const ALL: &'static [Self] = &[$($name::$variant),+];
+            fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $value),+
+                }
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// What became of a consumed input message.
+    EventOutcome {
+        /// Applied to the engine.
+        Accepted => "accepted",
+        /// Invalid: a dead letter.
+        Rejected => "rejected",
+        /// Older than the watermark: a dead letter.
+        Late => "late",
+    }
+}
+
+label_enum! {
+    /// A segment reload's outcome.
+    ReloadOutcome {
+        Ok => "ok",
+        Rejected => "rejected",
+    }
+}
+
+label_enum! {
+    /// A consumer-group rebalance callback.
+    RebalanceKind {
+        Assign => "assign",
+        Revoke => "revoke",
+        Error => "error",
+    }
+}
+
+label_enum! {
+    /// A changelog entry written.
+    ChangelogKind {
+        /// A customer's profile record.
+        Record => "record",
+        /// A profile removed (forget, TTL).
+        Tombstone => "tombstone",
+    }
+}
+
+label_enum! {
+    /// A changelog entry read while restoring.
+    RestoreOutcome {
+        Restored => "restored",
+        Tombstone => "tombstone",
+        /// Unreadable (foreign, truncated): skipped with a warning.
+        Invalid => "invalid",
+    }
+}
+
+impl Label for RejectReason {
+    const ALL: &'static [Self] = RejectReason::ALL;
+    fn as_str(self) -> &'static str {
+        RejectReason::as_str(self)
+    }
+}
+
+impl Label for Direction {
+    const ALL: &'static [Self] = Direction::ALL;
+    fn as_str(self) -> &'static str {
+        Direction::as_str(self)
+    }
+}
+
+/// The counter of one label value of a one-label counter family.
+pub fn series<L: Label>(family: &IntCounterVec, value: L) -> IntCounter {
+    family.with_label_values(&[value.as_str()])
+}
 
 /// Every metric segstream exports.
 pub struct Metrics {
@@ -32,6 +133,8 @@ pub struct Metrics {
     pub restore_remaining: IntGauge,
     pub restore_seconds: Histogram,
     pub state_dropped: IntCounter,
+    /// The segments that have a population series (a removed segment's series is removed).
+    population_series: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn buckets_seconds() -> Vec<f64> {
@@ -179,36 +282,43 @@ impl Metrics {
                 "Profiles dropped because their partition moved to another instance.",
             ),
             registry,
+            population_series: Default::default(),
         }
     }
 
     /// Creates the labelled series that should read 0 before anything happened, so that
     /// `increase()` and `rate()` see their first increment.
     pub fn init_series(&self) {
-        for outcome in ["ok", "rejected"] {
-            self.reloads.with_label_values(&[outcome]);
+        fn all<L: Label>(family: &IntCounterVec) {
+            for v in L::ALL {
+                series(family, *v);
+            }
         }
-        for reason in [
-            "invalid_json",
-            "not_an_object",
-            "missing_field",
-            "wrong_type",
-            "invalid_value",
-            "invalid_timestamp",
-            "late_event",
-            "too_large",
-        ] {
-            self.dead_letters.with_label_values(&[reason]);
+        all::<ReloadOutcome>(&self.reloads);
+        all::<RejectReason>(&self.dead_letters);
+        all::<RebalanceKind>(&self.rebalances);
+        all::<ChangelogKind>(&self.changelog_records);
+        all::<RestoreOutcome>(&self.restore_records);
+    }
+
+    /// Sets the population of every segment; segments no longer defined lose their series
+    /// (the others are overwritten in place, so a scrape never sees them missing).
+    pub fn set_populations(&self, populations: &[(std::sync::Arc<str>, usize)]) {
+        let mut known = self
+            .population_series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now: std::collections::BTreeSet<String> =
+            populations.iter().map(|(s, _)| s.to_string()).collect();
+        for gone in known.difference(&now) {
+            let _ = self.segment_population.remove_label_values(&[gone]);
         }
-        for kind in ["assign", "revoke", "error"] {
-            self.rebalances.with_label_values(&[kind]);
+        for (segment, n) in populations {
+            self.segment_population
+                .with_label_values(&[&**segment])
+                .set(*n as i64);
         }
-        for kind in ["record", "tombstone"] {
-            self.changelog_records.with_label_values(&[kind]);
-        }
-        for outcome in ["restored", "tombstone", "invalid"] {
-            self.restore_records.with_label_values(&[outcome]);
-        }
+        *known = now;
     }
 
     /// The Prometheus text exposition of every metric.

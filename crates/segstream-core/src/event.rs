@@ -298,6 +298,19 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every reason, in declaration order (metric series are created for each up front).
+    pub const ALL: &'static [RejectReason] = &[
+        RejectReason::InvalidJson,
+        RejectReason::NotAnObject,
+        RejectReason::MissingField,
+        RejectReason::WrongType,
+        RejectReason::InvalidValue,
+        RejectReason::InvalidTimestamp,
+        RejectReason::Late,
+        RejectReason::TooLarge,
+    ];
+
+    /// The metric label and dead-letter header value.
     pub fn as_str(self) -> &'static str {
         match self {
             RejectReason::InvalidJson => "invalid_json",
@@ -769,6 +782,27 @@ impl<'de: 'a, 'a> Deserialize<'de> for Obj<'a> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_reject_reason_is_listed_once_with_its_own_label() {
+        // A new variant fails to compile here until it is listed in `ALL`.
+        let listed = |r: RejectReason| match r {
+            RejectReason::InvalidJson
+            | RejectReason::NotAnObject
+            | RejectReason::MissingField
+            | RejectReason::WrongType
+            | RejectReason::InvalidValue
+            | RejectReason::InvalidTimestamp
+            | RejectReason::Late
+            | RejectReason::TooLarge => RejectReason::ALL.iter().filter(|x| **x == r).count(),
+        };
+        for r in RejectReason::ALL {
+            assert_eq!(listed(*r), 1, "{r}");
+        }
+        let labels: std::collections::BTreeSet<&str> =
+            RejectReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), RejectReason::ALL.len());
+    }
+
     use super::*;
 
     fn ok(s: &str) -> Event<'_> {

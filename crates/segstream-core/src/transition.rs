@@ -20,6 +20,9 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// Both directions.
+    pub const ALL: &'static [Direction] = &[Direction::Entered, Direction::Exited];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::Entered => "entered",

@@ -1,299 +1,18 @@
 //! End to end against a real broker process: tansu (a Kafka-API broker) over TCP, the
 //! `segstream` binary as its own process, and an independent client (kafka-python) to
-//! produce events and read the topics.
-//!
-//! `scripts/setup.sh` installs tansu and kafka-python; a missing one fails these tests (they
-//! never skip silently).
+//! produce events and read the topics (see `support::tansu`).
+
+mod support;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn tansu_bin() -> PathBuf {
-    let home = std::env::var("HOME").unwrap_or_default();
-    let candidates = [
-        PathBuf::from(format!("{home}/.cargo/bin/tansu")),
-        PathBuf::from("tansu"),
-    ];
-    for c in candidates {
-        if Command::new(&c)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return c;
-        }
-    }
-    panic!(
-        "the tansu broker is not installed: run scripts/setup.sh (CI runs it via scripts/test.sh)"
-    );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(port: u16, timeout: Duration) {
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < timeout, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A tansu broker with in-memory storage on a port of its own.
-struct Tansu {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Tansu {
-    fn start_on(port: u16) -> Tansu {
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu_bin())
-            .args([
-                "broker",
-                "--storage-engine",
-                "memory://tansu/",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu starts");
-        wait_for_port(port, Duration::from_secs(20));
-        Tansu {
-            child: Some(child),
-            port,
-        }
-    }
-
-    fn broker(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn create_topic(&self, name: &str, partitions: u32) {
-        let out = Command::new(tansu_bin())
-            .args([
-                "topic",
-                "create",
-                "--broker",
-                &format!("tcp://127.0.0.1:{}", self.port),
-                "--partitions",
-                &partitions.to_string(),
-                name,
-            ])
-            .output()
-            .expect("tansu topic create runs");
-        assert!(
-            out.status.success(),
-            "creating {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The segstream binary, configured through `SEGSTREAM__*` variables.
-struct Segstream {
-    child: Option<Child>,
-    http_port: u16,
-}
-
-impl Segstream {
-    fn start(env: &[(&str, String)]) -> Segstream {
-        let http_port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_segstream"));
-        cmd.arg("run")
-            .env("SEGSTREAM__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
-            .env("RUST_LOG", "warn,segstream=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("segstream starts");
-        wait_for_port(http_port, Duration::from_secs(30));
-        Segstream {
-            child: Some(child),
-            http_port,
-        }
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).unwrap();
-        let status = buf[9..12].parse().unwrap();
-        (
-            status,
-            buf.split_once("\r\n\r\n")
-                .map(|(_, b)| b.to_string())
-                .unwrap_or_default(),
-        )
-    }
-
-    fn wait_ready(&self, ready: bool, timeout: Duration) {
-        let start = Instant::now();
-        loop {
-            let ok = self.get("/readyz").0 == 200;
-            if ok == ready {
-                return;
-            }
-            assert!(start.elapsed() < timeout, "readyz never became {ready}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success());
-    }
-
-    fn metric(&self, line_prefix: &str) -> Option<String> {
-        self.get("/metrics")
-            .1
-            .lines()
-            .find(|l| l.starts_with(line_prefix))
-            .map(|l| l[line_prefix.len()..].trim().to_string())
-    }
-
-    /// SIGTERM, and the exit status must be 0 within the deadline.
-    fn terminate(&mut self) {
-        let mut child = self.child.take().unwrap();
-        let pid = child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "segstream exited with {status}");
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(35),
-                "no exit within the shutdown deadline"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Segstream {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn python(args: &[&str], stdin: Option<&[u8]>) -> String {
-    let mut cmd = Command::new("python3");
-    cmd.arg("tests/e2e/kafka_client.py")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    let mut child = cmd.spawn().expect("python3 runs");
-    if let Some(data) = stdin {
-        child.stdin.take().unwrap().write_all(data).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kafka_client.py {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn produce(broker: &str, topic: &str, lines: &str) {
-    python(
-        &["produce", "--broker", broker, "--topic", topic],
-        Some(lines.as_bytes()),
-    );
-}
-
-fn consume(broker: &str, topic: &str, count: usize, timeout_s: u32) -> Vec<serde_json::Value> {
-    python(
-        &[
-            "consume",
-            "--broker",
-            broker,
-            "--topic",
-            topic,
-            "--count",
-            &count.to_string(),
-            "--timeout",
-            &timeout_s.to_string(),
-        ],
-        None,
-    )
-    .lines()
-    .map(|l| serde_json::from_str(l).unwrap())
-    .collect()
-}
-
-fn base_env(tansu: &Tansu, segments: &str, group: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("SEGSTREAM__KAFKA__BROKERS", tansu.broker()),
-        ("SEGSTREAM__KAFKA__GROUP_ID", group.to_string()),
-        ("SEGSTREAM__KAFKA__INPUT_TOPICS", "[\"events\"]".to_string()),
-        ("SEGSTREAM__KAFKA__OUTPUT_TOPIC", "transitions".to_string()),
-        (
-            "SEGSTREAM__KAFKA__DEAD_LETTER_TOPIC",
-            "dead-letters".to_string(),
-        ),
-        ("SEGSTREAM__SEGMENTS__FILE", segments.to_string()),
-    ]
-}
-
-fn create_topics(tansu: &Tansu) {
-    tansu.create_topic("events", 3);
-    tansu.create_topic("transitions", 3);
-    tansu.create_topic("dead-letters", 1);
-    // The profile changelog: as many partitions as the input (the service checks it).
-    tansu.create_topic("segstream-changelog", 3);
-}
+use segstream_core::engine::EngineConfig;
+use support::tansu::{base_env, consume, create_topics, free_port, produce, Segstream, Tansu};
+use support::{funnel_events, replayed};
 
 #[test]
 fn reference_funnel_end_to_end_with_dead_letters_and_valid_metrics() {
@@ -304,21 +23,12 @@ fn reference_funnel_end_to_end_with_dead_letters_and_valid_metrics() {
     env.push(("SEGSTREAM__ENGINE__IDLE_LAG", "3650d".to_string()));
 
     // Expected: the offline replay of the same events.
-    let text = std::fs::read_to_string("segments/library.toml").unwrap();
-    let mut engine = segstream_core::engine::Engine::from_source(
-        "segments/library.toml",
-        &text,
-        Default::default(),
-    )
-    .unwrap();
     let events = std::fs::read_to_string("schemas/examples/events/reference-funnel.jsonl").unwrap();
-    let mut replayed = Vec::new();
-    segstream::replay::replay(&mut engine, events.as_bytes(), &mut replayed, None).unwrap();
-    let expected: BTreeSet<String> = String::from_utf8(replayed)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
+    let expected = replayed(
+        &events,
+        Path::new("segments/library.toml"),
+        EngineConfig::default(),
+    );
 
     // Three days of history are in the topic when the service starts (a backlog: every
     // partition holds the watermark until it has delivered).
@@ -545,36 +255,15 @@ fn kill_9_and_scale_out_lose_and_invent_nothing() {
     env.push(("SEGSTREAM__ENGINE__IDLE_LAG", "3650d".to_string()));
     env.push(("SEGSTREAM__KAFKA__BATCH_SIZE", "50".to_string()));
 
-    let funnel = segstream::generator::FunnelConfig {
-        customers: 300,
-        days: 4,
-        seed: 7,
-        ..Default::default()
-    };
-    // Closing ticks: every partition's event time passes the end, as the replay's does
-    // (an instance knows only its own partitions' time).
-    let events: String = segstream::generator::generate(&funnel)
-        .into_iter()
-        .chain(segstream::generator::closing_ticks(&funnel, 40))
-        .map(|e| format!("{}\n", e.json))
-        .collect();
-    let text = std::fs::read_to_string("segments/library.toml").unwrap();
-    let mut engine = segstream_core::engine::Engine::from_source(
-        "segments/library.toml",
-        &text,
-        segstream_core::engine::EngineConfig {
+    let events = funnel_events(300, 7);
+    let expected = replayed(
+        &events,
+        Path::new("segments/library.toml"),
+        EngineConfig {
             idle_lag: 10 * 365 * 86_400_000,
             ..Default::default()
         },
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    segstream::replay::replay(&mut engine, events.as_bytes(), &mut out, None).unwrap();
-    let expected: BTreeSet<String> = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
+    );
     assert!(expected.len() > 100, "{}", expected.len());
     let lines: Vec<&str> = events.lines().collect();
     let (first, second) = lines.split_at(lines.len() / 2);

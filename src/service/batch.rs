@@ -1,0 +1,285 @@
+//! One batch: read up to `batch_size` messages, apply each to the engine (a rejected one
+//! becomes a dead letter), and collect everything the batch caused: transitions, dead
+//! letters, one changelog record per customer it changed, and a position marker per
+//! partition number it read. When the input is idle the batch ends early and time moves
+//! on without events.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use segstream_core::changelog::Position;
+use segstream_core::engine::StateChange;
+use segstream_core::event::{EventError, RejectReason};
+use segstream_core::transition::Transition;
+use tracing::warn;
+
+use crate::kafka::Outgoing;
+use crate::metrics::{series, ChangelogKind, EventOutcome, Label};
+use crate::shared::Shared;
+
+use super::assignment::on_assignment;
+use super::progress::Progress;
+use super::Clients;
+
+/// What one batch produced and which offsets it covers.
+#[derive(Default)]
+pub struct Batch {
+    pub outgoing: Vec<Outgoing>,
+    /// Position markers, produced after everything else (see [`Position`]).
+    pub markers: Vec<Outgoing>,
+    /// Next offset to commit per (topic, partition).
+    pub offsets: HashMap<(String, i32), i64>,
+    pub messages: usize,
+    pub started: Option<Instant>,
+}
+
+impl Batch {
+    /// The offsets to commit, for the partitions still owned (a revoked one is read again
+    /// by its new owner from its last commit).
+    pub fn owned_offsets(&self, owned: &BTreeSet<i32>) -> anyhow::Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::with_capacity(self.offsets.len());
+        for ((topic, partition), offset) in &self.offsets {
+            if owned.contains(partition) {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+            }
+        }
+        Ok(tpl)
+    }
+}
+
+/// Reads and applies up to `batch_size` messages; returns early when the input is idle
+/// (then the watermark follows the clock).
+pub async fn read_batch(
+    clients: &Clients,
+    shared: &Shared,
+    progress: &mut Progress,
+) -> anyhow::Result<Batch> {
+    let k = &shared.config.kafka;
+    let mut batch = Batch::default();
+    let mut transitions: Vec<Transition> = Vec::new();
+    if shared
+        .kafka
+        .assignment_changed
+        .swap(false, Ordering::SeqCst)
+    {
+        on_assignment(clients, shared, progress, &mut transitions).await?;
+    }
+    let idle = Duration::from_millis(k.idle_after as u64);
+    let batch_timeout = Duration::from_millis(k.batch_timeout as u64);
+    loop {
+        let wait = match batch.started {
+            None => idle,
+            Some(s) => batch_timeout.saturating_sub(s.elapsed()),
+        };
+        if batch.started.is_some() && wait.is_zero() {
+            break;
+        }
+        let msg = match tokio::time::timeout(wait, clients.consumer.recv()).await {
+            Err(_) => {
+                if batch.started.is_none() {
+                    on_idle(shared, progress, &mut transitions);
+                }
+                break;
+            }
+            Ok(Err(e)) => {
+                // Broker or transport trouble: librdkafka reconnects by itself.
+                warn!(error = %e, "consumer error");
+                shared.set_ready(false);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                break;
+            }
+            Ok(Ok(m)) => m,
+        };
+        // A rebalance runs inside `recv`: before this message is applied, drop what was
+        // revoked and restore what was assigned (this message's partition among them).
+        if shared
+            .kafka
+            .assignment_changed
+            .swap(false, Ordering::SeqCst)
+            || !progress.clocks.contains(msg.topic(), msg.partition())
+        {
+            on_assignment(clients, shared, progress, &mut transitions).await?;
+        }
+        if !progress.owned.contains(&msg.partition()) {
+            // Revoked between its fetch and now: the new owner reads it again.
+            continue;
+        }
+        batch.started.get_or_insert_with(Instant::now);
+        batch.messages += 1;
+        batch
+            .offsets
+            .insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
+        if !progress.first_application(msg.topic(), msg.partition(), msg.offset()) {
+            continue;
+        }
+        apply_message(shared, progress, &msg, &mut batch, &mut transitions);
+        if batch.messages >= k.batch_size {
+            shared.ready.store(false, Ordering::SeqCst);
+            break;
+        }
+    }
+    collect_outputs(shared, progress, &mut batch, &transitions);
+    if progress
+        .last_gauges
+        .is_none_or(|t| t.elapsed() > Duration::from_secs(5))
+    {
+        super::gauges::refresh(shared);
+        progress.last_gauges = Some(Instant::now());
+    }
+    Ok(batch)
+}
+
+/// Idle and caught up: readiness is re-evaluated, quiet partitions stop holding the
+/// watermark back, and timers follow the wall clock.
+fn on_idle(shared: &Shared, progress: &Progress, out: &mut Vec<Transition>) {
+    let config = &shared.config;
+    let ready = shared.kafka.assigned.load(Ordering::SeqCst) > 0 && shared.kafka.healthy();
+    shared.set_ready(ready);
+    let lateness = config.engine.allowed_lateness;
+    let partition_idle = Duration::from_millis(config.kafka.partition_idle_after as u64);
+    let now = Instant::now();
+    let mut engine = shared.engine();
+    for &p in &progress.owned {
+        if let Some(wm) = progress
+            .clocks
+            .idle_watermark(p, lateness, partition_idle, now)
+        {
+            engine.advance_shard_watermark(p as u16, wm, out);
+        }
+    }
+    engine.on_idle(crate::clock::now_millis(), out);
+}
+
+/// Applies one message to the engine (or makes it a dead letter) and moves its shard's
+/// watermark.
+fn apply_message(
+    shared: &Shared,
+    progress: &mut Progress,
+    msg: &BorrowedMessage<'_>,
+    batch: &mut Batch,
+    out: &mut Vec<Transition>,
+) {
+    let config = &shared.config;
+    let payload = msg.payload().unwrap_or(&[]);
+    let result = if msg.payload().is_none() {
+        Err(EventError::new(
+            RejectReason::InvalidJson,
+            "message has no payload",
+        ))
+    } else if payload.len() > config.kafka.max_message_bytes {
+        Err(EventError::new(
+            RejectReason::TooLarge,
+            format!(
+                "{} bytes exceed max_message_bytes {}",
+                payload.len(),
+                config.kafka.max_message_bytes
+            ),
+        ))
+    } else {
+        match segstream_core::event::parse_event(payload) {
+            Err(e) => Err(e),
+            Ok(event) => {
+                let p = msg.partition();
+                let mut engine = shared.engine();
+                let r = engine.apply(p as u16, &event, out);
+                let now = Instant::now();
+                progress
+                    .clocks
+                    .delivered(msg.topic(), p, event.timestamp, now);
+                let idle = Duration::from_millis(config.kafka.partition_idle_after as u64);
+                let lateness = config.engine.allowed_lateness;
+                if let Some(wm) = progress.clocks.watermark(p, lateness, idle, now) {
+                    engine.advance_shard_watermark(p as u16, wm, out);
+                }
+                r
+            }
+        }
+    };
+    let outcome = match &result {
+        Ok(()) => EventOutcome::Accepted,
+        Err(e) if e.reason == RejectReason::Late => EventOutcome::Late,
+        Err(_) => EventOutcome::Rejected,
+    };
+    let m = &shared.metrics;
+    m.events_consumed
+        .with_label_values(&[msg.topic(), outcome.as_str()])
+        .inc();
+    if let Err(e) = result {
+        if e.reason == RejectReason::Late {
+            m.late_events.inc();
+        }
+        series(&m.dead_letters, e.reason).inc();
+        batch.outgoing.push(dead_letter(shared, msg, payload, &e));
+    }
+}
+
+fn dead_letter(
+    shared: &Shared,
+    msg: &BorrowedMessage<'_>,
+    payload: &[u8],
+    err: &EventError,
+) -> Outgoing {
+    Outgoing::dead_letter(
+        &shared.config.kafka.dead_letter_topic,
+        msg.key(),
+        payload,
+        err.reason.as_str(),
+        &err.detail,
+        msg.topic(),
+        msg.partition(),
+        msg.offset(),
+    )
+}
+
+/// After the messages: the batch's transitions, then one changelog entry per customer it
+/// changed (coalesced, only for partitions still owned), then per partition number it
+/// read, a position marker saying where its input stands.
+fn collect_outputs(
+    shared: &Shared,
+    progress: &Progress,
+    batch: &mut Batch,
+    transitions: &[Transition],
+) {
+    let k = &shared.config.kafka;
+    for t in transitions {
+        batch.outgoing.push(Outgoing::transition(
+            t,
+            &k.output_topic,
+            &k.cloudevents_source,
+        ));
+    }
+    let mut changes: Vec<StateChange> = Vec::new();
+    shared.engine().drain_changes(&mut changes);
+    for c in changes {
+        if progress.owned.contains(&i32::from(c.shard)) {
+            let kind = if c.record.is_some() {
+                ChangelogKind::Record
+            } else {
+                ChangelogKind::Tombstone
+            };
+            series(&shared.metrics.changelog_records, kind).inc();
+            batch
+                .outgoing
+                .push(Outgoing::changelog(&k.changelog_topic, &c));
+        }
+    }
+    let shards: BTreeSet<i32> = batch
+        .offsets
+        .keys()
+        .map(|(_, p)| *p)
+        .filter(|p| progress.owned.contains(p))
+        .collect();
+    if !shards.is_empty() {
+        let engine = shared.engine();
+        for p in shards {
+            let (watermark, max_event_time) = engine.shard_time(p as u16);
+            let pos = Position::new(watermark, max_event_time, progress.inputs_of(p));
+            batch
+                .markers
+                .push(Outgoing::position(&k.changelog_topic, p, &pos));
+        }
+    }
+}

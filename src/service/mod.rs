@@ -1,0 +1,191 @@
+//! The running service: Kafka in, the engine in the middle, Kafka out, HTTP on the side.
+//!
+//! One loop owns the consumer. It reads a batch of messages and applies each to the
+//! engine ([`batch`]), then commits the batch: everything it caused (transitions, dead
+//! letters, changelog records, position markers) is produced and acknowledged before its
+//! input offsets are stored ([`at_least_once`]), or all of it goes into one transaction
+//! with the offsets ([`exactly_once`]). When the input is idle, time moves on without
+//! events ([`watermarks`]). Reloads ([`reload`]) and shutdown are handled between
+//! batches. `main` only parses arguments and signals; tests call [`run`] directly, or
+//! start it in the background with [`Background`].
+//!
+//! State is owned per partition number (all input topics are co-partitioned): when the
+//! group assigns partition N, the profiles of partition N are restored from partition N of
+//! the changelog before any of its messages is applied ([`assignment`], [`restore`]); when
+//! N is revoked, its profiles are dropped and nothing more of it is written.
+//!
+//! # Parts
+//! - [`startup`]: clients and the partitioning check.
+//! - [`progress`], [`watermarks`]: what the loop knows about its input.
+//! - [`batch`]: reading and applying one batch.
+//! - [`at_least_once`], [`exactly_once`]: committing a batch, by guarantee.
+//! - [`assignment`], [`restore`]: following the group's assignment.
+//! - [`reload`], [`gauges`]: reloads and the gauges that scan the engine.
+//! - [`background`]: the service as a task of the current runtime (tests, demo, benches).
+
+pub mod assignment;
+pub mod at_least_once;
+pub mod background;
+pub mod batch;
+pub mod exactly_once;
+pub mod gauges;
+pub mod progress;
+pub mod reload;
+pub mod restore;
+pub mod startup;
+pub mod watermarks;
+
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, Producer};
+use segstream_core::engine::Engine;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+pub use background::Background;
+pub use restore::{restore_partitions, Restored};
+
+use crate::config::Config;
+use crate::kafka::{KafkaContext, KafkaState};
+use crate::metrics::Metrics;
+use crate::shared::Shared;
+
+/// A handle to a started service: its shared state and its HTTP address.
+pub struct Running {
+    pub shared: Arc<Shared>,
+    pub http_addr: std::net::SocketAddr,
+}
+
+/// The Kafka clients of one instance.
+pub struct Clients {
+    /// Reads the input topics (the consumer group member).
+    pub consumer: StreamConsumer<KafkaContext>,
+    /// Writes transitions, dead letters, changelog records and markers.
+    pub producer: FutureProducer<KafkaContext>,
+    /// Reads the changelog when partitions are assigned (outside any group).
+    pub restorer: BaseConsumer<KafkaContext>,
+}
+
+/// Reads and compiles the definitions file; every error is in the message.
+pub fn load_engine(config: &Config) -> anyhow::Result<Engine> {
+    crate::definitions::load_engine(&config.segments.file, config.engine.clone())
+        .map_err(|d| anyhow::anyhow!("invalid segment definitions ({} errors):\n{d}", d.len()))
+}
+
+/// Runs the service until `shutdown` completes, then drains and commits. `started` (if
+/// given) receives the shared state and the bound HTTP address once serving.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+    started: Option<oneshot::Sender<Running>>,
+) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
+    let engine = load_engine(&config)?.with_change_tracking();
+    let metrics = Arc::new(Metrics::new());
+    metrics.init_series();
+    let (reload_tx, mut reload_rx) = mpsc::channel(4);
+    let kstate = Arc::new(KafkaState::new(metrics.clone()));
+    let shared = Arc::new(Shared {
+        engine: Mutex::new(engine),
+        metrics: metrics.clone(),
+        config: config.clone(),
+        ready: AtomicBool::new(false),
+        reloads: reload_tx,
+        kafka: kstate.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    let http_addr = listener.local_addr()?;
+    let http_stop = tokio_util::sync::CancellationToken::new();
+    let http_task = tokio::spawn(crate::http::serve(
+        listener,
+        shared.clone(),
+        http_stop.clone(),
+    ));
+    info!(%http_addr, "http listening");
+
+    let clients = startup::clients(&config.kafka, KafkaContext(kstate))?;
+    let Some(partitions) =
+        startup::check_topics(&config, &clients.restorer, shutdown.as_mut()).await?
+    else {
+        http_stop.cancel();
+        return Ok(());
+    };
+    info!(
+        partitions,
+        changelog = %config.kafka.changelog_topic,
+        strategy = crate::kafka::assignment_strategy(&config.kafka),
+        "partitioning checked"
+    );
+    if config.kafka.exactly_once {
+        clients
+            .producer
+            .init_transactions(Duration::from_secs(30))
+            .context("initialising transactions (does the broker support them?)")?;
+        info!(
+            transactional_id = %crate::kafka::transactional_id(&config.kafka),
+            "exactly-once: one transaction per batch"
+        );
+    }
+    let topics: Vec<&str> = config
+        .kafka
+        .input_topics
+        .iter()
+        .map(String::as_str)
+        .collect();
+    clients
+        .consumer
+        .subscribe(&topics)
+        .context("subscribing to the input topics")?;
+    info!(topics = ?topics, group = %config.kafka.group_id, "consuming");
+    if let Some(tx) = started {
+        let _ = tx.send(Running {
+            shared: shared.clone(),
+            http_addr,
+        });
+    }
+
+    let mut progress = progress::Progress::default();
+    let result: anyhow::Result<()> = async {
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(req) = reload_rx.recv() => {
+                    let outcome = reload::reload(&clients, &shared).await;
+                    let _ = req.reply.send(outcome);
+                }
+                batch = batch::read_batch(&clients, &shared, &mut progress) => {
+                    let batch = batch?;
+                    if config.kafka.exactly_once {
+                        exactly_once::commit(&clients, &shared, batch, &progress).await?;
+                    } else {
+                        at_least_once::commit(&clients, &shared, batch, &progress).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+
+    info!("shutting down: flushing and committing");
+    shared.set_ready(false);
+    let _ = clients
+        .producer
+        .flush(Duration::from_millis(config.shutdown_deadline as u64 / 2));
+    match clients.consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => info!("offsets committed"),
+        Err(e) => warn!(error = %e, "final commit failed (offsets stored earlier stay)"),
+    }
+    clients.consumer.unsubscribe();
+    http_stop.cancel();
+    let _ = http_task.await;
+    result
+}

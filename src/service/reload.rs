@@ -1,0 +1,69 @@
+//! Reloading the segment definitions while running (SIGHUP, `POST /segments/reload`): the
+//! file is compiled against the running engine; an invalid file changes nothing and every
+//! error is returned; a valid one replaces the definitions and its transitions (cause
+//! `reload`) are produced before the reply.
+
+use segstream_core::engine::ReloadReport;
+use tracing::{error, info};
+
+use crate::kafka::{self, Outgoing};
+use crate::metrics::{series, ReloadOutcome};
+use crate::shared::Shared;
+
+use super::Clients;
+
+/// Reloads the definitions file named in the configuration.
+pub async fn reload(clients: &Clients, shared: &Shared) -> Result<ReloadReport, String> {
+    let rejected = || series(&shared.metrics.reloads, ReloadOutcome::Rejected).inc();
+    let (file, text) = match crate::definitions::read(&shared.config.segments.file) {
+        Ok(t) => t,
+        Err(diags) => {
+            rejected();
+            return Err(diags.to_string());
+        }
+    };
+    let mut transitions = Vec::new();
+    let outcome = shared
+        .engine()
+        .reload_source(&file, &text, &mut transitions);
+    let report = match outcome {
+        Err(diags) => {
+            rejected();
+            error!(
+                errors = diags.len(),
+                "segment reload rejected; the running definitions stay:\n{diags}"
+            );
+            return Err(diags.to_string());
+        }
+        Ok(report) => report,
+    };
+    series(&shared.metrics.reloads, ReloadOutcome::Ok).inc();
+    info!(
+        version = %report.version,
+        added = ?report.added,
+        changed = ?report.changed,
+        removed = ?report.removed,
+        transitions = report.transitions,
+        "segment definitions reloaded"
+    );
+    let k = &shared.config.kafka;
+    let outgoing: Vec<Outgoing> = transitions
+        .iter()
+        .map(|t| Outgoing::transition(t, &k.output_topic, &k.cloudevents_source))
+        .collect();
+    let produced = if k.exactly_once {
+        super::exactly_once::produce_transaction(&clients.producer, &outgoing, &shared.metrics)
+            .await
+    } else {
+        kafka::produce_all(&clients.producer, &outgoing, &shared.metrics)
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    if let Err(e) = produced {
+        return Err(format!(
+            "reloaded, but producing its transitions failed: {e:#}"
+        ));
+    }
+    super::gauges::refresh(shared);
+    Ok(report)
+}

@@ -1,0 +1,235 @@
+//! Event time per input partition, and the watermarks the service derives from it.
+//!
+//! Every input topic's partition N carries the events of the same customers (the inputs
+//! are co-partitioned), so partition *number* N is one shard of state with its own event
+//! time. Its watermark is the minimum, over the topics' partitions N that delivered
+//! recently, of the largest event time each has delivered, minus the allowed lateness: a
+//! topic read ahead of another does not make the other's events late. A partition that has
+//! been quiet for `idle` no longer holds time back; a shard whose partitions are all quiet
+//! follows the instance-wide watermark, so its timers still fire as the others' time
+//! passes.
+//!
+//! Pure bookkeeping: every method takes "now" as an [`Instant`], so it is testable without
+//! Kafka or a clock.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use segstream_core::time::Millis;
+
+/// The largest event time delivered by one input partition, and when it last delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    max_event_time: Millis,
+    at: Instant,
+}
+
+/// Event time per assigned input partition `(topic, partition)`.
+#[derive(Debug, Default)]
+pub struct PartitionClocks {
+    partitions: HashMap<(String, i32), Seen>,
+}
+
+impl PartitionClocks {
+    /// Tracks exactly `assigned`; a newly assigned partition starts as "not delivered yet"
+    /// (it holds its shard's time back until it delivers or has been idle for `idle`).
+    pub fn sync(&mut self, assigned: &[(String, i32)], now: Instant) {
+        self.partitions.retain(|k, _| assigned.contains(k));
+        for k in assigned {
+            self.partitions.entry(k.clone()).or_insert(Seen {
+                max_event_time: Millis::MIN,
+                at: now,
+            });
+        }
+    }
+
+    /// Whether `(topic, partition)` is tracked (assigned).
+    pub fn contains(&self, topic: &str, partition: i32) -> bool {
+        self.partitions
+            .contains_key(&(topic.to_string(), partition))
+    }
+
+    /// A partition delivered an event with time `event_time` at `now`.
+    pub fn delivered(&mut self, topic: &str, partition: i32, event_time: Millis, now: Instant) {
+        let seen = self
+            .partitions
+            .entry((topic.to_string(), partition))
+            .or_insert(Seen {
+                max_event_time: event_time,
+                at: now,
+            });
+        seen.max_event_time = seen.max_event_time.max(event_time);
+        seen.at = now;
+    }
+
+    /// Raises a partition's largest event time to what a previous owner had reached
+    /// (restored from the changelog), without counting as a delivery.
+    pub fn restored(&mut self, topic: &str, partition: i32, event_time: Millis) {
+        if let Some(seen) = self.partitions.get_mut(&(topic.to_string(), partition)) {
+            seen.max_event_time = seen.max_event_time.max(event_time);
+        }
+    }
+
+    /// The largest event time `(topic, partition)` delivered (`Millis::MIN` if none).
+    pub fn max_event_time(&self, topic: &str, partition: i32) -> Millis {
+        self.partitions
+            .get(&(topic.to_string(), partition))
+            .map_or(Millis::MIN, |s| s.max_event_time)
+    }
+
+    /// The watermark of partition number `shard`: over the topics' partitions of that
+    /// number, the minimum of the largest event time of those that delivered within
+    /// `idle` (or the maximum when all are idle), minus `lateness`. `None` before any
+    /// delivered.
+    pub fn watermark(
+        &self,
+        shard: i32,
+        lateness: Millis,
+        idle: Duration,
+        now: Instant,
+    ) -> Option<Millis> {
+        Self::combine(
+            self.partitions
+                .iter()
+                .filter(|((_, p), _)| *p == shard)
+                .map(|(_, s)| s),
+            lateness,
+            idle,
+            now,
+        )
+    }
+
+    /// The instance-wide watermark: the same over every assigned partition.
+    pub fn global_watermark(
+        &self,
+        lateness: Millis,
+        idle: Duration,
+        now: Instant,
+    ) -> Option<Millis> {
+        Self::combine(self.partitions.values(), lateness, idle, now)
+    }
+
+    /// Whether every partition of number `shard` has been quiet for `idle`.
+    pub fn shard_idle(&self, shard: i32, idle: Duration, now: Instant) -> bool {
+        self.partitions
+            .iter()
+            .filter(|((_, p), _)| *p == shard)
+            .all(|(_, s)| now.saturating_duration_since(s.at) >= idle)
+    }
+
+    /// The watermark a shard's timers follow while the input is idle: its own, or, when
+    /// all its partitions are quiet, at least the instance-wide one.
+    pub fn idle_watermark(
+        &self,
+        shard: i32,
+        lateness: Millis,
+        idle: Duration,
+        now: Instant,
+    ) -> Option<Millis> {
+        let own = self.watermark(shard, lateness, idle, now);
+        if self.shard_idle(shard, idle, now) {
+            own.max(self.global_watermark(lateness, idle, now))
+        } else {
+            own
+        }
+    }
+
+    fn combine<'a>(
+        seen: impl Iterator<Item = &'a Seen> + Clone,
+        lateness: Millis,
+        idle: Duration,
+        now: Instant,
+    ) -> Option<Millis> {
+        let active = |s: &&Seen| now.saturating_duration_since(s.at) < idle;
+        let t = if seen.clone().any(|s| active(&s)) {
+            seen.filter(active).map(|s| s.max_event_time).min()?
+        } else {
+            seen.map(|s| s.max_event_time).max()?
+        };
+        (t != Millis::MIN).then(|| t.saturating_sub(lateness))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(5);
+    const LATE: Millis = 1_000;
+
+    fn key(topic: &str, p: i32) -> (String, i32) {
+        (topic.to_string(), p)
+    }
+
+    #[test]
+    fn nothing_delivered_means_no_watermark() {
+        let t0 = Instant::now();
+        let mut c = PartitionClocks::default();
+        c.sync(&[key("a", 0)], t0);
+        assert_eq!(c.watermark(0, LATE, IDLE, t0), None);
+        assert_eq!(c.global_watermark(LATE, IDLE, t0), None);
+    }
+
+    #[test]
+    fn a_shard_waits_for_its_slowest_active_topic() {
+        let t0 = Instant::now();
+        let mut c = PartitionClocks::default();
+        c.sync(&[key("a", 0), key("b", 0)], t0);
+        c.delivered("a", 0, 50_000, t0);
+        // b has not delivered yet and is not idle: it holds the shard back.
+        assert_eq!(c.watermark(0, LATE, IDLE, t0), None);
+        c.delivered("b", 0, 20_000, t0);
+        assert_eq!(c.watermark(0, LATE, IDLE, t0), Some(19_000));
+        // b goes quiet while a keeps delivering: a alone sets the watermark.
+        let t1 = t0 + IDLE;
+        c.delivered("a", 0, 60_000, t1);
+        assert_eq!(c.watermark(0, LATE, IDLE, t1), Some(59_000));
+    }
+
+    #[test]
+    fn all_quiet_takes_the_largest_time_and_shards_are_separate() {
+        let t0 = Instant::now();
+        let mut c = PartitionClocks::default();
+        c.sync(&[key("a", 0), key("a", 1)], t0);
+        c.delivered("a", 0, 10_000, t0);
+        c.delivered("a", 1, 90_000, t0);
+        assert_eq!(c.watermark(0, LATE, IDLE, t0), Some(9_000));
+        assert_eq!(c.watermark(1, LATE, IDLE, t0), Some(89_000));
+        assert_eq!(c.global_watermark(LATE, IDLE, t0), Some(9_000));
+        let later = t0 + IDLE;
+        assert_eq!(c.global_watermark(LATE, IDLE, later), Some(89_000));
+        assert!(c.shard_idle(0, IDLE, later));
+        // A quiet shard's timers follow the others' time.
+        assert_eq!(c.idle_watermark(0, LATE, IDLE, later), Some(89_000));
+    }
+
+    #[test]
+    fn an_active_shard_keeps_its_own_time_while_idle() {
+        let t0 = Instant::now();
+        let mut c = PartitionClocks::default();
+        c.sync(&[key("a", 0), key("a", 1)], t0);
+        c.delivered("a", 0, 10_000, t0);
+        c.delivered("a", 1, 90_000, t0);
+        assert!(!c.shard_idle(0, IDLE, t0));
+        assert_eq!(c.idle_watermark(0, LATE, IDLE, t0), Some(9_000));
+    }
+
+    #[test]
+    fn sync_drops_revoked_partitions_and_restored_time_is_kept() {
+        let t0 = Instant::now();
+        let mut c = PartitionClocks::default();
+        c.sync(&[key("a", 0), key("a", 1)], t0);
+        c.delivered("a", 1, 5_000, t0);
+        c.sync(&[key("a", 0)], t0);
+        assert!(!c.contains("a", 1));
+        assert_eq!(c.max_event_time("a", 1), Millis::MIN);
+        c.restored("a", 0, 7_000);
+        assert_eq!(c.max_event_time("a", 0), 7_000);
+        // Restoring never lowers time.
+        c.restored("a", 0, 6_000);
+        assert_eq!(c.max_event_time("a", 0), 7_000);
+        // An unassigned partition is not tracked by a restore.
+        c.restored("a", 9, 1);
+        assert!(!c.contains("a", 9));
+    }
+}

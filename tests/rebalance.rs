@@ -1,0 +1,133 @@
+//! Scale-out and rebalances: instances crashing and joining mid-stream give exactly the
+//! single-instance transitions; the partitioning contract is checked at start-up.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rdkafka::message::Message;
+use segstream::service;
+use support::mock::{produce, read, setup, start, stop, Reader};
+use support::{funnel, unique};
+
+/// Scale-out: two instances in one group share the partitions; one crashes (its task is
+/// dropped mid-stream, nothing flushed or committed beyond what was acknowledged) and a
+/// third joins. The union of the transitions equals the single-instance (offline replay)
+/// run of the same events: nothing lost, nothing invented; duplicates are whole copies
+/// with the same transition_id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_killed_and_added_mid_stream_give_the_single_instance_transitions() {
+    let (_cluster, mut cfg, input) = setup(4, "segments/library.toml");
+    let brokers = cfg.kafka.brokers.clone();
+    cfg.engine.idle_lag = 10 * 365 * 86_400_000;
+    cfg.kafka.batch_size = 50;
+
+    // Four days of the simulated funnel, 400 customers.
+    let (lines, expected) = funnel(400, 42, &cfg);
+    let (first, second) = lines.split_at(lines.len() / 2);
+
+    let a = start(cfg.clone()).await;
+    let b = start(cfg.clone()).await;
+    produce(&brokers, &input, first).await;
+    let mut reader = Reader::new(&brokers, &cfg.kafka.output_topic);
+    reader
+        .until(expected.len() / 4, Duration::from_secs(30))
+        .await;
+    // Crash A: its task is dropped where it stands.
+    a.kill();
+    let c = start(cfg.clone()).await;
+    produce(&brokers, &input, second).await;
+    // Every expected transition arrives (duplicates allowed), then nothing new.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let n = reader.got.len();
+        reader.until(n + 1, Duration::from_secs(3)).await;
+        let got: BTreeSet<String> = reader
+            .got
+            .iter()
+            .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
+            .collect();
+        if got.is_superset(&expected) && reader.got.len() == n {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "missing after 90 s: {:#?}",
+            expected.difference(&got).take(10).collect::<Vec<_>>()
+        );
+    }
+    let got: BTreeSet<String> = reader
+        .got
+        .iter()
+        .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        expected,
+        "invented: {:#?}",
+        got.difference(&expected).collect::<Vec<_>>()
+    );
+    // Duplicates are exact copies: one payload per transition_id.
+    let mut by_id: std::collections::HashMap<String, BTreeSet<String>> = Default::default();
+    for m in &reader.got {
+        let p = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+        by_id
+            .entry(v["transition_id"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(p);
+    }
+    assert!(by_id.values().all(|s| s.len() == 1));
+    eprintln!(
+        "{} transitions expected, {} received ({} duplicates)",
+        expected.len(),
+        reader.got.len(),
+        reader.got.len() - expected.len()
+    );
+    let dead = read(
+        &brokers,
+        &cfg.kafka.dead_letter_topic,
+        1,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(dead.is_empty(), "nothing is late after the moves");
+    stop(b).await;
+    stop(c).await;
+}
+
+/// The partitioning contract is checked at start-up, every violation listed: input topics
+/// with different partition counts, a changelog with another count than the inputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_refuses_inputs_that_are_not_co_partitioned() {
+    let (cluster, mut cfg, input) = setup(2, "segments/library.toml");
+    let other = unique("other");
+    cluster.create_topic(&other, 3, 1).unwrap();
+    cfg.kafka.input_topics = vec![input.clone(), other.clone()];
+    let err = service::run(cfg.clone(), std::future::pending(), None)
+        .await
+        .expect_err("refused");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("not co-partitioned"), "{msg}");
+    assert!(
+        msg.contains(&format!("{input}: 2")) && msg.contains(&format!("{other}: 3")),
+        "{msg}"
+    );
+
+    // Co-partitioned inputs, but a changelog with another partition count.
+    let changelog = unique("changelog");
+    cluster.create_topic(&changelog, 5, 1).unwrap();
+    cfg.kafka.input_topics = vec![input];
+    cfg.kafka.changelog_topic = changelog.clone();
+    let err = service::run(cfg, std::future::pending(), None)
+        .await
+        .expect_err("refused");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains(&format!(
+            "changelog topic `{changelog}` has 5 partitions; the input topics have 2"
+        )),
+        "{msg}"
+    );
+}

@@ -1,0 +1,78 @@
+//! What the service's integration tests share: the in-process broker and the service in
+//! the background ([`mock`]), the real broker and the binary as processes ([`tansu`]), an
+//! HTTP client ([`http`]), and the simulated funnel with its expected transitions.
+//!
+//! Each test file includes this module and uses part of it.
+#![allow(dead_code)]
+
+pub mod http;
+pub mod mock;
+pub mod tansu;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use segstream::config::Config;
+use segstream_core::engine::EngineConfig;
+
+/// A name no other test uses (topics, groups).
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", fastrand::u64(..))
+}
+
+/// The `customer_id` of an event line (its Kafka key).
+pub fn key_of(line: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v["customer_id"].as_str().map(String::from))
+}
+
+/// A message to produce: key and payload.
+pub type Keyed = (Option<String>, Vec<u8>);
+
+/// The transitions of the single-instance offline replay of `events` (JSON lines) under
+/// the definitions in `segments` and `engine` settings, as their JSON lines.
+pub fn replayed(events: &str, segments: &Path, engine: EngineConfig) -> BTreeSet<String> {
+    let mut engine = segstream::definitions::load_engine(segments, engine).unwrap();
+    let mut out = Vec::new();
+    segstream::replay::replay(&mut engine, events.as_bytes(), &mut out, None).unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// Four days of the simulated funnel for `customers` (seeded), as JSON lines, ending in
+/// closing ticks: every partition's event time passes the end, as the replay's does (an
+/// instance knows only its own partitions' time).
+pub fn funnel_events(customers: usize, seed: u64) -> String {
+    let funnel = segstream::generator::FunnelConfig {
+        customers,
+        days: 4,
+        seed,
+        ..Default::default()
+    };
+    segstream::generator::generate(&funnel)
+        .into_iter()
+        .chain(segstream::generator::closing_ticks(&funnel, 40))
+        .map(|e| format!("{}\n", e.json))
+        .collect()
+}
+
+/// Four days of the simulated funnel for `customers` (seeded), as keyed messages, and the
+/// transitions of its single-instance (offline replay) run under `cfg`'s engine settings.
+pub fn funnel(customers: usize, seed: u64, cfg: &Config) -> (Vec<Keyed>, BTreeSet<String>) {
+    let events = funnel_events(customers, seed);
+    let expected = replayed(&events, &cfg.segments.file, cfg.engine.clone());
+    assert!(
+        expected.len() > 100,
+        "a stream worth splitting: {}",
+        expected.len()
+    );
+    let lines = events
+        .lines()
+        .map(|l| (key_of(l), l.as_bytes().to_vec()))
+        .collect();
+    (lines, expected)
+}
