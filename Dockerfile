@@ -30,8 +30,8 @@ RUN apt-get update \
 
 WORKDIR /src
 
-# The whole crate (see .dockerignore): Cargo needs the declared benches and tests to exist
-# even when it builds only the binary.
+# The whole workspace (see .dockerignore): the service crate and crates/segstream-core;
+# Cargo needs the declared benches and tests to exist even when it builds only the binary.
 COPY . .
 
 # BuildKit cache mounts keep the registry and the compiled dependencies between builds;

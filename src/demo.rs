@@ -198,15 +198,10 @@ pub fn run(options: DemoOptions, mut config: Config) -> anyhow::Result<()> {
 
 async fn demo(options: DemoOptions, config: Config, brokers: String) -> anyhow::Result<()> {
     let stop = tokio_util::sync::CancellationToken::new();
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    let service_stop = stop.clone();
-    let service = tokio::spawn(crate::service::run(
-        config.clone(),
-        async move { service_stop.cancelled().await },
-        Some(started_tx),
-    ));
-    let running = started_rx.await.context("the service did not start")?;
-    let url = format!("http://{}", running.http_addr);
+    let service = crate::service::Background::start(config.clone(), Duration::from_secs(60))
+        .await
+        .context("the service did not start")?;
+    let url = service.url();
     println!("segstream demo: embedded Kafka at {brokers}");
     println!("  segments:  {}", config.segments.file.display());
     println!("  metrics:   {url}/metrics");
@@ -282,7 +277,7 @@ async fn demo(options: DemoOptions, config: Config, brokers: String) -> anyhow::
     print_summary(&counts);
     stop.cancel();
     traffic.abort();
-    service.await??;
+    service.stop(Duration::from_secs(60)).await?;
     Ok(())
 }
 
