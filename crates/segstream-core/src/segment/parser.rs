@@ -9,6 +9,7 @@ use super::ast::{
     Absence, ArithOp, Deadline, Expr, Filter, Literal, Operand, Pattern, Span, Spanned, Window,
 };
 use super::lexer::{is_keyword, tokenize, OffsetMap, Token, TokenKind};
+use super::suggest::suggest;
 
 /// A syntax error: the span (in the file) of the offending text, and a message.
 pub type ParseError = (Span, String);
@@ -330,11 +331,7 @@ impl<'a> Parser<'a> {
             }
         }
         let Some(name) = tok.ident() else { return e };
-        let close_enough = |f: &&&str| {
-            let max = if f.len() <= 5 { 1 } else { 2 };
-            edit_distance(name, f) <= max
-        };
-        match FUNCTIONS.iter().find(close_enough) {
+        match suggest(name, FUNCTIONS.iter().copied()) {
             Some(f) => PErr {
                 span: tok.span,
                 msg: format!("unknown function `{name}`; did you mean `{f}`?"),
@@ -867,32 +864,6 @@ fn is_event_name(w: &str) -> bool {
         && !w.starts_with("trait.")
         && !w.starts_with("traits.")
         && !w.starts_with("profile.")
-}
-
-/// Edit distance with adjacent transpositions (optimal string alignment), for "did you
-/// mean" hints.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    // d[i][j]: distance between the first i chars of a and the first j chars of b.
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    d[0] = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = best;
-        }
-    }
-    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -1755,16 +1726,6 @@ mod tests {
         assert_eq!(span, Span::new(4, 5));
         let (span, _) = filter_err("");
         assert_eq!(span, Span::new(0, 0));
-    }
-
-    #[test]
-    fn edit_distance_works() {
-        assert_eq!(edit_distance("count", "count"), 0);
-        assert_eq!(edit_distance("cuont", "count"), 1);
-        assert_eq!(edit_distance("conut", "count"), 1);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("sums", "sum"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
     }
 
     /// All spans of a filter, for the bounds check below.
