@@ -15,26 +15,45 @@
 //! when that customer's next event is later than the timer (so the result for a customer
 //! does not depend on how fast other customers' events arrive). Live operation can advance
 //! the watermark from an injected [`Clock`] when the input is idle and caught up.
+//!
+//! ## Parts
+//! - `apply`: folding one event into a profile (statistics, traits, features, score);
+//! - [`eval`]: conditions, evaluated and timed (when could the value change next);
+//! - `evaluate`: the one evaluate-and-emit path that events, timers, restores and reloads
+//!   share (select segments, flip memberships, emit transitions, reschedule the timer);
+//! - `timers`: each shard's watermark, largest event time and timer heap;
+//! - `changes`: the changed and removed profiles a changelog writer drains;
+//! - `restore`: the changelog side of the engine (drain, restore, drop shards);
+//! - `reload`: replacing the definitions at run time.
 
 mod apply;
+mod changes;
 pub mod eval;
+mod evaluate;
+mod reload;
+mod restore;
+mod timers;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::changelog::{Codec, DecodeError, Parsed};
+use crate::changelog::Codec;
 use crate::event::{parse_event, Event, EventError, EventKind, RejectReason};
-use crate::profile::{millis, secs, Profile, Secs};
+use crate::profile::{millis, Profile};
 use crate::segment::compile::Definitions;
 use crate::segment::diagnostic::Diagnostics;
 use crate::symbols::Symbols;
 use crate::time::{format_duration, format_rfc3339, Millis, DAY, MINUTE, SECOND};
-use crate::transition::{Cause, Direction, TimerKind, Transition};
+use crate::transition::{Cause, TimerKind, Transition};
 
+pub use changes::StateChange;
+pub use reload::ReloadReport;
+
+use changes::ChangeTracker;
 use eval::Ctx;
+use evaluate::{Evaluator, Schedule, Select, Trigger};
+use timers::Timers;
 
 /// Engine settings (the segment definitions are separate).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,105 +108,29 @@ pub struct EngineStats {
     pub profiles_expired: u64,
 }
 
-/// What a reload changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ReloadReport {
-    pub version: String,
-    pub added: Vec<String>,
-    pub changed: Vec<String>,
-    pub removed: Vec<String>,
-    pub unchanged: Vec<String>,
-    /// Aggregates that are new in this set: they start empty and fill from now on.
-    pub new_aggregates: usize,
-    pub kept_aggregates: usize,
-    pub transitions: usize,
-}
-
-/// A segment's name and rule version.
-type NameVersion = (Arc<str>, Arc<str>);
-
-/// The layout of a definitions set that profile state depends on.
-struct Layout {
-    segments: Vec<NameVersion>,
-    feature_keys: Vec<String>,
-}
-
-impl Layout {
-    fn of(defs: &Definitions) -> Self {
-        Layout {
-            segments: defs
-                .segments
-                .iter()
-                .map(|s| (s.name.clone(), s.version.clone()))
-                .collect(),
-            feature_keys: defs.features.iter().map(|f| f.key.clone()).collect(),
-        }
-    }
-}
+/// The profiles by customer id.
+type Profiles = hashbrown::HashMap<Arc<str>, Profile>;
 
 /// The segment engine. See the module documentation.
 pub struct Engine {
     config: EngineConfig,
     defs: Arc<Definitions>,
     symbols: Symbols,
-    profiles: hashbrown::HashMap<Arc<str>, Profile>,
+    profiles: Profiles,
     /// Event time and timers per shard: a shard's customers are judged late, and their
     /// timers fired, by that shard's own progress (a partition that moves between
     /// instances brings no other partition's time with it).
-    shards: hashbrown::HashMap<u16, ShardClock>,
-    /// The watermark a shard starts with (raised by `advance_watermark`).
-    floor: Millis,
+    timers: Timers,
     /// Customers forgotten recently, with the time of the forget: an older event still in
     /// flight (within the allowed lateness) must not bring the erased history back.
     forgotten: hashbrown::HashMap<Arc<str>, Millis>,
     stats: EngineStats,
+    /// Per segment: whether the event being applied can affect it (scratch space).
     affected: Vec<bool>,
     /// Changelog records for the current definitions.
     codec: Codec,
-    /// Whether changed and removed profiles are collected for `drain_changes`.
-    track: bool,
-    changed: Vec<Arc<str>>,
-    removed: Vec<(Arc<str>, u16)>,
-}
-
-/// One entry for the changelog: a customer's record, or a tombstone (`record: None`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct StateChange {
-    pub customer_id: Arc<str>,
-    pub shard: u16,
-    pub record: Option<Vec<u8>>,
-}
-
-/// One shard's event time and pending timers.
-#[derive(Debug, Default)]
-struct ShardClock {
-    watermark: Millis,
-    max_event_time: Millis,
-    timers: BinaryHeap<Reverse<(Millis, Arc<str>)>>,
-}
-
-type Shards = hashbrown::HashMap<u16, ShardClock>;
-
-fn shard_clock(shards: &mut Shards, floor: Millis, shard: u16) -> &mut ShardClock {
-    shards.entry(shard).or_insert_with(|| ShardClock {
-        watermark: floor,
-        max_event_time: Millis::MIN,
-        timers: BinaryHeap::new(),
-    })
-}
-
-fn push_timer(shards: &mut Shards, floor: Millis, shard: u16, at: Millis, id: Arc<str>) {
-    shard_clock(shards, floor, shard)
-        .timers
-        .push(Reverse((at, id)));
-}
-
-/// Marks a profile changed since the last drain (once per drain).
-fn touch(track: bool, changed: &mut Vec<Arc<str>>, profile: &mut Profile, id: &Arc<str>) {
-    if track && !profile.dirty {
-        profile.dirty = true;
-        changed.push(id.clone());
-    }
+    /// Changed and removed profiles for `drain_changes` (if enabled).
+    changes: ChangeTracker,
 }
 
 impl Engine {
@@ -197,17 +140,14 @@ impl Engine {
         Engine {
             config,
             symbols,
-            profiles: hashbrown::HashMap::new(),
-            shards: Shards::new(),
-            floor: Millis::MIN,
+            profiles: Profiles::new(),
+            timers: Timers::new(),
             forgotten: hashbrown::HashMap::new(),
             stats: EngineStats::default(),
             affected: vec![false; n],
             codec: Codec::new(&defs),
             defs: Arc::new(defs),
-            track: false,
-            changed: Vec::new(),
-            removed: Vec::new(),
+            changes: ChangeTracker::default(),
         }
     }
 
@@ -215,172 +155,8 @@ impl Engine {
     /// [`Engine::drain_changes`] (a service that writes a changelog). Without it nothing is
     /// collected (replay, benchmarks).
     pub fn with_change_tracking(mut self) -> Self {
-        self.track = true;
+        self.changes.enable();
         self
-    }
-
-    /// Every customer changed or removed since the last drain, once each: its changelog
-    /// record, or a tombstone if the profile is gone. In the order first changed.
-    pub fn drain_changes(&mut self, out: &mut Vec<StateChange>) {
-        let mut buf = Vec::new();
-        for (id, shard) in std::mem::take(&mut self.removed) {
-            if !self.profiles.contains_key(&id) {
-                out.push(StateChange {
-                    customer_id: id,
-                    shard,
-                    record: None,
-                });
-            }
-        }
-        for id in std::mem::take(&mut self.changed) {
-            let Some(p) = self.profiles.get_mut(&id) else {
-                continue;
-            };
-            if !p.dirty {
-                continue;
-            }
-            p.dirty = false;
-            buf.clear();
-            self.codec.encode(&self.symbols, p, &mut buf);
-            out.push(StateChange {
-                customer_id: id,
-                shard: p.shard,
-                record: Some(buf.clone()),
-            });
-        }
-    }
-
-    /// Makes room for `additional` more profiles at once (a restore that knows how many
-    /// records it will read grows the map once instead of rehashing it again and again).
-    pub fn reserve(&mut self, additional: usize) {
-        self.profiles.reserve(additional);
-    }
-
-    /// Drops, without transitions or tombstones, every profile whose shard `keep` refuses
-    /// (a partition moved to another instance). Returns how many were dropped.
-    pub fn drop_shards(&mut self, keep: &dyn Fn(u16) -> bool) -> usize {
-        let before = self.profiles.len();
-        self.profiles.retain(|_, p| keep(p.shard));
-        self.shards.retain(|s, _| keep(*s));
-        let dropped = before - self.profiles.len();
-        if dropped > 0 {
-            let profiles = &self.profiles;
-            self.changed.retain(|id| profiles.contains_key(id));
-        }
-        self.removed.retain(|(_, s)| keep(*s));
-        dropped
-    }
-
-    /// Restores one changelog entry into `shard`: a record replaces the customer's profile
-    /// (with its pending timer), a tombstone (`None`) removes it. A record written under
-    /// other definitions is re-evaluated like a reload; its transitions go to `out`.
-    pub fn restore_record(
-        &mut self,
-        shard: u16,
-        customer_id: &str,
-        record: Option<&[u8]>,
-        out: &mut Vec<Transition>,
-    ) -> Result<(), DecodeError> {
-        let parsed = record.map(|b| self.codec.parse(b)).transpose()?;
-        self.restore_parsed(shard, customer_id, parsed, out)
-    }
-
-    /// A codec for these definitions, to parse records on another thread
-    /// ([`Engine::restore_parsed`] finishes them).
-    pub fn codec(&self) -> Codec {
-        Codec::new(&self.defs)
-    }
-
-    /// [`Engine::restore_record`] for a record already parsed by [`Codec::parse`].
-    pub fn restore_parsed(
-        &mut self,
-        shard: u16,
-        customer_id: &str,
-        record: Option<Parsed>,
-        out: &mut Vec<Transition>,
-    ) -> Result<(), DecodeError> {
-        let Some(parsed) = record else {
-            self.profiles.remove(customer_id);
-            return Ok(());
-        };
-        let decoded = self.codec.finish(&mut self.symbols, parsed)?;
-        let mut profile = decoded.profile;
-        profile.shard = shard;
-        let timer_at = profile.timer_at;
-        // One hash of the id: replace in place, or insert with a new key.
-        let id: Arc<str> = match self.profiles.entry_ref(customer_id) {
-            hashbrown::hash_map::EntryRef::Occupied(mut o) => {
-                o.insert(profile);
-                o.key().clone()
-            }
-            hashbrown::hash_map::EntryRef::Vacant(v) => v.insert_entry(profile).key().clone(),
-        };
-        if decoded.same_layout {
-            if timer_at != 0 {
-                push_timer(&mut self.shards, self.floor, shard, millis(timer_at), id);
-            }
-        } else {
-            self.settle(&id, out);
-        }
-        Ok(())
-    }
-
-    /// Re-evaluates every segment for one customer (a record from other definitions) and
-    /// reschedules its timer. Differences are transitions with cause `reload`.
-    fn settle(&mut self, id: &Arc<str>, out: &mut Vec<Transition>) {
-        let Engine {
-            config,
-            defs,
-            symbols,
-            profiles,
-            shards,
-            floor,
-            stats,
-            track,
-            changed,
-            ..
-        } = self;
-        let defs: &Definitions = defs;
-        let Some(profile) = profiles.get_mut(id) else {
-            return;
-        };
-        let now = profile.clock;
-        let cause = Cause::Reload(defs.version.clone());
-        let mut next: Option<Millis> = None;
-        for (i, seg) in defs.segments.iter().enumerate() {
-            let ctx = Ctx {
-                defs,
-                symbols,
-                profile,
-                now,
-            };
-            let mut seg_next = None;
-            let is_in = ctx.eval_next(&seg.cond, &mut seg_next);
-            if seg.time_dependent {
-                if let Some((n, _)) = seg_next {
-                    next = Some(next.map_or(n, |x: Millis| x.min(n)));
-                }
-            }
-            if is_in != profile.is_member(i) {
-                profile.set_member(i, is_in);
-                let dir = if is_in {
-                    Direction::Entered
-                } else {
-                    Direction::Exited
-                };
-                emit(stats, profile, id, seg, dir, now, cause.clone(), out);
-            }
-        }
-        if let Some(ttl) = config.profile_ttl {
-            let x = millis(profile.last_seen()) + ttl;
-            next = Some(next.map_or(x, |n| n.min(x)));
-        }
-        profile.timer_at = next.map_or(0, timer_secs);
-        if profile.timer_at != 0 {
-            let at = millis(profile.timer_at);
-            push_timer(shards, *floor, profile.shard, at, id.clone());
-        }
-        touch(*track, changed, profile, id);
     }
 
     /// Compiles a definitions file and builds an engine for it.
@@ -404,31 +180,21 @@ impl Engine {
     }
     /// The lowest watermark over the shards (the start watermark if there are none).
     pub fn watermark(&self) -> Millis {
-        self.shards
-            .values()
-            .map(|s| s.watermark)
-            .min()
-            .unwrap_or(self.floor)
+        self.timers.watermark()
     }
     /// A shard's watermark.
     pub fn shard_watermark(&self, shard: u16) -> Millis {
-        self.shards.get(&shard).map_or(self.floor, |s| s.watermark)
+        self.timers.shard_watermark(shard)
     }
     /// A shard's event time: its watermark and largest event time (carried to the next
     /// owner of the shard through the changelog).
     pub fn shard_time(&self, shard: u16) -> (Millis, Millis) {
-        self.shards
-            .get(&shard)
-            .map_or((self.floor, Millis::MIN), |s| {
-                (s.watermark, s.max_event_time)
-            })
+        self.timers.shard_time(shard)
     }
     /// Raises a shard's event time to what its previous owner had reached (fires nothing:
     /// the restored timers fire when this owner's time passes them).
     pub fn set_shard_time(&mut self, shard: u16, watermark: Millis, max_event_time: Millis) {
-        let c = shard_clock(&mut self.shards, self.floor, shard);
-        c.watermark = c.watermark.max(watermark);
-        c.max_event_time = c.max_event_time.max(max_event_time);
+        self.timers.set_shard_time(shard, watermark, max_event_time);
     }
     pub fn profile_count(&self) -> usize {
         self.profiles.len()
@@ -567,13 +333,36 @@ impl Engine {
         self.stats.events_applied += 1;
         // Rescheduling a customer earlier leaves its old heap entry behind (skipped when
         // popped); rebuild the heap when such stale entries outnumber the live ones.
-        let clock = shard_clock(&mut self.shards, self.floor, shard);
-        if clock.timers.len() > 2 * self.profiles.len() + 1024 {
-            self.rebuild_timers();
+        if self.timers.entries(shard) > 2 * self.profiles.len() + 1024 {
+            self.timers.rebuild(&self.profiles);
         }
-        let clock = shard_clock(&mut self.shards, self.floor, shard);
-        clock.max_event_time = clock.max_event_time.max(event.timestamp);
+        self.timers.observe_event_time(shard, event.timestamp);
         Ok(())
+    }
+
+    /// The engine's parts besides the profile map, to work on one profile of it.
+    fn split(&mut self) -> (&mut Profiles, Evaluator<'_>) {
+        let Engine {
+            config,
+            defs,
+            symbols,
+            profiles,
+            timers,
+            stats,
+            affected,
+            changes,
+            ..
+        } = self;
+        let ev = Evaluator {
+            config,
+            defs,
+            symbols,
+            stats,
+            timers,
+            changes,
+            affected,
+        };
+        (profiles, ev)
     }
 
     /// Applies the event to its customer's profile, unless the customer has a timer due
@@ -586,20 +375,7 @@ impl Engine {
         trait_keys: &[Option<u16>],
         out: &mut Vec<Transition>,
     ) -> Option<(Arc<str>, Millis)> {
-        let Engine {
-            config,
-            defs,
-            symbols,
-            profiles,
-            shards,
-            floor,
-            stats,
-            affected,
-            track,
-            changed,
-            ..
-        } = self;
-        let defs: &Definitions = defs;
+        let (profiles, mut ev) = self.split();
         // One map lookup: the profile, created if new.
         let (id, profile, fresh) = match profiles.entry_ref(&*event.customer_id) {
             hashbrown::hash_map::EntryRef::Occupied(o) => {
@@ -622,22 +398,24 @@ impl Engine {
             // The customer's events moved to another shard: so does its pending timer.
             profile.shard = shard;
             if profile.timer_at != 0 {
-                push_timer(shards, *floor, shard, millis(profile.timer_at), id.clone());
+                ev.timers.push(shard, millis(profile.timer_at), id.clone());
             }
         }
-        touch(*track, changed, profile, &id);
+        ev.changes.touch(profile, &id);
         let changes = apply::apply_event(
-            defs,
-            symbols,
+            ev.defs,
+            ev.symbols,
             profile,
             event,
             ty,
             trait_keys,
             now,
-            config.allowed_lateness,
+            ev.config.allowed_lateness,
         );
         // Mark the segments this event can affect; a new profile is evaluated against every
         // segment once, since segments like `not ...` hold for a customer with no history.
+        let defs = ev.defs;
+        let affected = &mut *ev.affected;
         affected.iter_mut().for_each(|a| *a = fresh);
         let mut mark = |list: &[usize]| {
             for &i in list {
@@ -654,54 +432,11 @@ impl Engine {
         if changes.score {
             mark(&defs.on_score);
         }
-        let mut next: Option<Millis> = None;
-        for (i, seg) in defs.segments.iter().enumerate() {
-            if !affected[i] {
-                continue;
-            }
-            let ctx = Ctx {
-                defs,
-                symbols,
-                profile,
-                now,
-            };
-            let mut seg_next = None;
-            let is_in = if seg.time_dependent {
-                ctx.eval_next(&seg.cond, &mut seg_next)
-            } else {
-                ctx.eval(&seg.cond)
-            };
-            stats.evaluations += 1;
-            if let Some((t, _)) = seg_next {
-                next = Some(next.map_or(t, |n: Millis| n.min(t)));
-            }
-            if is_in != profile.is_member(i) {
-                profile.set_member(i, is_in);
-                let dir = if is_in {
-                    Direction::Entered
-                } else {
-                    Direction::Exited
-                };
-                let cause = Cause::Event(event.event_id.as_ref().into());
-                emit(stats, profile, &id, seg, dir, now, cause, out);
-                for &d in &seg.dependents {
-                    affected[d] = true;
-                }
-            }
-        }
-        if let Some(ttl) = config.profile_ttl {
-            // The event is the last seen or older: its expiry is a lower bound, and cheaper
-            // than scanning the profile (a timer that fires early just re-checks).
-            let t = event.timestamp + ttl;
-            next = Some(next.map_or(t, |n| n.min(t)));
-        }
-        if let Some(t) = next {
-            let at = timer_secs(t);
-            if profile.timer_at == 0 || at < profile.timer_at {
-                profile.timer_at = at;
-                push_timer(shards, *floor, shard, millis(at), id);
-            }
-        }
+        let trigger = Trigger::Event(&event.event_id);
+        let schedule = Schedule::Earlier {
+            ttl_from: event.timestamp,
+        };
+        ev.evaluate(profile, &id, now, Select::Affected, trigger, schedule, out);
         None
     }
 
@@ -710,9 +445,7 @@ impl Engine {
         let Some((id, mut profile)) = self.profiles.remove_entry(&*event.customer_id) else {
             return;
         };
-        if self.track {
-            self.removed.push((id.clone(), profile.shard));
-        }
+        self.changes.remove(&id, profile.shard);
         let at = profile.clock.max(event.timestamp);
         if self.forgotten.len() >= 1024 {
             let wm = self.watermark();
@@ -720,45 +453,23 @@ impl Engine {
         }
         self.forgotten.insert(id.clone(), at);
         let cause = Cause::Event(event.event_id.as_ref().into());
-        exit_all(
-            &self.defs,
-            &mut self.stats,
-            &mut profile,
-            &id,
-            at,
-            cause,
-            out,
-        );
-        self.stats.profiles_forgotten += 1;
-    }
-
-    /// The timer heap from the profiles' own due times (drops stale entries).
-    fn rebuild_timers(&mut self) {
-        for s in self.shards.values_mut() {
-            s.timers.clear();
-        }
-        for (k, p) in self.profiles.iter().filter(|(_, p)| p.timer_at != 0) {
-            let at = millis(p.timer_at);
-            push_timer(&mut self.shards, self.floor, p.shard, at, k.clone());
-        }
+        let (_, mut ev) = self.split();
+        ev.exit_all(&mut profile, &id, at, cause, out);
+        ev.stats.profiles_forgotten += 1;
     }
 
     /// Moves the watermark of every shard forward (never back) and fires every timer it
     /// passes. Events older than the watermark are rejected as late from then on.
     pub fn advance_watermark(&mut self, to: Millis, out: &mut Vec<Transition>) {
-        self.floor = self.floor.max(to);
-        let shards: Vec<u16> = self.shards.keys().copied().collect();
-        for s in shards {
+        self.timers.raise_floor(to);
+        for s in self.timers.shards() {
             self.advance_shard_watermark(s, to, out);
         }
     }
 
     /// Moves one shard's watermark forward (never back) and fires the timers it passes.
     pub fn advance_shard_watermark(&mut self, shard: u16, to: Millis, out: &mut Vec<Transition>) {
-        let clock = shard_clock(&mut self.shards, self.floor, shard);
-        if to > clock.watermark {
-            clock.watermark = to;
-        }
+        self.timers.raise_watermark(shard, to);
         self.fire_timers_until(shard, to, out);
     }
 
@@ -768,20 +479,14 @@ impl Engine {
     /// deadline that fired meanwhile, the customer exits again).
     pub fn on_idle(&mut self, now: Millis, out: &mut Vec<Transition>) {
         let to = now.saturating_sub(self.config.idle_lag);
-        let shards: Vec<u16> = self.shards.keys().copied().collect();
-        for s in shards {
+        for s in self.timers.shards() {
             self.fire_timers_until(s, to, out);
         }
     }
 
+    /// Fires the timers of `shard` due at or before `to` (skipping stale heap entries).
     fn fire_timers_until(&mut self, shard: u16, to: Millis, out: &mut Vec<Transition>) {
-        while let Some(heap) = self.shards.get_mut(&shard).map(|s| &mut s.timers) {
-            if heap.peek().is_none_or(|Reverse((t, _))| *t > to) {
-                break;
-            }
-            let Some(Reverse((t, id))) = heap.pop() else {
-                break;
-            };
+        while let Some((t, id)) = self.timers.pop_due(shard, to) {
             let due = self
                 .profiles
                 .get(&id)
@@ -794,283 +499,40 @@ impl Engine {
 
     /// Fires a customer's timer due at `t`: evaluates the segments time can change.
     fn fire_customer(&mut self, id: &Arc<str>, t: Millis, out: &mut Vec<Transition>) {
-        let Engine {
-            config,
-            defs,
-            symbols,
-            profiles,
-            shards,
-            floor,
-            stats,
-            track,
-            changed,
-            removed,
-            ..
-        } = self;
-        let defs: &Definitions = defs;
+        let (profiles, mut ev) = self.split();
         let Some(profile) = profiles.get_mut(id) else {
             return;
         };
-        touch(*track, changed, profile, id);
-        stats.timers_fired += 1;
+        ev.changes.touch(profile, id);
+        ev.stats.timers_fired += 1;
         profile.timer_at = 0;
         let before = profile.clock;
         profile.clock = profile.clock.max(t);
         let now = profile.clock;
-        if let Some(ttl) = config.profile_ttl {
+        if let Some(ttl) = ev.config.profile_ttl {
             let expires = millis(profile.last_seen()) + ttl;
             if expires <= now {
                 let cause = Cause::Timer {
                     kind: TimerKind::Ttl,
                     deadline: expires,
                 };
-                exit_all(defs, stats, profile, id, expires.max(before), cause, out);
-                stats.profiles_expired += 1;
-                if *track {
-                    removed.push((id.clone(), profile.shard));
-                }
+                ev.exit_all(profile, id, expires.max(before), cause, out);
+                ev.stats.profiles_expired += 1;
+                ev.changes.remove(id, profile.shard);
                 profiles.remove(id);
                 return;
             }
         }
-        let mut next: Option<Millis> = None;
-        for (i, seg) in defs.segments.iter().enumerate() {
-            if !seg.time_dependent {
-                continue;
-            }
-            let ctx = Ctx {
-                defs,
-                symbols,
-                profile,
-                now,
-            };
-            let mut seg_next = None;
-            let is_in = ctx.eval_next(&seg.cond, &mut seg_next);
-            stats.evaluations += 1;
-            if let Some((n, _)) = seg_next {
-                next = Some(next.map_or(n, |x: Millis| x.min(n)));
-            }
-            if is_in != profile.is_member(i) {
-                let kind = Ctx {
-                    defs,
-                    symbols,
-                    profile,
-                    now: before.min(t - 1),
-                }
-                .next_change(&seg.cond)
-                .filter(|(n, _)| *n <= t)
-                .map_or(TimerKind::Window, |(_, k)| k);
-                profile.set_member(i, is_in);
-                let dir = if is_in {
-                    Direction::Entered
-                } else {
-                    Direction::Exited
-                };
-                let cause = Cause::Timer { kind, deadline: t };
-                emit(stats, profile, id, seg, dir, now, cause, out);
-            }
-        }
-        if let Some(ttl) = config.profile_ttl {
-            let x = millis(profile.last_seen()) + ttl;
-            next = Some(next.map_or(x, |n| n.min(x)));
-        }
-        if let Some(n) = next {
-            profile.timer_at = timer_secs(n);
-            let at = millis(profile.timer_at);
-            push_timer(shards, *floor, profile.shard, at, id.clone());
-        }
-    }
-
-    /// Replaces the definitions. Features with an unchanged key keep their state; every
-    /// customer's membership in added and changed segments is re-evaluated from the
-    /// profile, and members of removed segments exit. Transitions carry cause `reload`.
-    pub fn replace_definitions(
-        &mut self,
-        defs: Definitions,
-        out: &mut Vec<Transition>,
-    ) -> ReloadReport {
-        let old = Layout::of(&self.defs);
-        self.install(defs, &old, out)
-    }
-
-    /// Compiles `text` against this engine's symbols and replaces the definitions; an
-    /// invalid file changes nothing and returns every error.
-    pub fn reload_source(
-        &mut self,
-        file: &str,
-        text: &str,
-        out: &mut Vec<Transition>,
-    ) -> Result<ReloadReport, Diagnostics> {
-        let defs = Definitions::from_source(file, text, &mut self.symbols)?;
-        Ok(self.replace_definitions(defs, out))
-    }
-
-    fn install(
-        &mut self,
-        defs: Definitions,
-        old: &Layout,
-        out: &mut Vec<Transition>,
-    ) -> ReloadReport {
-        let defs = Arc::new(defs);
-        let mut report = ReloadReport {
-            version: defs.version.to_string(),
-            ..ReloadReport::default()
-        };
-        // Feature remapping by key.
-        let new_index: HashMap<&str, u16> = defs
-            .features
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.key.as_str(), i as u16))
-            .collect();
-        let feature_map: Vec<Option<u16>> = old
-            .feature_keys
-            .iter()
-            .map(|k| new_index.get(k.as_str()).copied())
-            .collect();
-        report.kept_aggregates = feature_map.iter().filter(|m| m.is_some()).count();
-        report.new_aggregates = defs.features.len() - report.kept_aggregates;
-        // Segment mapping by name.
-        let old_by_name: HashMap<&str, (usize, &Arc<str>)> = old
-            .segments
-            .iter()
-            .enumerate()
-            .map(|(i, (n, v))| (&**n, (i, v)))
-            .collect();
-        let mut reevaluate = vec![false; defs.segments.len()];
-        let mut carried: Vec<Option<usize>> = vec![None; defs.segments.len()];
-        for (i, s) in defs.segments.iter().enumerate() {
-            match old_by_name.get(&*s.name) {
-                Some((j, v)) if **v == s.version => {
-                    carried[i] = Some(*j);
-                    report.unchanged.push(s.name.to_string());
-                }
-                Some((j, _)) => {
-                    carried[i] = Some(*j);
-                    reevaluate[i] = true;
-                    report.changed.push(s.name.to_string());
-                }
-                None => {
-                    reevaluate[i] = true;
-                    report.added.push(s.name.to_string());
-                }
-            }
-        }
-        let removed: Vec<(usize, &NameVersion)> = old
-            .segments
-            .iter()
-            .enumerate()
-            .filter(|(_, (n, _))| defs.segment_index(n).is_none())
-            .collect();
-        report.removed = removed.iter().map(|(_, (n, _))| n.to_string()).collect();
-
-        let cause = Cause::Reload(defs.version.clone());
-        let identical = report.added.is_empty()
-            && report.changed.is_empty()
-            && removed.is_empty()
-            && old.feature_keys.len() == defs.features.len()
-            && feature_map
-                .iter()
-                .enumerate()
-                .all(|(i, m)| *m == Some(i as u16));
-        if identical {
-            // Same definitions (e.g. a restore): state and timers stay exactly as they were.
-            self.rebuild_timers();
-            self.affected = vec![false; defs.segments.len()];
-            self.codec = Codec::new(&defs);
-            self.defs = defs;
-            return report;
-        }
-        let mut ids: Vec<Arc<str>> = self.profiles.keys().cloned().collect();
-        ids.sort();
-        let before = out.len();
-        for s in self.shards.values_mut() {
-            s.timers.clear();
-        }
-        for id in ids {
-            let Some(profile) = self.profiles.get_mut(&id) else {
-                continue;
-            };
-            touch(self.track, &mut self.changed, profile, &id);
-            profile.remap_features(&|k| feature_map.get(k as usize).copied().flatten());
-            let old_members = profile.take_members();
-            let now = profile.clock;
-            for (j, (name, version)) in removed.iter().map(|(j, s)| (*j, s)) {
-                if old_members.contains(j) {
-                    let seg = crate::segment::compile::Segment {
-                        name: name.clone(),
-                        description: None,
-                        version: version.clone(),
-                        condition_text: String::new(),
-                        cond: crate::segment::compile::Cond::Const(false),
-                        dependents: Vec::new(),
-                        time_dependent: false,
-                    };
-                    emit(
-                        &mut self.stats,
-                        profile,
-                        &id,
-                        &seg,
-                        Direction::Exited,
-                        now,
-                        cause.clone(),
-                        out,
-                    );
-                }
-            }
-            let mut next: Option<Millis> = None;
-            for (i, seg) in defs.segments.iter().enumerate() {
-                let was = carried[i].is_some_and(|j| old_members.contains(j));
-                let ctx = Ctx {
-                    defs: &defs,
-                    symbols: &self.symbols,
-                    profile,
-                    now,
-                };
-                let is_in = if reevaluate[i] {
-                    ctx.eval(&seg.cond)
-                } else {
-                    was
-                };
-                if seg.time_dependent {
-                    if let Some((n, _)) = ctx.next_change(&seg.cond) {
-                        next = Some(next.map_or(n, |x: Millis| x.min(n)));
-                    }
-                }
-                profile.set_member(i, is_in);
-                if is_in != was {
-                    let dir = if is_in {
-                        Direction::Entered
-                    } else {
-                        Direction::Exited
-                    };
-                    emit(
-                        &mut self.stats,
-                        profile,
-                        &id,
-                        seg,
-                        dir,
-                        now,
-                        cause.clone(),
-                        out,
-                    );
-                }
-            }
-            if let Some(ttl) = self.config.profile_ttl {
-                let x = millis(profile.last_seen()) + ttl;
-                next = Some(next.map_or(x, |n| n.min(x)));
-            }
-            profile.timer_at = next.map_or(0, timer_secs);
-            if let Some(n) = next {
-                let (shard, at) = (profile.shard, millis(timer_secs(n)));
-                push_timer(&mut self.shards, self.floor, shard, at, id.clone());
-            }
-        }
-        report.transitions = out.len() - before;
-        self.affected = vec![false; defs.segments.len()];
-        self.codec = Codec::new(&defs);
-        self.defs = defs;
-        report
+        let trigger = Trigger::Timer { before, due: t };
+        ev.evaluate(
+            profile,
+            id,
+            now,
+            Select::TimeDependent,
+            trigger,
+            Schedule::Replace,
+            out,
+        );
     }
 
     /// Approximate bytes of profile state: per profile, the struct, its heap and the key.
@@ -1080,64 +542,6 @@ impl Engine {
             .map(|(k, p)| std::mem::size_of::<Profile>() + p.heap_bytes() + k.len() + 16)
             .sum()
     }
-}
-
-/// Timers are kept in whole seconds, rounded up so a timer never fires early.
-fn timer_secs(ms: Millis) -> Secs {
-    secs(ms + 999).max(1)
-}
-
-/// Every membership ends (forget, TTL): dependents first, so a segment never outlives
-/// one it depends on.
-fn exit_all(
-    defs: &Definitions,
-    stats: &mut EngineStats,
-    profile: &mut Profile,
-    id: &Arc<str>,
-    at: Millis,
-    cause: Cause,
-    out: &mut Vec<Transition>,
-) {
-    let members: Vec<usize> = profile.members().collect();
-    for &i in members.iter().rev() {
-        if let Some(seg) = defs.segments.get(i) {
-            profile.set_member(i, false);
-            emit(
-                stats,
-                profile,
-                id,
-                seg,
-                Direction::Exited,
-                at,
-                cause.clone(),
-                out,
-            );
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn emit(
-    stats: &mut EngineStats,
-    profile: &mut Profile,
-    id: &Arc<str>,
-    seg: &crate::segment::compile::Segment,
-    direction: Direction,
-    at: Millis,
-    cause: Cause,
-    out: &mut Vec<Transition>,
-) {
-    profile.sequence += 1;
-    stats.transitions += 1;
-    out.push(Transition::new(
-        id.clone(),
-        seg.name.clone(),
-        direction,
-        at,
-        cause,
-        seg.version.clone(),
-        profile.sequence,
-    ));
 }
 
 /// Members of a profile by segment name (for the API and tests).

@@ -1,0 +1,113 @@
+//! The engine's side of the changelog: draining changed profiles as records, restoring
+//! records (and tombstones) into shards, and dropping the shards another instance owns now.
+
+use std::sync::Arc;
+
+use super::evaluate::{Schedule, Select, Trigger};
+use super::{Engine, StateChange};
+use crate::changelog::{Codec, DecodeError, Parsed};
+use crate::profile::millis;
+use crate::transition::{Cause, Transition};
+
+impl Engine {
+    /// Every customer changed or removed since the last drain, once each: its changelog
+    /// record, or a tombstone if the profile is gone. In the order first changed.
+    pub fn drain_changes(&mut self, out: &mut Vec<StateChange>) {
+        self.changes
+            .drain(&mut self.profiles, &self.codec, &self.symbols, out);
+    }
+
+    /// Makes room for `additional` more profiles at once (a restore that knows how many
+    /// records it will read grows the map once instead of rehashing it again and again).
+    pub fn reserve(&mut self, additional: usize) {
+        self.profiles.reserve(additional);
+    }
+
+    /// Drops, without transitions or tombstones, every profile whose shard `keep` refuses
+    /// (a partition moved to another instance). Returns how many were dropped.
+    pub fn drop_shards(&mut self, keep: &dyn Fn(u16) -> bool) -> usize {
+        let before = self.profiles.len();
+        self.profiles.retain(|_, p| keep(p.shard));
+        self.timers.retain_shards(keep);
+        let dropped = before - self.profiles.len();
+        self.changes
+            .retain_shards(&self.profiles, keep, dropped > 0);
+        dropped
+    }
+
+    /// Restores one changelog entry into `shard`: a record replaces the customer's profile
+    /// (with its pending timer), a tombstone (`None`) removes it. A record written under
+    /// other definitions is re-evaluated like a reload; its transitions go to `out`.
+    pub fn restore_record(
+        &mut self,
+        shard: u16,
+        customer_id: &str,
+        record: Option<&[u8]>,
+        out: &mut Vec<Transition>,
+    ) -> Result<(), DecodeError> {
+        let parsed = record.map(|b| self.codec.parse(b)).transpose()?;
+        self.restore_parsed(shard, customer_id, parsed, out)
+    }
+
+    /// A codec for these definitions, to parse records on another thread
+    /// ([`Engine::restore_parsed`] finishes them).
+    pub fn codec(&self) -> Codec {
+        Codec::new(&self.defs)
+    }
+
+    /// [`Engine::restore_record`] for a record already parsed by [`Codec::parse`].
+    pub fn restore_parsed(
+        &mut self,
+        shard: u16,
+        customer_id: &str,
+        record: Option<Parsed>,
+        out: &mut Vec<Transition>,
+    ) -> Result<(), DecodeError> {
+        let Some(parsed) = record else {
+            self.profiles.remove(customer_id);
+            return Ok(());
+        };
+        let decoded = self.codec.finish(&mut self.symbols, parsed)?;
+        let mut profile = decoded.profile;
+        profile.shard = shard;
+        let timer_at = profile.timer_at;
+        // One hash of the id: replace in place, or insert with a new key.
+        let id: Arc<str> = match self.profiles.entry_ref(customer_id) {
+            hashbrown::hash_map::EntryRef::Occupied(mut o) => {
+                o.insert(profile);
+                o.key().clone()
+            }
+            hashbrown::hash_map::EntryRef::Vacant(v) => v.insert_entry(profile).key().clone(),
+        };
+        if decoded.same_layout {
+            if timer_at != 0 {
+                self.timers.push(shard, millis(timer_at), id);
+            }
+        } else {
+            self.settle(&id, out);
+        }
+        Ok(())
+    }
+
+    /// Re-evaluates every segment for one customer (a record from other definitions) and
+    /// reschedules its timer. Differences are transitions with cause `reload`.
+    fn settle(&mut self, id: &Arc<str>, out: &mut Vec<Transition>) {
+        let (profiles, mut ev) = self.split();
+        let Some(profile) = profiles.get_mut(id) else {
+            return;
+        };
+        let now = profile.clock;
+        let cause = Cause::Reload(ev.defs.version.clone());
+        let trigger = Trigger::Reload(&cause);
+        ev.evaluate(
+            profile,
+            id,
+            now,
+            Select::All,
+            trigger,
+            Schedule::Replace,
+            out,
+        );
+        ev.changes.touch(profile, id);
+    }
+}
