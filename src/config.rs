@@ -66,6 +66,11 @@ pub struct KafkaConfig {
     pub transactional_id: Option<String>,
     /// Messages larger than this go to the dead-letter topic (`too_large`).
     pub max_message_bytes: usize,
+    /// The largest dead letter written: a larger original's value is cut to fit (with
+    /// `segstream_truncated` and `segstream_original_size` headers). Below the producer's
+    /// `message.max.bytes` (librdkafka's default 1 000 000) and the dead-letter topic's
+    /// `max.message.bytes`.
+    pub dead_letter_max_bytes: usize,
     /// At most this many messages are processed between two offset stores.
     pub batch_size: usize,
     /// A batch is closed after this long even if not full.
@@ -98,6 +103,7 @@ impl Default for KafkaConfig {
             exactly_once: false,
             transactional_id: None,
             max_message_bytes: 1 << 20,
+            dead_letter_max_bytes: 900_000,
             batch_size: 1000,
             batch_timeout: 5,
             idle_after: 200,
@@ -295,6 +301,17 @@ impl Config {
         if k.max_message_bytes < 64 {
             errors.push("kafka.max_message_bytes must be at least 64".into());
         }
+        let producer_max: usize = k
+            .librdkafka
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        if k.dead_letter_max_bytes < 4096 || k.dead_letter_max_bytes >= producer_max {
+            errors.push(format!(
+                "kafka.dead_letter_max_bytes ({}) must be at least 4096 and below the producer's message.max.bytes ({producer_max})",
+                k.dead_letter_max_bytes
+            ));
+        }
         if k.batch_timeout == 0 || k.idle_after == 0 {
             errors.push("kafka.batch_timeout and kafka.idle_after must be positive".into());
         }
@@ -329,6 +346,10 @@ impl Config {
         }
         if self.engine.allowed_lateness > 7 * segstream_core::time::DAY {
             errors.push("engine.allowed_lateness must be at most 7d".into());
+        }
+        if self.engine.max_profiles == Some(0) {
+            errors
+                .push("engine.max_profiles must be at least 1 (leave it out for no limit)".into());
         }
         if self.shutdown_deadline == 0 {
             errors.push("shutdown_deadline must be positive".into());
@@ -379,6 +400,7 @@ fn check_keys(table: &toml::Table, origin: &str, errors: &mut Vec<String>) {
                 "exactly_once",
                 "transactional_id",
                 "max_message_bytes",
+                "dead_letter_max_bytes",
                 "batch_size",
                 "batch_timeout",
                 "idle_after",
@@ -388,7 +410,16 @@ fn check_keys(table: &toml::Table, origin: &str, errors: &mut Vec<String>) {
             ],
         ),
         ("segments", &["file"]),
-        ("engine", &["allowed_lateness", "profile_ttl", "idle_lag"]),
+        (
+            "engine",
+            &[
+                "allowed_lateness",
+                "profile_ttl",
+                "idle_lag",
+                "max_future_skew",
+                "max_profiles",
+            ],
+        ),
         ("http", &["listen", "token"]),
         ("log", &["level", "format"]),
     ];

@@ -100,6 +100,18 @@ struct ReplayArgs {
     /// then fire; without it, time stops at the watermark of the last event.
     #[arg(long, value_parser = instant)]
     advance_to: Option<Millis>,
+    /// "Now" for the future guard (RFC 3339; default: the wall clock): events stamped
+    /// more than --max-future-skew after it are rejected as `future_timestamp`, as the
+    /// live service rejects them. Set it for synthetic data dated in the future.
+    #[arg(long, value_parser = instant)]
+    now: Option<Millis>,
+    /// How far ahead of "now" an event may be stamped (`off`: no limit).
+    #[arg(long, value_parser = duration_or_off, default_value = "1h")]
+    max_future_skew: Ttl,
+    /// Keep at most this many profiles, evicting the least recently active (exits with
+    /// cause `evicted`).
+    #[arg(long)]
+    max_profiles: Option<usize>,
     /// Print the summary as JSON instead of a table.
     #[arg(long)]
     json_summary: bool,
@@ -109,7 +121,7 @@ fn duration(s: &str) -> Result<Millis, String> {
     parse_duration(s).ok_or_else(|| format!("invalid duration {s:?} (e.g. 30s, 5m, 24h, 30d)"))
 }
 
-/// A profile TTL, or none (`off`).
+/// A duration, or none (`off`).
 #[derive(Clone, Copy)]
 struct Ttl(Option<Millis>);
 
@@ -307,6 +319,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = EngineConfig {
                 allowed_lateness: a.allowed_lateness,
                 profile_ttl: a.profile_ttl.0,
+                max_future_skew: a.max_future_skew.0,
+                max_profiles: a.max_profiles,
                 ..EngineConfig::default()
             };
             let mut engine = Engine::new(defs, symbols, config);
@@ -318,7 +332,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 })?))
             };
             let mut out = output(&a.transitions_out)?;
-            let summary = segstream::replay::replay(&mut engine, input, &mut out, a.advance_to)?;
+            let options = segstream::replay::ReplayOptions {
+                advance_to: a.advance_to,
+                now: Some(a.now.unwrap_or_else(segstream::clock::now_millis)),
+            };
+            let summary = segstream::replay::replay(&mut engine, input, &mut out, options)?;
             drop(out);
             if let Some(p) = &a.profiles_out {
                 let mut w = BufWriter::new(File::create(p)?);

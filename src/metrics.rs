@@ -125,7 +125,11 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     pub ready: IntGauge,
     pub produce_retries: IntCounter,
+    pub input_paused: IntGauge,
+    pub input_pauses: IntCounter,
+    pub dead_letters_degraded: IntCounter,
     pub timers_fired: IntCounter,
+    pub profiles_evicted: IntCounter,
     pub watermark_seconds: IntGauge,
     pub changelog_records: IntCounterVec,
     pub restore_records: IntCounterVec,
@@ -250,7 +254,23 @@ impl Metrics {
                 "produce_retries_total",
                 "Transitions or dead letters produced again after a delivery failure.",
             ),
+            input_paused: gauge(
+                "input_paused",
+                "1 while the input is paused because a batch's output cannot be delivered (backpressure).",
+            ),
+            input_pauses: counter(
+                "input_pauses_total",
+                "Times the input was paused because a batch's output was slow or unavailable.",
+            ),
+            dead_letters_degraded: counter(
+                "dead_letters_degraded_total",
+                "Dead letters sent in a smaller form (value cut or left out) because the producer or the broker refused the full one.",
+            ),
             timers_fired: counter("timers_fired_total", "Customer timers fired."),
+            profiles_evicted: counter(
+                "profiles_evicted_total",
+                "Profiles evicted (least recently active, exits with cause `evicted`) to stay within engine.max_profiles.",
+            ),
             watermark_seconds: gauge(
                 "watermark_seconds",
                 "The event-time watermark, as Unix seconds.",

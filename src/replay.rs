@@ -80,15 +80,27 @@ impl ReplaySummary {
     }
 }
 
+/// How a replay treats time beyond the events themselves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplayOptions {
+    /// After the last event, move time to this instant so that timers due until then fire
+    /// (as they would have in a live system by then).
+    pub advance_to: Option<Millis>,
+    /// "Now" for the future guard: events stamped more than the engine's
+    /// `max_future_skew` after it are rejected (`future_timestamp`), as the live service
+    /// rejects them against the wall clock. `None`: no guard.
+    pub now: Option<Millis>,
+}
+
 /// Runs `engine` over `events` (one JSON event per line), writing transitions to
-/// `transitions`. With `advance_to`, time is moved to that instant after the last event so
-/// that timers due until then fire (as they would in a live system by then).
+/// `transitions`.
 pub fn replay(
     engine: &mut Engine,
     events: impl BufRead,
     transitions: &mut dyn Write,
-    advance_to: Option<Millis>,
+    options: ReplayOptions,
 ) -> std::io::Result<ReplaySummary> {
+    let skew = engine.config().max_future_skew;
     let mut summary = ReplaySummary::default();
     let mut out = Vec::new();
     let mut line_no = 0u64;
@@ -115,7 +127,8 @@ pub fn replay(
                 ),
             ))
         } else {
-            engine.process(line, &mut out)
+            parse_checked(line, options.now, skew)
+                .and_then(|event| engine.apply_and_advance(0, &event, &mut out))
         };
         match result {
             Ok(()) => summary.accepted += 1,
@@ -139,7 +152,7 @@ pub fn replay(
         }
         flush(&mut summary, &mut out, transitions)?;
     }
-    if let Some(t) = advance_to {
+    if let Some(t) = options.advance_to {
         engine.advance_watermark(t, &mut out);
         flush(&mut summary, &mut out, transitions)?;
     }
@@ -148,6 +161,19 @@ pub fn replay(
     summary.watermark = (wm != Millis::MIN).then(|| format_rfc3339(wm));
     transitions.flush()?;
     Ok(summary)
+}
+
+/// Parses an event and applies the future guard (when `now` is given).
+fn parse_checked(
+    line: &[u8],
+    now: Option<Millis>,
+    skew: Option<Millis>,
+) -> Result<segstream_core::event::Event<'_>, segstream_core::event::EventError> {
+    let event = segstream_core::event::parse_event(line)?;
+    if let Some(now) = now {
+        segstream_core::event::check_not_future(event.timestamp, now, skew)?;
+    }
+    Ok(event)
 }
 
 fn flush(

@@ -2,16 +2,20 @@
 //! message with the reason in headers), changelog records and position markers, owned so
 //! that they can be sent again after a failure.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use segstream_core::changelog::{Position, POSITION_KEY};
 use segstream_core::time::format_rfc3339;
 use segstream_core::transition::{Direction, Transition};
 
+/// A header: its name and value (`None`: a header without a value).
+pub type OutgoingHeader = (Cow<'static, str>, Option<Vec<u8>>);
+
 /// A record to produce, owned so that it can be sent again after a failure.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Outgoing {
     pub topic: String,
     /// An explicit partition (changelog records go to their input partition's number).
@@ -19,88 +23,197 @@ pub struct Outgoing {
     pub key: Option<Vec<u8>>,
     /// `None`: a tombstone.
     pub payload: Option<Vec<u8>>,
-    pub headers: Vec<(&'static str, Vec<u8>)>,
+    pub headers: Vec<OutgoingHeader>,
+    /// The record's timestamp (a dead letter keeps its original's); `None`: the producer's
+    /// clock.
+    pub timestamp: Option<i64>,
     /// For the latency histogram: the event time (or deadline) the record reports on.
     pub event_time: Option<i64>,
     /// For the transition counters.
     pub transition: Option<(Arc<str>, Direction)>,
+    /// What to send instead when the producer or the broker refuses this record for what
+    /// it is (its size): a dead letter's smaller forms.
+    pub fallback: Option<Box<Outgoing>>,
+}
+
+/// Headers a dead letter adds to the original message's own.
+pub mod dead_letter_headers {
+    /// The reject reason (`invalid_json`, `too_large`, ...; a metric label).
+    pub const REASON: &str = "segstream_reason";
+    /// What exactly was wrong.
+    pub const DETAIL: &str = "segstream_detail";
+    pub const SOURCE_TOPIC: &str = "segstream_source_topic";
+    pub const SOURCE_PARTITION: &str = "segstream_source_partition";
+    pub const SOURCE_OFFSET: &str = "segstream_source_offset";
+    /// `true` when the value was cut to fit the dead-letter size limit.
+    pub const TRUNCATED: &str = "segstream_truncated";
+    /// `true` when the value (and the original headers) had to be left out altogether.
+    pub const VALUE_DROPPED: &str = "segstream_value_dropped";
+    /// The original value's size in bytes, when truncated or dropped.
+    pub const ORIGINAL_SIZE: &str = "segstream_original_size";
+}
+
+/// Bytes a record costs beyond key, value and headers (record and batch framing); a safety
+/// margin when a dead letter is cut to its limit.
+const RECORD_OVERHEAD: usize = 512;
+
+/// Longest `segstream_detail` kept (a detail quotes part of the input).
+const MAX_DETAIL: usize = 1024;
+
+/// Longest key a dead letter's last-resort form keeps.
+const MAX_MINIMAL_KEY: usize = 1024;
+
+/// Why a message became a dead letter.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejection<'a> {
+    pub reason: &'a str,
+    pub detail: &'a str,
 }
 
 impl Outgoing {
+    fn new(topic: &str) -> Self {
+        Outgoing {
+            topic: topic.to_string(),
+            partition: None,
+            key: None,
+            payload: None,
+            headers: Vec::new(),
+            timestamp: None,
+            event_time: None,
+            transition: None,
+            fallback: None,
+        }
+    }
+
     /// A transition, keyed by customer id, with CloudEvents 1.0 binary-mode headers.
     pub fn transition(t: &Transition, topic: &str, source: &str) -> Self {
         let payload = serde_json::to_vec(t).unwrap_or_default();
         let ce_type = match t.direction {
-            segstream_core::transition::Direction::Entered => "segstream.segment.entered",
-            segstream_core::transition::Direction::Exited => "segstream.segment.exited",
+            Direction::Entered => "segstream.segment.entered",
+            Direction::Exited => "segstream.segment.exited",
         };
+        let h = |k: &'static str, v: Vec<u8>| (Cow::Borrowed(k), Some(v));
         Outgoing {
-            topic: topic.to_string(),
-            partition: None,
             key: Some(t.customer_id.as_bytes().to_vec()),
             payload: Some(payload),
             headers: vec![
-                ("ce_specversion", b"1.0".to_vec()),
-                ("ce_id", t.transition_id.as_bytes().to_vec()),
-                ("ce_source", source.as_bytes().to_vec()),
-                ("ce_type", ce_type.as_bytes().to_vec()),
-                ("ce_time", format_rfc3339(t.timestamp).into_bytes()),
-                (
+                h("ce_specversion", b"1.0".to_vec()),
+                h("ce_id", t.transition_id.as_bytes().to_vec()),
+                h("ce_source", source.as_bytes().to_vec()),
+                h("ce_type", ce_type.as_bytes().to_vec()),
+                h("ce_time", format_rfc3339(t.timestamp).into_bytes()),
+                h(
                     "ce_subject",
                     format!("{}/{}", t.customer_id, t.segment).into_bytes(),
                 ),
-                ("content-type", b"application/json".to_vec()),
-                ("segstream_segment", t.segment.as_bytes().to_vec()),
-                ("segstream_rule_version", t.rule_version.as_bytes().to_vec()),
+                h("content-type", b"application/json".to_vec()),
+                h("segstream_segment", t.segment.as_bytes().to_vec()),
+                h("segstream_rule_version", t.rule_version.as_bytes().to_vec()),
             ],
             event_time: Some(t.timestamp),
             transition: Some((t.segment.clone(), t.direction)),
+            ..Outgoing::new(topic)
         }
     }
 
-    /// A dead letter: the original message unchanged, the reason and origin in headers.
-    #[allow(clippy::too_many_arguments)]
-    pub fn dead_letter(
+    /// A dead letter: the original message (key, value, headers, timestamp) unchanged, with
+    /// the reason and the origin added in `segstream_*` headers (Kafka Connect's dead-letter
+    /// queue does the same with its own headers).
+    ///
+    /// A dead letter never exceeds `max_bytes`: a larger original is sent with its value
+    /// cut to fit, `segstream_truncated: true` and `segstream_original_size`. Should the
+    /// producer or the broker still refuse it (a topic with a lower limit), its fallback is
+    /// sent instead: no value and none of the original headers, only the origin, the reason
+    /// and the original size. Bad input can therefore never stop the service.
+    pub fn dead_letter<M: Message>(
         topic: &str,
-        key: Option<&[u8]>,
-        payload: &[u8],
-        reason: &str,
-        detail: &str,
-        source_topic: &str,
-        partition: i32,
-        offset: i64,
+        original: &M,
+        why: Rejection<'_>,
+        max_bytes: usize,
     ) -> Self {
-        Outgoing {
-            topic: topic.to_string(),
-            partition: None,
-            key: key.map(<[u8]>::to_vec),
-            payload: Some(payload.to_vec()),
-            headers: vec![
-                ("segstream_reason", reason.as_bytes().to_vec()),
-                ("segstream_detail", detail.as_bytes().to_vec()),
-                ("segstream_source_topic", source_topic.as_bytes().to_vec()),
-                (
-                    "segstream_source_partition",
-                    partition.to_string().into_bytes(),
-                ),
-                ("segstream_source_offset", offset.to_string().into_bytes()),
-            ],
-            event_time: None,
-            transition: None,
+        use dead_letter_headers as dl;
+        let payload = original.payload();
+        let size = payload.map_or(0, <[u8]>::len);
+        let origin: Vec<OutgoingHeader> = vec![
+            (dl::REASON.into(), Some(why.reason.as_bytes().to_vec())),
+            (
+                dl::DETAIL.into(),
+                Some(cut(why.detail, MAX_DETAIL).into_bytes()),
+            ),
+            (
+                dl::SOURCE_TOPIC.into(),
+                Some(original.topic().as_bytes().to_vec()),
+            ),
+            (
+                dl::SOURCE_PARTITION.into(),
+                Some(original.partition().to_string().into_bytes()),
+            ),
+            (
+                dl::SOURCE_OFFSET.into(),
+                Some(original.offset().to_string().into_bytes()),
+            ),
+        ];
+        let timestamp = original.timestamp().to_millis();
+        let key = original.key().map(<[u8]>::to_vec);
+        let minimal_key = key.clone().filter(|k| k.len() <= MAX_MINIMAL_KEY);
+        let mut minimal_headers = origin.clone();
+        minimal_headers.push((dl::VALUE_DROPPED.into(), Some(b"true".to_vec())));
+        minimal_headers.push((
+            dl::ORIGINAL_SIZE.into(),
+            Some(size.to_string().into_bytes()),
+        ));
+        let minimal = Outgoing {
+            key: minimal_key,
+            payload: Some(Vec::new()),
+            headers: minimal_headers,
+            timestamp,
+            ..Outgoing::new(topic)
+        };
+
+        let mut headers: Vec<OutgoingHeader> = original
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (Cow::Owned(h.key.to_string()), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        headers.extend(origin);
+        let mut full = Outgoing {
+            key,
+            payload: Some(payload.unwrap_or_default().to_vec()),
+            headers,
+            timestamp,
+            fallback: Some(Box::new(minimal)),
+            ..Outgoing::new(topic)
+        };
+        if full.size() > max_bytes {
+            let room = max_bytes.saturating_sub(full.size() - size + RECORD_OVERHEAD + 64);
+            if room == 0 {
+                // Key and headers alone are over the limit: only the last resort fits.
+                return *full.fallback.take().expect("set above");
+            }
+            if let Some(p) = full.payload.as_mut() {
+                p.truncate(room);
+            }
+            full.headers
+                .push((dl::TRUNCATED.into(), Some(b"true".to_vec())));
+            full.headers.push((
+                dl::ORIGINAL_SIZE.into(),
+                Some(size.to_string().into_bytes()),
+            ));
         }
+        full
     }
 
     /// A changelog entry: the customer's record (or tombstone) in the partition numbered
     /// like the input partition its events arrive on.
     pub fn changelog(topic: &str, change: &segstream_core::engine::StateChange) -> Self {
         Outgoing {
-            topic: topic.to_string(),
             partition: Some(i32::from(change.shard)),
             key: Some(change.customer_id.as_bytes().to_vec()),
             payload: change.record.clone(),
-            headers: Vec::new(),
-            event_time: None,
-            transition: None,
+            ..Outgoing::new(topic)
         }
     }
 
@@ -108,14 +221,31 @@ impl Outgoing {
     /// [`segstream_core::changelog::position`]).
     pub fn position(topic: &str, partition: i32, position: &Position) -> Self {
         Outgoing {
-            topic: topic.to_string(),
             partition: Some(partition),
             key: Some(POSITION_KEY.as_bytes().to_vec()),
             payload: Some(position.encode()),
-            headers: Vec::new(),
-            event_time: None,
-            transition: None,
+            ..Outgoing::new(topic)
         }
+    }
+
+    /// The bytes of key, value and headers (what the size limits are about, less framing).
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len)
+            + self.payload.as_ref().map_or(0, Vec::len)
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum::<usize>()
+    }
+
+    /// A header's value, if present (the last one of that name).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_deref())
     }
 
     pub(crate) fn record(&self) -> FutureRecord<'_, [u8], [u8]> {
@@ -123,7 +253,7 @@ impl Outgoing {
         for (k, v) in &self.headers {
             headers = headers.insert(Header {
                 key: k,
-                value: Some(v),
+                value: v.as_deref(),
             });
         }
         let mut r = FutureRecord::to(&self.topic);
@@ -139,6 +269,122 @@ impl Outgoing {
         if let Some(p) = self.partition {
             r = r.partition(p);
         }
+        if let Some(t) = self.timestamp {
+            r = r.timestamp(t);
+        }
         r
+    }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::{OwnedMessage, Timestamp};
+
+    use super::*;
+
+    fn message(payload: Vec<u8>, headers: OwnedHeaders) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(payload),
+            Some(b"c-1".to_vec()),
+            "clickstream".to_string(),
+            Timestamp::CreateTime(1_700_000_000_123),
+            2,
+            41,
+            Some(headers),
+        )
+    }
+
+    fn why() -> Rejection<'static> {
+        Rejection {
+            reason: "invalid_json",
+            detail: "expected value at line 1 column 1",
+        }
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_key_value_headers_and_timestamp_and_adds_the_origin() {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "traceparent",
+                value: Some("00-abc-def-01"),
+            })
+            .insert(Header::<&[u8]> {
+                key: "empty",
+                value: None,
+            });
+        let m = message(b"not json".to_vec(), headers);
+        let d = Outgoing::dead_letter("dlq", &m, why(), 1 << 20);
+        assert_eq!(d.topic, "dlq");
+        assert_eq!(d.key.as_deref(), Some(&b"c-1"[..]));
+        assert_eq!(d.payload.as_deref(), Some(&b"not json"[..]));
+        assert_eq!(d.timestamp, Some(1_700_000_000_123));
+        assert_eq!(d.header("traceparent"), Some(&b"00-abc-def-01"[..]));
+        assert!(d.headers.iter().any(|(k, v)| k == "empty" && v.is_none()));
+        assert_eq!(d.header("segstream_reason"), Some(&b"invalid_json"[..]));
+        assert_eq!(
+            d.header("segstream_source_topic"),
+            Some(&b"clickstream"[..])
+        );
+        assert_eq!(d.header("segstream_source_partition"), Some(&b"2"[..]));
+        assert_eq!(d.header("segstream_source_offset"), Some(&b"41"[..]));
+        assert_eq!(d.header("segstream_truncated"), None);
+        // The original headers come first, in their order.
+        assert_eq!(d.headers[0].0, "traceparent");
+        let minimal = d.fallback.as_ref().expect("a last resort");
+        assert_eq!(minimal.payload.as_deref(), Some(&b""[..]));
+        assert_eq!(
+            minimal.header("segstream_value_dropped"),
+            Some(&b"true"[..])
+        );
+        assert_eq!(minimal.header("segstream_original_size"), Some(&b"8"[..]));
+        assert_eq!(minimal.header("traceparent"), None);
+        assert_eq!(minimal.header("segstream_source_offset"), Some(&b"41"[..]));
+    }
+
+    #[test]
+    fn a_dead_letter_over_the_limit_is_cut_to_fit_and_says_so() {
+        let big = vec![b'x'; 1_200_000];
+        let m = message(big, OwnedHeaders::new());
+        let limit = 900_000;
+        let d = Outgoing::dead_letter("dlq", &m, why(), limit);
+        assert!(d.size() + RECORD_OVERHEAD <= limit, "{}", d.size());
+        assert!(d.payload.as_ref().unwrap().len() > 800_000);
+        assert_eq!(d.header("segstream_truncated"), Some(&b"true"[..]));
+        assert_eq!(d.header("segstream_original_size"), Some(&b"1200000"[..]));
+        assert!(d.fallback.is_some());
+    }
+
+    #[test]
+    fn headers_alone_over_the_limit_leave_only_the_last_resort() {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "huge",
+            value: Some(&vec![b'h'; 5000][..]),
+        });
+        let m = message(b"{}".to_vec(), headers);
+        let d = Outgoing::dead_letter("dlq", &m, why(), 2000);
+        assert_eq!(d.payload.as_deref(), Some(&b""[..]));
+        assert_eq!(d.header("segstream_value_dropped"), Some(&b"true"[..]));
+        assert_eq!(d.header("huge"), None);
+        assert!(d.fallback.is_none());
+    }
+
+    #[test]
+    fn long_details_are_cut_at_a_character_boundary() {
+        let s = "é".repeat(1000);
+        let c = cut(&s, 1001);
+        assert!(c.len() <= 1004 && c.ends_with('…'));
+        assert_eq!(cut("short", 10), "short");
     }
 }

@@ -3,7 +3,6 @@
 //! example. A crash re-reads the uncommitted tail; a transition produced twice carries the
 //! same `transition_id`.
 
-use anyhow::Context as _;
 use rdkafka::consumer::Consumer;
 use tracing::warn;
 
@@ -22,17 +21,9 @@ pub async fn commit(
     batch: Batch,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    if !batch.outgoing.is_empty() {
-        kafka::produce_all(&clients.producer, &batch.outgoing, &shared.metrics)
-            .await
-            .context("producing transitions")?;
-    }
+    kafka::produce_all(&clients.producer, &batch.outgoing, &shared.metrics).await;
     // Only once every record is acknowledged: a marker never stands for a missing record.
-    if !batch.markers.is_empty() {
-        kafka::produce_all(&clients.producer, &batch.markers, &shared.metrics)
-            .await
-            .context("producing position markers")?;
-    }
+    kafka::produce_all(&clients.producer, &batch.markers, &shared.metrics).await;
     let tpl = batch.owned_offsets(&progress.owned)?;
     if tpl.count() > 0 {
         if let Err(e) = clients.consumer.store_offsets(&tpl) {

@@ -12,10 +12,11 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream_core::changelog::Position;
 use segstream_core::engine::StateChange;
-use segstream_core::event::{EventError, RejectReason};
+use segstream_core::event::{check_not_future, EventError, RejectReason};
 use segstream_core::transition::Transition;
 use tracing::warn;
 
+use crate::kafka::records::Rejection;
 use crate::kafka::Outgoing;
 use crate::metrics::{series, ChangelogKind, EventOutcome, Label};
 use crate::shared::Shared;
@@ -141,6 +142,7 @@ fn on_idle(shared: &Shared, progress: &Progress, out: &mut Vec<Transition>) {
     let lateness = config.engine.allowed_lateness;
     let partition_idle = Duration::from_millis(config.kafka.partition_idle_after as u64);
     let now = Instant::now();
+    let wall = crate::clock::now_millis();
     let mut engine = shared.engine();
     for &p in &progress.owned {
         if let Some(wm) = progress
@@ -149,8 +151,11 @@ fn on_idle(shared: &Shared, progress: &Progress, out: &mut Vec<Transition>) {
         {
             engine.advance_shard_watermark(p as u16, wm, out);
         }
+        // Timers follow the shard's own time as real time passes (see `idle_event_time`).
+        if let Some(t) = progress.clocks.idle_event_time(p, now, wall) {
+            engine.on_idle(p as u16, t, out);
+        }
     }
-    engine.on_idle(crate::clock::now_millis(), out);
 }
 
 /// Applies one message to the engine (or makes it a dead letter) and moves its shard's
@@ -179,7 +184,15 @@ fn apply_message(
             ),
         ))
     } else {
-        match segstream_core::event::parse_event(payload) {
+        let parsed = segstream_core::event::parse_event(payload).and_then(|event| {
+            check_not_future(
+                event.timestamp,
+                crate::clock::now_millis(),
+                config.engine.max_future_skew,
+            )
+            .map(|()| event)
+        });
+        match parsed {
             Err(e) => Err(e),
             Ok(event) => {
                 let p = msg.partition();
@@ -212,26 +225,17 @@ fn apply_message(
             m.late_events.inc();
         }
         series(&m.dead_letters, e.reason).inc();
-        batch.outgoing.push(dead_letter(shared, msg, payload, &e));
+        batch.outgoing.push(dead_letter(shared, msg, &e));
     }
 }
 
-fn dead_letter(
-    shared: &Shared,
-    msg: &BorrowedMessage<'_>,
-    payload: &[u8],
-    err: &EventError,
-) -> Outgoing {
-    Outgoing::dead_letter(
-        &shared.config.kafka.dead_letter_topic,
-        msg.key(),
-        payload,
-        err.reason.as_str(),
-        &err.detail,
-        msg.topic(),
-        msg.partition(),
-        msg.offset(),
-    )
+fn dead_letter(shared: &Shared, msg: &BorrowedMessage<'_>, err: &EventError) -> Outgoing {
+    let k = &shared.config.kafka;
+    let why = Rejection {
+        reason: err.reason.as_str(),
+        detail: &err.detail,
+    };
+    Outgoing::dead_letter(&k.dead_letter_topic, msg, why, k.dead_letter_max_bytes)
 }
 
 /// After the messages: the batch's transitions, then one changelog entry per customer it

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, Producer};
+use tracing::warn;
 
 use crate::kafka::{self, KafkaContext, Outgoing};
 use crate::metrics::Metrics;
@@ -21,27 +22,92 @@ use super::Clients;
 /// How long a transaction's begin/commit/abort may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Commits a batch in one transaction.
+/// How often a batch's transaction is tried again with a refused dead letter replaced by
+/// its smaller form.
+const MAX_ATTEMPTS: usize = 4;
+
+/// Why one attempt failed.
+enum Attempt {
+    /// `outgoing[index]` was refused for its content and has a smaller form.
+    Refused(usize),
+    /// Anything else: the instance stops.
+    Failed(anyhow::Error),
+}
+
+/// Commits a batch in one transaction. A dead letter the producer or broker refuses for its
+/// size aborts the attempt; the batch is committed again with that dead letter's smaller
+/// form (the engine is not involved: the batch's records are the same).
 pub async fn commit(
     clients: &Clients,
     shared: &Shared,
-    batch: Batch,
+    mut batch: Batch,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    let producer = &clients.producer;
     let tpl = batch.owned_offsets(&progress.owned)?;
     if batch.outgoing.is_empty() && tpl.count() == 0 {
         return Ok(());
     }
+    for _ in 0..MAX_ATTEMPTS {
+        match attempt(clients, shared, &batch, &tpl).await {
+            Ok(()) => {
+                if let Some(s) = batch.started {
+                    shared
+                        .metrics
+                        .processing_seconds
+                        .observe(s.elapsed().as_secs_f64());
+                }
+                return Ok(());
+            }
+            Err(Attempt::Refused(index)) => {
+                let smaller = batch.outgoing[index].fallback.take();
+                if let Some(smaller) = smaller {
+                    shared.metrics.dead_letters_degraded.inc();
+                    batch.outgoing[index] = *smaller;
+                }
+            }
+            Err(Attempt::Failed(e)) => return Err(e),
+        }
+    }
+    anyhow::bail!("transaction refused {MAX_ATTEMPTS} times: stopping")
+}
+
+/// One transaction: begin, produce, add the offsets, commit; aborted on any failure.
+async fn attempt(
+    clients: &Clients,
+    shared: &Shared,
+    batch: &Batch,
+    tpl: &rdkafka::TopicPartitionList,
+) -> Result<(), Attempt> {
+    let producer = &clients.producer;
+    let failed = |e: anyhow::Error| {
+        let _ = producer.abort_transaction(TIMEOUT);
+        Attempt::Failed(e.context(
+            "transaction aborted: stopping (a restart resumes from the last committed transaction)",
+        ))
+    };
     producer
         .begin_transaction()
-        .context("beginning a transaction")?;
+        .context("beginning a transaction")
+        .map_err(Attempt::Failed)?;
+    if let Err(f) = kafka::produce_once(producer, &batch.outgoing, &shared.metrics).await {
+        if kafka::produce::refused_for_content(&f.error)
+            && batch.outgoing[f.index].fallback.is_some()
+        {
+            warn!(error = %f.error, "a dead letter was refused: committing the batch again with its smaller form");
+            producer
+                .abort_transaction(TIMEOUT)
+                .context("aborting the transaction")
+                .map_err(Attempt::Failed)?;
+            return Err(Attempt::Refused(f.index));
+        }
+        return Err(failed(
+            anyhow::Error::new(f.error).context("producing in the transaction"),
+        ));
+    }
     let committed: anyhow::Result<()> = async {
-        kafka::produce_once(producer, &batch.outgoing, &shared.metrics)
-            .await
-            .context("producing in the transaction")?;
         kafka::produce_once(producer, &batch.markers, &shared.metrics)
             .await
+            .map_err(|f| f.error)
             .context("producing position markers in the transaction")?;
         if tpl.count() > 0 {
             let group = clients
@@ -49,7 +115,7 @@ pub async fn commit(
                 .group_metadata()
                 .context("no consumer group metadata")?;
             producer
-                .send_offsets_to_transaction(&tpl, &group, TIMEOUT)
+                .send_offsets_to_transaction(tpl, &group, TIMEOUT)
                 .context("adding the input offsets to the transaction")?;
         }
         producer
@@ -58,19 +124,7 @@ pub async fn commit(
         Ok(())
     }
     .await;
-    if let Err(e) = committed {
-        let _ = producer.abort_transaction(TIMEOUT);
-        return Err(e.context(
-            "transaction aborted: stopping (a restart resumes from the last committed transaction)",
-        ));
-    }
-    if let Some(s) = batch.started {
-        shared
-            .metrics
-            .processing_seconds
-            .observe(s.elapsed().as_secs_f64());
-    }
-    Ok(())
+    committed.map_err(failed)
 }
 
 /// Produces records in a transaction of their own (aborted on failure): a reload's
@@ -84,9 +138,9 @@ pub async fn produce_transaction(
     let r = kafka::produce_once(producer, records, metrics).await;
     match r {
         Ok(()) => Ok(producer.commit_transaction(TIMEOUT)?),
-        Err(e) => {
+        Err(f) => {
             let _ = producer.abort_transaction(TIMEOUT);
-            Err(e.into())
+            Err(f.error.into())
         }
     }
 }

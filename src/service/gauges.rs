@@ -12,11 +12,8 @@ pub fn refresh(shared: &Shared) {
     m.profiles.set(engine.profile_count() as i64);
     m.profile_bytes.set(engine.profile_bytes() as i64);
     m.pending_timers.set(engine.pending_timers() as i64);
-    let fired = engine.stats().timers_fired;
-    let exported = m.timers_fired.get();
-    if fired > exported {
-        m.timers_fired.inc_by(fired - exported);
-    }
+    catch_up(&m.timers_fired, engine.stats().timers_fired);
+    catch_up(&m.profiles_evicted, engine.stats().profiles_evicted);
     let wm = engine.watermark();
     if wm != i64::MIN {
         m.watermark_seconds.set(wm / 1000);
@@ -24,4 +21,12 @@ pub fn refresh(shared: &Shared) {
     let populations = engine.populations();
     drop(engine);
     m.set_populations(&populations);
+}
+
+/// Moves an exported counter up to the engine's running total (never down).
+fn catch_up(counter: &prometheus::IntCounter, total: u64) {
+    let exported = counter.get();
+    if total > exported {
+        counter.inc_by(total - exported);
+    }
 }

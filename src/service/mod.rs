@@ -18,7 +18,8 @@
 //! - [`startup`]: clients and the partitioning check.
 //! - [`progress`], [`watermarks`]: what the loop knows about its input.
 //! - [`batch`]: reading and applying one batch.
-//! - [`at_least_once`], [`exactly_once`]: committing a batch, by guarantee.
+//! - [`at_least_once`], [`exactly_once`]: committing a batch, by guarantee;
+//!   [`backpressure`]: input paused while a commit waits for a slow or absent output.
 //! - [`assignment`], [`restore`]: following the group's assignment.
 //! - [`reload`], [`gauges`]: reloads and the gauges that scan the engine.
 //! - [`background`]: the service as a task of the current runtime (tests, demo, benches).
@@ -26,6 +27,7 @@
 pub mod assignment;
 pub mod at_least_once;
 pub mod background;
+pub mod backpressure;
 pub mod batch;
 pub mod exactly_once;
 pub mod gauges;
@@ -164,9 +166,11 @@ pub async fn run(
                 batch = batch::read_batch(&clients, &shared, &mut progress) => {
                     let batch = batch?;
                     if config.kafka.exactly_once {
-                        exactly_once::commit(&clients, &shared, batch, &progress).await?;
+                        let commit = exactly_once::commit(&clients, &shared, batch, &progress);
+                        backpressure::while_committing(&clients, &shared, commit).await?;
                     } else {
-                        at_least_once::commit(&clients, &shared, batch, &progress).await?;
+                        let commit = at_least_once::commit(&clients, &shared, batch, &progress);
+                        backpressure::while_committing(&clients, &shared, commit).await?;
                     }
                 }
             }

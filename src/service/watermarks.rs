@@ -134,6 +134,25 @@ impl PartitionClocks {
         }
     }
 
+    /// Where a shard's event time stands while its input is idle: for each of its
+    /// partitions that has delivered, the largest event time plus the real time passed
+    /// since it last delivered; the largest of those, but never beyond `wall_now`. Live
+    /// data (event time close to the wall clock) thus follows the wall clock, while history
+    /// streamed in slower than it is consumed stays on its own time instead of jumping to
+    /// today. `None` before any partition of the shard delivered.
+    pub fn idle_event_time(&self, shard: i32, now: Instant, wall_now: Millis) -> Option<Millis> {
+        self.partitions
+            .iter()
+            .filter(|((_, p), s)| *p == shard && s.max_event_time != Millis::MIN)
+            .map(|(_, s)| {
+                let passed = now.saturating_duration_since(s.at).as_millis();
+                s.max_event_time
+                    .saturating_add(Millis::try_from(passed).unwrap_or(Millis::MAX))
+            })
+            .max()
+            .map(|t| t.min(wall_now))
+    }
+
     fn combine<'a>(
         seen: impl Iterator<Item = &'a Seen> + Clone,
         lateness: Millis,
@@ -212,6 +231,26 @@ mod tests {
         c.delivered("a", 1, 90_000, t0);
         assert!(!c.shard_idle(0, IDLE, t0));
         assert_eq!(c.idle_watermark(0, LATE, IDLE, t0), Some(9_000));
+    }
+
+    #[test]
+    fn idle_time_moves_with_real_time_from_the_last_event_never_past_the_wall_clock() {
+        let t0 = Instant::now();
+        let wall = 1_800_000_000_000;
+        let mut c = PartitionClocks::default();
+        c.sync(&[key("a", 0), key("b", 0), key("a", 1)], t0);
+        assert_eq!(c.idle_event_time(0, t0, wall), None);
+        // History from two years ago, delivered at t0.
+        let old = wall - 2 * 365 * 86_400_000;
+        c.delivered("a", 0, old, t0);
+        c.delivered("b", 0, old - 5_000, t0);
+        assert_eq!(c.idle_event_time(0, t0, wall), Some(old));
+        let later = t0 + Duration::from_secs(3);
+        assert_eq!(c.idle_event_time(0, later, wall), Some(old + 3_000));
+        // Live data follows the wall clock, and never passes it.
+        c.delivered("a", 1, wall - 200, t0);
+        assert_eq!(c.idle_event_time(1, later, wall + 100), Some(wall + 100));
+        assert_eq!(c.idle_event_time(1, later, wall), Some(wall));
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub type Keyed = (Option<String>, Vec<u8>);
 pub fn replayed(events: &str, segments: &Path, engine: EngineConfig) -> BTreeSet<String> {
     let mut engine = segstream::definitions::load_engine(segments, engine).unwrap();
     let mut out = Vec::new();
-    segstream::replay::replay(&mut engine, events.as_bytes(), &mut out, None).unwrap();
+    segstream::replay::replay(&mut engine, events.as_bytes(), &mut out, Default::default())
+        .unwrap();
     String::from_utf8(out)
         .unwrap()
         .lines()

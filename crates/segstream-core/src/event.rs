@@ -295,6 +295,9 @@ pub enum RejectReason {
     Late,
     /// The message exceeds the configured size limit (see the service).
     TooLarge,
+    /// The event is stamped further ahead of the wall clock than `max_future_skew` allows
+    /// (see [`check_not_future`]).
+    FutureTimestamp,
 }
 
 impl RejectReason {
@@ -308,6 +311,7 @@ impl RejectReason {
         RejectReason::InvalidTimestamp,
         RejectReason::Late,
         RejectReason::TooLarge,
+        RejectReason::FutureTimestamp,
     ];
 
     /// The metric label and dead-letter header value.
@@ -321,6 +325,7 @@ impl RejectReason {
             RejectReason::InvalidTimestamp => "invalid_timestamp",
             RejectReason::Late => "late_event",
             RejectReason::TooLarge => "too_large",
+            RejectReason::FutureTimestamp => "future_timestamp",
         }
     }
 }
@@ -345,6 +350,29 @@ impl EventError {
             reason,
             detail: detail.into(),
         }
+    }
+}
+
+/// The future guard: an event stamped more than `max_skew` ahead of `now` (the wall
+/// clock, passed in) is rejected with [`RejectReason::FutureTimestamp`]. Event time only
+/// moves forward, so a single event from a broken clock (dated 2099) would otherwise make
+/// every later event of its partition late. `max_skew: None` turns the guard off.
+pub fn check_not_future(
+    timestamp: Millis,
+    now: Millis,
+    max_skew: Option<Millis>,
+) -> Result<(), EventError> {
+    match max_skew {
+        Some(skew) if timestamp > now.saturating_add(skew) => Err(EventError::new(
+            RejectReason::FutureTimestamp,
+            format!(
+                "event time {} is more than {} ahead of the clock ({}): a producer's clock is wrong, or the data is synthetic (replay --now)",
+                crate::time::format_rfc3339(timestamp),
+                crate::time::format_duration(skew),
+                crate::time::format_rfc3339(now)
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -783,6 +811,18 @@ impl<'de: 'a, 'a> Deserialize<'de> for Obj<'a> {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn events_too_far_in_the_future_are_rejected_with_their_own_reason() {
+        let now = 1_800_000_000_000;
+        let hour = 3_600_000;
+        assert!(check_not_future(now + hour, now, Some(hour)).is_ok());
+        let e = check_not_future(now + hour + 1, now, Some(hour)).unwrap_err();
+        assert_eq!(e.reason, RejectReason::FutureTimestamp);
+        assert!(e.detail.contains("ahead of the clock"), "{}", e.detail);
+        assert!(check_not_future(i64::MAX, now, None).is_ok());
+        assert!(check_not_future(i64::MAX, i64::MAX, Some(hour)).is_ok());
+    }
+
+    #[test]
     fn every_reject_reason_is_listed_once_with_its_own_label() {
         // A new variant fails to compile here until it is listed in `ALL`.
         let listed = |r: RejectReason| match r {
@@ -793,7 +833,10 @@ mod tests {
             | RejectReason::InvalidValue
             | RejectReason::InvalidTimestamp
             | RejectReason::Late
-            | RejectReason::TooLarge => RejectReason::ALL.iter().filter(|x| **x == r).count(),
+            | RejectReason::TooLarge
+            | RejectReason::FutureTimestamp => {
+                RejectReason::ALL.iter().filter(|x| **x == r).count()
+            }
         };
         for r in RejectReason::ALL {
             assert_eq!(listed(*r), 1, "{r}");

@@ -77,6 +77,9 @@ pub enum Cause {
     Timer { kind: TimerKind, deadline: Millis },
     /// New segment definitions were loaded (their set version).
     Reload(Arc<str>),
+    /// The profile was evicted to keep the engine within `max_profiles` (it was among the
+    /// least recently active).
+    Evicted,
 }
 
 impl fmt::Display for Cause {
@@ -87,12 +90,16 @@ impl fmt::Display for Cause {
                 write!(f, "timer:{}@{}", kind.as_str(), format_rfc3339(*deadline))
             }
             Cause::Reload(v) => write!(f, "reload:{v}"),
+            Cause::Evicted => f.write_str("evicted"),
         }
     }
 }
 
 impl Cause {
     pub fn parse(s: &str) -> Option<Cause> {
+        if s == "evicted" {
+            return Some(Cause::Evicted);
+        }
         let (kind, rest) = s.split_once(':')?;
         Some(match kind {
             "event" => Cause::Event(rest.into()),
@@ -277,6 +284,7 @@ mod tests {
                 kind: TimerKind::Ttl,
                 deadline: 5000,
             },
+            Cause::Evicted,
         ] {
             assert_eq!(Cause::parse(&c.to_string()), Some(c));
         }

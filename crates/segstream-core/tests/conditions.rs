@@ -733,9 +733,10 @@ fn idle_input_lets_the_clock_fire_deadlines_within_a_second() {
         json!({"campaign": "q4"}),
     );
     let mut out = Vec::new();
-    h.engine.on_idle(at("2026-11-23T10:00:00.500Z"), &mut out);
+    h.engine
+        .on_idle(0, at("2026-11-23T10:00:00.500Z"), &mut out);
     assert!(out.is_empty(), "idle lag of 1s not yet passed");
-    h.engine.on_idle(at("2026-11-23T10:00:01Z"), &mut out);
+    h.engine.on_idle(0, at("2026-11-23T10:00:01Z"), &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].timestamp, at("2026-11-23T10:00:00Z"));
 }

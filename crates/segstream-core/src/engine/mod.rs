@@ -13,8 +13,14 @@
 //! absence deadline, an event leaving a window, a `since` threshold, score decay, or the
 //! profile's TTL). Timers fire when the watermark passes them, or earlier for one customer
 //! when that customer's next event is later than the timer (so the result for a customer
-//! does not depend on how fast other customers' events arrive). Live operation can advance
-//! the watermark from an injected [`Clock`] when the input is idle and caught up.
+//! does not depend on how fast other customers' events arrive). Live operation passes the
+//! time in when a shard's input is idle ([`Engine::on_idle`]); the engine never reads a
+//! clock.
+//!
+//! ## Memory
+//! With `max_profiles`, the least recently active profiles are evicted (exiting their
+//! segments with cause `evicted`) whenever the count goes over it, so a flood of distinct
+//! customer ids (a bot, a broken producer) cannot grow memory without bound.
 //!
 //! ## Parts
 //! - `apply`: folding one event into a profile (statistics, traits, features, score);
@@ -24,12 +30,14 @@
 //! - `timers`: each shard's watermark, largest event time and timer heap;
 //! - `changes`: the changed and removed profiles a changelog writer drains;
 //! - `restore`: the changelog side of the engine (drain, restore, drop shards);
-//! - `reload`: replacing the definitions at run time.
+//! - `reload`: replacing the definitions at run time;
+//! - `evict`: keeping the profile count within `max_profiles`.
 
 mod apply;
 mod changes;
 pub mod eval;
 mod evaluate;
+mod evict;
 mod reload;
 mod restore;
 mod timers;
@@ -68,6 +76,14 @@ pub struct EngineConfig {
     /// With idle, caught-up input the watermark follows the clock minus this lag.
     #[serde(with = "crate::time::serde_duration")]
     pub idle_lag: Millis,
+    /// An event stamped further ahead of the wall clock than this is rejected
+    /// (`future_timestamp`) and never moves event time (`off`: no limit). Checked by the
+    /// callers that know the clock, with [`crate::event::check_not_future`].
+    #[serde(with = "crate::time::serde_duration_opt")]
+    pub max_future_skew: Option<Millis>,
+    /// At most this many profiles are kept; beyond it the least recently active are
+    /// evicted (exiting their segments with cause `evicted`). `None`: no limit.
+    pub max_profiles: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -76,8 +92,15 @@ impl Default for EngineConfig {
             allowed_lateness: default_allowed_lateness(),
             profile_ttl: Some(default_profile_ttl()),
             idle_lag: default_idle_lag(),
+            max_future_skew: Some(default_max_future_skew()),
+            max_profiles: None,
         }
     }
+}
+
+/// One hour, as Kafka's own guard (KIP-937, `log.message.timestamp.after.max.ms`).
+pub fn default_max_future_skew() -> Millis {
+    crate::time::HOUR
 }
 
 /// Five minutes: enough for producer retries and partition skew.
@@ -106,6 +129,8 @@ pub struct EngineStats {
     pub evaluations: u64,
     pub profiles_forgotten: u64,
     pub profiles_expired: u64,
+    /// Profiles evicted to stay within `max_profiles`.
+    pub profiles_evicted: u64,
 }
 
 /// The profiles by customer id.
@@ -245,7 +270,6 @@ impl Engine {
         }
     }
 
-    /// Parses and applies one raw event.
     /// Parses and applies one raw event in shard 0, the watermark following the largest
     /// event time ([`Engine::apply_and_advance`]): one ordered input, as in a replay.
     pub fn process(&mut self, raw: &[u8], out: &mut Vec<Transition>) -> Result<(), EventError> {
@@ -337,6 +361,7 @@ impl Engine {
             self.timers.rebuild(&self.profiles);
         }
         self.timers.observe_event_time(shard, event.timestamp);
+        self.evict_over_capacity(event.timestamp, out);
         Ok(())
     }
 
@@ -473,15 +498,15 @@ impl Engine {
         self.fire_timers_until(shard, to, out);
     }
 
-    /// Live operation with idle, caught-up input: fires the timers the wall clock (minus
-    /// `idle_lag`) has passed. The watermark for late events does not move: an event still
+    /// Live operation with a shard's input idle and caught up: fires the shard's timers
+    /// that `now` (minus `idle_lag`) has passed. The caller decides what "now" is for the
+    /// shard (the service: its event time plus the real time passed since its last event,
+    /// at most the wall clock). The watermark for late events does not move: an event still
     /// in flight from a producer is applied when it arrives (if it was a cancel for a
     /// deadline that fired meanwhile, the customer exits again).
-    pub fn on_idle(&mut self, now: Millis, out: &mut Vec<Transition>) {
+    pub fn on_idle(&mut self, shard: u16, now: Millis, out: &mut Vec<Transition>) {
         let to = now.saturating_sub(self.config.idle_lag);
-        for s in self.timers.shards() {
-            self.fire_timers_until(s, to, out);
-        }
+        self.fire_timers_until(shard, to, out);
     }
 
     /// Fires the timers of `shard` due at or before `to` (skipping stale heap entries).
