@@ -38,6 +38,10 @@ pub struct ReplaySummary {
     /// Per segment: [entered, exited].
     pub transitions_by_segment: BTreeMap<String, [u64; 2]>,
     pub profiles: usize,
+    /// Profiles evicted to stay within `max_profiles`.
+    pub profiles_evicted: u64,
+    /// The process's peak resident memory (Linux `VmHWM`), when known.
+    pub peak_resident_bytes: Option<u64>,
     pub watermark: Option<String>,
 }
 
@@ -68,6 +72,12 @@ impl ReplaySummary {
         }
         let _ = writeln!(s, "late:         {}", self.late);
         let _ = writeln!(s, "profiles:     {}", self.profiles);
+        if self.profiles_evicted > 0 {
+            let _ = writeln!(s, "  evicted:    {}", self.profiles_evicted);
+        }
+        if let Some(b) = self.peak_resident_bytes {
+            let _ = writeln!(s, "peak memory:  {} MiB", b >> 20);
+        }
         if let Some(w) = &self.watermark {
             let _ = writeln!(s, "watermark:    {w}");
         }
@@ -157,6 +167,8 @@ pub fn replay(
         flush(&mut summary, &mut out, transitions)?;
     }
     summary.profiles = engine.profile_count();
+    summary.profiles_evicted = engine.stats().profiles_evicted;
+    summary.peak_resident_bytes = peak_resident_bytes();
     let wm = engine.watermark();
     summary.watermark = (wm != Millis::MIN).then(|| format_rfc3339(wm));
     transitions.flush()?;
@@ -215,4 +227,12 @@ pub fn write_profiles(engine: &Engine, w: &mut dyn Write) -> std::io::Result<()>
         }
     }
     w.flush()
+}
+
+/// The process's peak resident set size (`VmHWM` in `/proc/self/status`), on Linux.
+pub fn peak_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -144,3 +144,134 @@ fn validate_accepts_the_library() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("clicked-but-not-registered"));
 }
+
+/// Runs `segstream replay` over `events` (stdin) with extra arguments; the JSON summary.
+fn replay_summary(events: &[u8], args: &[&str]) -> serde_json::Value {
+    let mut child = bin()
+        .args([
+            "replay",
+            "-s",
+            "segments/library.toml",
+            "-e",
+            "-",
+            "-t",
+            "/dev/null",
+        ])
+        .arg("--json-summary")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = events.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stderr).unwrap()
+}
+
+/// One event dated 2099 in the middle of a replay: rejected as `future_timestamp`, and
+/// every later event is applied (before the guard, it made them all late). Synthetic data
+/// dated in the future replays with `--now`.
+#[test]
+fn replay_rejects_an_event_from_the_future_without_poisoning_the_rest() {
+    let funnel = segstream::generator::FunnelConfig {
+        customers: 200,
+        days: 3,
+        ..Default::default()
+    };
+    let events = segstream::generator::generate(&funnel);
+    let mut input = String::new();
+    for (i, e) in events.iter().enumerate() {
+        if i == events.len() / 2 {
+            input.push_str(r#"{"event_id":"broken-clock","customer_id":"c-000001","type":"page_view","timestamp":"2099-01-01T00:00:00Z","properties":{"url":"/"}}"#);
+            input.push('\n');
+        }
+        input.push_str(&e.json);
+        input.push('\n');
+    }
+    let s = replay_summary(input.as_bytes(), &[]);
+    assert_eq!(s["rejected_by_reason"]["future_timestamp"], 1, "{s}");
+    assert_eq!(s["rejected"], 1, "{s}");
+    assert_eq!(s["late"], 0, "{s}");
+    assert_eq!(s["accepted"], events.len());
+
+    // The same funnel moved five years ahead: all of it is "in the future" by the wall
+    // clock...
+    let five_years = 5 * 365 * 86_400_000;
+    let future: String = events
+        .iter()
+        .map(|e| {
+            let mut v: serde_json::Value = serde_json::from_str(&e.json).unwrap();
+            v["timestamp"] = serde_json::Value::from(segstream_core::time::format_rfc3339(
+                e.timestamp_ms + five_years,
+            ));
+            format!("{v}\n")
+        })
+        .collect();
+    let n = future.lines().count();
+    let s = replay_summary(future.as_bytes(), &[]);
+    assert_eq!(s["rejected_by_reason"]["future_timestamp"], n, "{s}");
+    // ... and replays whole with --now, or with the guard off.
+    let s = replay_summary(future.as_bytes(), &["--now", "2031-12-31T00:00:00Z"]);
+    assert_eq!(s["accepted"], n, "{s}");
+    let s = replay_summary(future.as_bytes(), &["--max-future-skew", "off"]);
+    assert_eq!(s["accepted"], n, "{s}");
+}
+
+/// A flood of distinct customer ids (a bot, a broken producer): with
+/// `--max-profiles`, memory stays flat once the limit is reached. Four times as many ids
+/// need no more memory; without the limit, memory grows with the ids.
+#[test]
+fn an_id_flood_keeps_memory_flat_at_max_profiles() {
+    fn flood(n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n * 150);
+        for i in 0..n {
+            let minute = i / 20_000;
+            writeln!(
+                out,
+                r#"{{"event_id":"f{i}","customer_id":"bot-{i:08x}","type":"page_view","timestamp":"2026-11-02T{:02}:{:02}:00Z","properties":{{"url":"/x"}}}}"#,
+                minute / 60,
+                minute % 60
+            )
+            .unwrap();
+        }
+        out
+    }
+    let cap = "20000";
+    let small = replay_summary(&flood(500_000), &["--max-profiles", cap]);
+    let large = replay_summary(&flood(2_000_000), &["--max-profiles", cap]);
+    let uncapped = replay_summary(&flood(500_000), &[]);
+    let peak =
+        |s: &serde_json::Value| s["peak_resident_bytes"].as_u64().unwrap() as f64 / 1048576.0;
+    eprintln!(
+        "peak resident MiB: 500k ids capped {:.0}, 2M ids capped {:.0}, 500k ids uncapped {:.0}",
+        peak(&small),
+        peak(&large),
+        peak(&uncapped)
+    );
+    assert!(large["profiles"].as_u64().unwrap() <= 20_000, "{large}");
+    assert_eq!(
+        large["profiles_evicted"].as_u64().unwrap() + large["profiles"].as_u64().unwrap(),
+        2_000_000
+    );
+    assert!(
+        peak(&large) <= peak(&small) * 1.15 + 8.0,
+        "memory grew with the ids: {:.0} MiB for 2M, {:.0} MiB for 500k",
+        peak(&large),
+        peak(&small)
+    );
+    assert!(
+        peak(&uncapped) > peak(&small) * 1.5,
+        "the limit is what keeps memory down: {:.0} vs {:.0} MiB",
+        peak(&uncapped),
+        peak(&small)
+    );
+}
