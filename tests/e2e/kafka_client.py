@@ -2,11 +2,14 @@
 """An independent Kafka client for segstream's end-to-end tests (kafka-python: a pure-Python
 implementation of the protocol, nothing shared with librdkafka).
 
-  produce --broker HOST:PORT --topic T [--file F | stdin]   one message per line, keyed by
+  produce --broker HOST:PORT --topic T [--file F | stdin] [--max-request-size BYTES]
+                                                             one message per line, keyed by
                                                              the line's customer_id if any
   consume --broker HOST:PORT --topic T --count N --timeout S
+                                                             [--max-value-chars N]
                                                              prints one JSON object per
-                                                             message: key, value, headers
+                                                             message: key, value (cut to N
+                                                             characters), value_len, headers
 """
 import argparse
 import json
@@ -17,7 +20,8 @@ from kafka import KafkaConsumer, KafkaProducer
 
 
 def produce(args):
-    producer = KafkaProducer(bootstrap_servers=args.broker, acks="all", linger_ms=5)
+    producer = KafkaProducer(bootstrap_servers=args.broker, acks="all", linger_ms=5,
+                             max_request_size=args.max_request_size)
     lines = open(args.file, "rb").read().splitlines() if args.file else sys.stdin.buffer.read().splitlines()
     futures = []
     for line in lines:
@@ -47,7 +51,8 @@ def consume(args):
         for msg in consumer:
             out = {
                 "key": msg.key.decode() if msg.key is not None else None,
-                "value": msg.value.decode("utf-8", "replace"),
+                "value": msg.value.decode("utf-8", "replace")[:args.max_value_chars],
+                "value_len": len(msg.value) if msg.value is not None else None,
                 "headers": {k: v.decode("utf-8", "replace") for k, v in (msg.headers or [])},
                 "partition": msg.partition,
             }
@@ -65,11 +70,13 @@ def main():
     a.add_argument("--broker", required=True)
     a.add_argument("--topic", required=True)
     a.add_argument("--file")
+    a.add_argument("--max-request-size", type=int, default=1048576)
     b = sub.add_parser("consume")
     b.add_argument("--broker", required=True)
     b.add_argument("--topic", required=True)
     b.add_argument("--count", type=int, required=True)
     b.add_argument("--timeout", type=float, default=30)
+    b.add_argument("--max-value-chars", type=int, default=None)
     args = p.parse_args()
     produce(args) if args.cmd == "produce" else consume(args)
 

@@ -167,6 +167,26 @@ impl Segstream {
             .success());
     }
 
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// The process's resident memory in bytes (`VmRSS`).
+    pub fn resident_bytes(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc");
+        let kib: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
     pub fn metric(&self, line_prefix: &str) -> Option<String> {
         self.get("/metrics")
             .1
@@ -239,24 +259,52 @@ pub fn produce(broker: &str, topic: &str, lines: &str) {
     );
 }
 
-pub fn consume(broker: &str, topic: &str, count: usize, timeout_s: u32) -> Vec<serde_json::Value> {
+/// [`produce`] for messages up to `max_request_size` bytes.
+pub fn produce_large(broker: &str, topic: &str, lines: &str, max_request_size: usize) {
     python(
         &[
-            "consume",
+            "produce",
             "--broker",
             broker,
             "--topic",
             topic,
-            "--count",
-            &count.to_string(),
-            "--timeout",
-            &timeout_s.to_string(),
+            "--max-request-size",
+            &max_request_size.to_string(),
         ],
-        None,
-    )
-    .lines()
-    .map(|l| serde_json::from_str(l).unwrap())
-    .collect()
+        Some(lines.as_bytes()),
+    );
+}
+
+pub fn consume(broker: &str, topic: &str, count: usize, timeout_s: u32) -> Vec<serde_json::Value> {
+    consume_with(broker, topic, count, timeout_s, &[])
+}
+
+/// [`consume`] with extra options of the client (e.g. `--max-value-chars 100`).
+pub fn consume_with(
+    broker: &str,
+    topic: &str,
+    count: usize,
+    timeout_s: u32,
+    extra: &[&str],
+) -> Vec<serde_json::Value> {
+    let count = count.to_string();
+    let timeout = timeout_s.to_string();
+    let mut args = vec![
+        "consume",
+        "--broker",
+        broker,
+        "--topic",
+        topic,
+        "--count",
+        &count,
+        "--timeout",
+        &timeout,
+    ];
+    args.extend_from_slice(extra);
+    python(&args, None)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 pub fn base_env(tansu: &Tansu, segments: &str, group: &str) -> Vec<(&'static str, String)> {
