@@ -14,18 +14,35 @@
 //!   8-byte header, 32-byte minimum), which is what the process actually pays.
 //!
 //! Run: `cargo run --release --example profile_size [-- CUSTOMERS [DAYS...]]`
-//! (defaults: 20000 customers, 7 and 30 days).
+//! (defaults: 20000 customers, 7 and 30 days); `--help` describes the arguments.
 
 // A global allocator needs `unsafe impl GlobalAlloc`; it only forwards to `System`.
 #![allow(unsafe_code)]
+
+mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::mem::size_of;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use segstream::generator::{generate, FunnelConfig};
-use segstream_core::engine::{Engine, EngineConfig};
+use clap::Parser;
 use segstream_core::profile::Profile;
+
+use common::{percentile, Table, LIBRARY_FILE};
+
+/// Bytes per customer profile for a realistic mix of events (see docs/performance.md).
+#[derive(Debug, Parser)]
+#[command(name = "profile_size", long_about = None)]
+#[command(override_usage = "cargo run --release --example profile_size -- [CUSTOMERS] [DAYS]...")]
+struct Options {
+    /// Simulated customers
+    #[arg(value_name = "CUSTOMERS", default_value_t = 20_000, value_parser = common::count)]
+    customers: usize,
+    /// Simulated days, one run (one column) each
+    #[arg(value_name = "DAYS", default_values_t = [7, 30],
+          value_parser = clap::value_parser!(u32).range(1..))]
+    days: Vec<u32>,
+}
 
 /// Counts live heap bytes (requested, and as estimated malloc chunks) and the peak.
 struct Counting;
@@ -100,9 +117,6 @@ fn heap() -> Heap {
     }
 }
 
-const LIBRARY_FILE: &str = "segments/library.toml";
-const LIBRARY: &str = include_str!("../segments/library.toml");
-
 struct Run {
     days: u32,
     events: usize,
@@ -157,15 +171,10 @@ fn arena_use<'a>(profiles: impl Iterator<Item = &'a Profile>) -> Option<ArenaUse
     Some(u)
 }
 
-fn run(customers: usize, days: u32) -> Run {
-    let events = generate(&FunnelConfig {
-        customers,
-        days,
-        ..FunnelConfig::default()
-    });
+fn run(customers: usize, days: u32) -> anyhow::Result<Run> {
+    let events = common::funnel(customers, days);
     let baseline = heap();
-    let mut engine = Engine::from_source(LIBRARY_FILE, LIBRARY, EngineConfig::default())
-        .unwrap_or_else(|d| panic!("{LIBRARY_FILE} does not compile: {d:?}"));
+    let mut engine = common::library_engine()?;
     let built = heap();
     PEAK.store(built.live, Relaxed);
     let mut transitions = 0;
@@ -173,7 +182,7 @@ fn run(customers: usize, days: u32) -> Run {
         let mut out = Vec::with_capacity(4096);
         for e in &events {
             if let Err(err) = engine.process(e.json.as_bytes(), &mut out) {
-                panic!("event rejected: {err}: {}", e.json);
+                anyhow::bail!("event rejected: {err}: {}", e.json);
             }
             if out.len() >= 4000 {
                 transitions += out.len();
@@ -212,56 +221,31 @@ fn run(customers: usize, days: u32) -> Run {
     };
     drop(engine);
     drop(events);
-    r
+    Ok(r)
 }
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[usize], p: f64) -> usize {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn main() {
-    let mut args = std::env::args().skip(1);
-    let customers: usize = args
-        .next()
-        .map_or(20_000, |a| a.parse().expect("CUSTOMERS must be a number"));
-    let mut days: Vec<u32> = args
-        .map(|a| a.parse().expect("DAYS must be a number"))
-        .collect();
-    if days.is_empty() {
-        days = vec![7, 30];
-    }
+fn main() -> anyhow::Result<()> {
+    let o = Options::parse();
     println!(
-        "segstream profile size: {customers} customers, library {LIBRARY_FILE}, size_of::<Profile>() = {} bytes",
+        "segstream profile size: {} customers, library {LIBRARY_FILE}, size_of::<Profile>() = {} bytes",
+        o.customers,
         size_of::<Profile>()
     );
-    let runs: Vec<Run> = days.iter().map(|&d| run(customers, d)).collect();
+    let runs = o
+        .days
+        .iter()
+        .map(|&d| run(o.customers, d))
+        .collect::<anyhow::Result<Vec<Run>>>()?;
 
     println!();
-    println!(
-        "| {:<38} |{}",
-        "",
-        runs.iter()
-            .map(|r| format!(" {:>12} |", format!("{} days", r.days)))
-            .collect::<String>()
+    let mut table = Table::new(
+        std::iter::once(String::new()).chain(runs.iter().map(|r| format!("{} days", r.days))),
     );
-    println!(
-        "|{}|{}",
-        "-".repeat(40),
-        runs.iter()
-            .map(|_| format!("{}:|", "-".repeat(13)))
-            .collect::<String>()
-    );
-    let row = |label: &str, f: &dyn Fn(&Run) -> String| {
-        println!(
-            "| {label:<38} |{}",
-            runs.iter()
-                .map(|r| format!(" {:>12} |", f(r)))
-                .collect::<String>()
-        );
+    let mut row = |label: &str, f: &dyn Fn(&Run) -> String| {
+        table.row(std::iter::once(label.to_string()).chain(runs.iter().map(f)));
     };
     let per = |bytes: usize, r: &Run| format!("{:.0}", bytes as f64 / r.profiles as f64);
+    let pct = |r: &Run, q: f64| percentile(&r.sizes, q).unwrap_or(0).to_string();
     row("events", &|r| r.events.to_string());
     row("profiles", &|r| r.profiles.to_string());
     row("events per profile", &|r| {
@@ -272,12 +256,8 @@ fn main() {
     row("profile bytes: mean", &|r| {
         per(r.sizes.iter().sum::<usize>(), r)
     });
-    row("profile bytes: p50", &|r| {
-        percentile(&r.sizes, 50.0).to_string()
-    });
-    row("profile bytes: p99", &|r| {
-        percentile(&r.sizes, 99.0).to_string()
-    });
+    row("profile bytes: p50", &|r| pct(r, 0.50));
+    row("profile bytes: p99", &|r| pct(r, 0.99));
     row("profile bytes: max", &|r| {
         r.sizes.last().copied().unwrap_or(0).to_string()
     });
@@ -310,6 +290,7 @@ fn main() {
             row(&format!("  {name} (bytes)"), &|r| per(arena(r).bytes[k], r));
         }
     }
+    table.print();
     println!();
     println!(
         "profile bytes = size_of::<Profile>() + Profile::heap_bytes() (the arena's capacity)."
@@ -320,4 +301,5 @@ fn main() {
     println!(
         "profiles, map table, customer keys, timer heap, symbols; the event input is excluded."
     );
+    Ok(())
 }
