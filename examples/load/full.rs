@@ -213,9 +213,8 @@ async fn produce_wait(
     let mut times = Vec::new();
     for (i, batch) in outgoing.chunks(per_batch.max(1)).enumerate() {
         let start = Instant::now();
-        // Returns when every record is acknowledged (what an error would be depends on the
-        // version: none now, an invalid record before; transitions here are valid).
-        let _ = segstream::kafka::produce_all(&producer, batch, &metrics).await;
+        // Returns when every record is acknowledged.
+        segstream::kafka::produce_all(&producer, batch, &metrics).await;
         // The first batch pays for connecting and metadata.
         if i > 0 && batch.len() == per_batch {
             times.push(start.elapsed().as_secs_f64());
