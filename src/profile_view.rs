@@ -2,26 +2,26 @@
 //! `segstream replay --profiles-out` writes it (the "segment of one"). Presentation only:
 //! the engine keeps the state, this module names its symbols and formats its times.
 
-use segstream_core::engine::Engine;
-use segstream_core::profile::millis;
+use segstream_core::engine::eval::Val;
+use segstream_core::engine::{member_names, Engine};
+use segstream_core::profile::{millis, TraitRef};
+use segstream_core::segment::compile::{Attr, Op};
 use segstream_core::symbols::SymbolClass;
 use segstream_core::time::format_rfc3339;
+use serde_json::{json, Map, Value as J};
 
 /// A customer's profile as JSON: traits, behaviour, value, score and segments; `None` if
 /// the engine has no profile for `customer_id`.
 pub fn profile_json(engine: &Engine, customer_id: &str) -> Option<serde_json::Value> {
-    use serde_json::{json, Map, Value as J};
     let p = engine.profile(customer_id)?;
     let ctx = engine.context(p, p.clock);
     let mut traits = Map::new();
     for (k, v) in p.traits() {
         let v = match v {
-            segstream_core::profile::TraitRef::Sym(s) => {
-                J::from(engine.symbols().name(SymbolClass::Value, u32::from(s)))
-            }
-            segstream_core::profile::TraitRef::Str(s) => J::from(s),
-            segstream_core::profile::TraitRef::Num(n) => J::from(n),
-            segstream_core::profile::TraitRef::Bool(b) => J::from(b),
+            TraitRef::Sym(s) => J::from(engine.symbols().name(SymbolClass::Value, u32::from(s))),
+            TraitRef::Str(s) => J::from(s),
+            TraitRef::Num(n) => J::from(n),
+            TraitRef::Bool(b) => J::from(b),
         };
         traits.insert(
             engine
@@ -45,16 +45,15 @@ pub fn profile_json(engine: &Engine, customer_id: &str) -> Option<serde_json::Va
             }),
         );
     }
-    let attr = |a| match ctx.operand(&segstream_core::segment::compile::Op::Attr(a)) {
-        segstream_core::engine::eval::Val::Num(n) => J::from(n),
-        segstream_core::engine::eval::Val::Str(s) => J::from(s),
-        segstream_core::engine::eval::Val::Bool(b) => J::from(b),
-        segstream_core::engine::eval::Val::Missing => J::Null,
+    let attr = |a| match ctx.operand(&Op::Attr(a)) {
+        Val::Num(n) => J::from(n),
+        Val::Str(s) => J::from(s),
+        Val::Bool(b) => J::from(b),
+        Val::Missing => J::Null,
     };
-    use segstream_core::segment::compile::Attr;
     Some(json!({
         "customer_id": customer_id,
-        "segments": segstream_core::engine::member_names(&engine.definitions(), p),
+        "segments": member_names(engine.definitions(), p),
         "traits": traits,
         "first_seen": format_rfc3339(millis(p.first_seen())),
         "last_seen": format_rfc3339(millis(p.last_seen())),
