@@ -39,6 +39,12 @@ pub fn parse_filter(src: &str, map: &OffsetMap) -> Result<Spanned<Filter>, Parse
 /// the stack.
 const MAX_DEPTH: usize = 32;
 
+/// How many arithmetic operators (`+ - * /`) one condition may have. A chain
+/// `a + b + c ...` is parsed by a loop but becomes a tree as deep as it is long, which the
+/// compiler and the engine walk recursively: without a limit a long enough chain
+/// overflows the stack.
+const MAX_OPERATORS: usize = 256;
+
 /// Function names, for "did you mean" hints.
 const FUNCTIONS: &[&str] = &["count", "sum", "since", "since_first", "in_segment"];
 
@@ -61,6 +67,8 @@ struct Parser<'a> {
     end_name: &'static str,
     /// Current nesting of `not` and parentheses, limited by [`MAX_DEPTH`].
     depth: usize,
+    /// Arithmetic operators parsed so far, limited by [`MAX_OPERATORS`].
+    operators: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -71,6 +79,7 @@ impl<'a> Parser<'a> {
             pos: 0,
             end_name,
             depth: 0,
+            operators: 0,
         }
     }
 
@@ -250,12 +259,12 @@ impl<'a> Parser<'a> {
         // Either a parenthesised operand that is compared, `(a + b) >= 5`, or a
         // parenthesised condition. Try the first, then the second; if both fail,
         // report the error that got further.
-        let start = self.pos;
+        let (start, operators) = (self.pos, self.operators);
         let first = match self.comparison(false) {
             Ok(e) => return Ok(e),
             Err(e) => e,
         };
-        self.pos = start;
+        (self.pos, self.operators) = (start, operators);
         let second = match self.paren_condition() {
             Ok(e) => return Ok(e),
             Err(e) => e,
@@ -409,6 +418,20 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Counts one more arithmetic operator (the current token), failing past
+    /// [`MAX_OPERATORS`].
+    fn operator(&mut self) -> PResult<()> {
+        if self.operators >= MAX_OPERATORS {
+            let span = self.peek().span;
+            return Err(self.err(
+                span,
+                format!("too many arithmetic operators (more than {MAX_OPERATORS})"),
+            ));
+        }
+        self.operators += 1;
+        Ok(())
+    }
+
     /// `operand := term { ("+" | "-") term }`
     fn operand(&mut self) -> PResult<Spanned<Operand>> {
         let mut lhs = self.term()?;
@@ -418,6 +441,7 @@ impl<'a> Parser<'a> {
                 TokenKind::Minus => ArithOp::Sub,
                 _ => return Ok(lhs),
             };
+            self.operator()?;
             self.bump();
             let rhs = self.term()?;
             lhs = arith(op, lhs, rhs);
@@ -433,6 +457,7 @@ impl<'a> Parser<'a> {
                 TokenKind::Slash => ArithOp::Div,
                 _ => return Ok(lhs),
             };
+            self.operator()?;
             self.bump();
             let rhs = self.factor()?;
             lhs = arith(op, lhs, rhs);
@@ -1702,6 +1727,37 @@ mod tests {
             ")".repeat(10_000)
         );
         assert!(cond_err(&deep).1.contains("nested too deeply"));
+    }
+
+    /// Found with the fuzz harness (`fuzz/`, long-chain inputs): `1 + 1 + ...` has no
+    /// nesting but is a tree as deep as it is long, and the compiler's recursive walk
+    /// overflowed a 2 MiB stack at a few thousand terms (a file of 20 KB).
+    #[test]
+    fn long_arithmetic_chains_are_limited() {
+        let chain = |n: usize, op: &str| {
+            format!(
+                "{} > 1",
+                vec!["count(a, 1d)"; n + 1].join(&format!(" {op} "))
+            )
+        };
+        for op in ["+", "-", "*", "/"] {
+            cond(&chain(256, op));
+            let (span, m) = cond_err(&chain(257, op));
+            assert_eq!(m, "too many arithmetic operators (more than 256)");
+            let src = chain(257, op);
+            assert_eq!(&src[span.start..span.end], op, "{src}");
+        }
+        // Counted over the whole condition, parentheses and both sides included.
+        let half = vec!["1"; 129].join(" + ");
+        cond(&format!("score > ({half}) and score < {half}"));
+        let more = format!("score > ({half}) and score < {half} + 1");
+        assert!(cond_err(&more).1.contains("too many arithmetic operators"));
+        // Backtracking over `(` does not count the operators twice.
+        cond(&format!("({} > 1)", vec!["1"; 200].join(" + ")));
+        let deep = vec!["1"; 100_000].join("+");
+        assert!(cond_err(&format!("score > {deep}"))
+            .1
+            .contains("too many arithmetic operators"));
     }
 
     #[test]
