@@ -126,6 +126,10 @@ pub struct Profile {
     /// Changed since the last `Engine::drain_changes` (changelog bookkeeping).
     #[serde(skip)]
     pub(crate) dirty: bool,
+    /// Whether the person is known (one of its ids came as a `customer_id`) or anonymous.
+    /// Profiles written before identity resolution were all known.
+    #[serde(default)]
+    pub known: bool,
 }
 
 impl Profile {
