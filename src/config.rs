@@ -418,6 +418,7 @@ fn check_keys(table: &toml::Table, origin: &str, errors: &mut Vec<String>) {
                 "idle_lag",
                 "max_future_skew",
                 "max_profiles",
+                "identity",
             ],
         ),
         ("http", &["listen", "token"]),

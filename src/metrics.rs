@@ -75,6 +75,28 @@ label_enum! {
         Record => "record",
         /// A profile removed (forget, TTL).
         Tombstone => "tombstone",
+        /// An identity entry (an id that joined a person, or left with it).
+        Identity => "identity",
+    }
+}
+
+label_enum! {
+    /// Why a link of two ids was refused.
+    RefusalLabel {
+        /// One of the ids is on `engine.identity.blocked_ids`.
+        BlockedId => "blocked_id",
+        /// The person would have more than `engine.identity.max_ids` ids.
+        TooManyIds => "too_many_ids",
+    }
+}
+
+impl RefusalLabel {
+    /// The label of an engine refusal.
+    pub fn of(r: &segstream_core::engine::Refusal) -> Self {
+        match r {
+            segstream_core::engine::Refusal::Blocked(_) => RefusalLabel::BlockedId,
+            segstream_core::engine::Refusal::TooManyIds { .. } => RefusalLabel::TooManyIds,
+        }
     }
 }
 
@@ -130,6 +152,11 @@ pub struct Metrics {
     pub dead_letters_degraded: IntCounter,
     pub timers_fired: IntCounter,
     pub profiles_evicted: IntCounter,
+    pub links: IntCounter,
+    pub merges: IntCounter,
+    pub links_refused: IntCounterVec,
+    pub identity_linked_ids: IntGauge,
+    pub identity_bytes: IntGauge,
     pub watermark_seconds: IntGauge,
     pub changelog_records: IntCounterVec,
     pub restore_records: IntCounterVec,
@@ -267,6 +294,27 @@ impl Metrics {
                 "Dead letters sent in a smaller form (value cut or left out) because the producer or the broker refused the full one.",
             ),
             timers_fired: counter("timers_fired_total", "Customer timers fired."),
+            links: counter(
+                "identity_links_total",
+                "Events that linked two ids (an event with a customer and an anonymous id, or an alias).",
+            ),
+            merges: counter(
+                "identity_merges_total",
+                "Persons merged into another (an anonymous visitor became known, or two ids were linked).",
+            ),
+            links_refused: counter_vec(
+                "identity_links_refused_total",
+                "Links refused, by reason (blocked_id, too_many_ids); the event itself was applied.",
+                &["reason"],
+            ),
+            identity_linked_ids: gauge(
+                "identity_linked_ids",
+                "Ids that belong to another id's person (the identity map's entries).",
+            ),
+            identity_bytes: gauge(
+                "identity_memory_bytes",
+                "Estimated bytes of the identity map.",
+            ),
             profiles_evicted: counter(
                 "profiles_evicted_total",
                 "Profiles evicted (least recently active, exits with cause `evicted`) to stay within engine.max_profiles.",
@@ -319,6 +367,7 @@ impl Metrics {
         all::<RebalanceKind>(&self.rebalances);
         all::<ChangelogKind>(&self.changelog_records);
         all::<RestoreOutcome>(&self.restore_records);
+        all::<RefusalLabel>(&self.links_refused);
     }
 
     /// Sets the population of every segment; segments no longer defined lose their series

@@ -10,10 +10,16 @@ use segstream_core::symbols::SymbolClass;
 use segstream_core::time::format_rfc3339;
 use serde_json::{json, Map, Value as J};
 
-/// A customer's profile as JSON: traits, behaviour, value, score and segments; `None` if
-/// the engine has no profile for `customer_id`.
-pub fn profile_json(engine: &Engine, customer_id: &str) -> Option<serde_json::Value> {
+/// A person's profile as JSON: ids, traits, behaviour, value, score and segments, found by
+/// any of the person's ids; `None` if the engine has no profile for `id`.
+pub fn profile_json(engine: &Engine, id: &str) -> Option<serde_json::Value> {
+    let customer_id = engine.canonical_id(id);
     let p = engine.profile(customer_id)?;
+    let other_ids: Vec<String> = engine
+        .other_ids(customer_id)
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
     let ctx = engine.context(p, p.clock);
     let mut traits = Map::new();
     for (k, v) in p.traits() {
@@ -53,6 +59,8 @@ pub fn profile_json(engine: &Engine, customer_id: &str) -> Option<serde_json::Va
     };
     Some(json!({
         "customer_id": customer_id,
+        "anonymous_ids": other_ids,
+        "known": p.known,
         "segments": member_names(engine.definitions(), p),
         "traits": traits,
         "first_seen": format_rfc3339(millis(p.first_seen())),

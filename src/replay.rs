@@ -34,6 +34,11 @@ pub struct ReplaySummary {
     /// The first rejections, with line numbers (at most 20).
     pub rejections: Vec<Rejection>,
     pub late: u64,
+    /// Events that linked two ids; persons merged; links refused (the events themselves
+    /// were applied), with the first refusals.
+    pub links: u64,
+    pub merges: u64,
+    pub links_refused: u64,
     pub transitions: u64,
     /// Per segment: [entered, exited].
     pub transitions_by_segment: BTreeMap<String, [u64; 2]>,
@@ -71,6 +76,13 @@ impl ReplaySummary {
             let _ = writeln!(s, "  line {}: {}: {}", r.line, r.reason, r.detail);
         }
         let _ = writeln!(s, "late:         {}", self.late);
+        if self.links > 0 || self.links_refused > 0 {
+            let _ = writeln!(
+                s,
+                "identity:     {} links, {} merges, {} refused",
+                self.links, self.merges, self.links_refused
+            );
+        }
         let _ = writeln!(s, "profiles:     {}", self.profiles);
         if self.profiles_evicted > 0 {
             let _ = writeln!(s, "  evicted:    {}", self.profiles_evicted);
@@ -141,7 +153,21 @@ pub fn replay(
                 .and_then(|event| engine.apply_and_advance(0, &event, &mut out))
         };
         match result {
-            Ok(()) => summary.accepted += 1,
+            Ok(applied) => {
+                summary.accepted += 1;
+                if let segstream_core::engine::Link::Refused(r) = applied.link {
+                    summary.links_refused += 1;
+                    if summary.rejections.len() < 20 {
+                        summary.rejections.push(Rejection {
+                            line: line_no,
+                            reason: segstream_core::event::RejectReason::LinkRefused
+                                .as_str()
+                                .to_string(),
+                            detail: format!("{r} (the event itself was applied)"),
+                        });
+                    }
+                }
+            }
             Err(e) => {
                 summary.rejected += 1;
                 if e.reason == segstream_core::event::RejectReason::Late {
@@ -167,6 +193,8 @@ pub fn replay(
         flush(&mut summary, &mut out, transitions)?;
     }
     summary.profiles = engine.profile_count();
+    summary.links = engine.stats().links;
+    summary.merges = engine.stats().merges;
     summary.profiles_evicted = engine.stats().profiles_evicted;
     summary.peak_resident_bytes = peak_resident_bytes();
     let wm = engine.watermark();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
-use segstream_core::changelog::{Position, POSITION_KEY};
+use segstream_core::changelog::{identity_key, Position, POSITION_KEY};
 use segstream_core::time::format_rfc3339;
 use segstream_core::transition::{Direction, Transition};
 
@@ -213,6 +213,17 @@ impl Outgoing {
             partition: Some(i32::from(change.shard)),
             key: Some(change.customer_id.as_bytes().to_vec()),
             payload: change.record.clone(),
+            ..Outgoing::new(topic)
+        }
+    }
+
+    /// An identity entry: `id` belongs to the person `canonical` (a tombstone when it
+    /// belongs to nobody any more), in the partition of that person's profile.
+    pub fn identity(topic: &str, change: &segstream_core::engine::IdentityChange) -> Self {
+        Outgoing {
+            partition: Some(i32::from(change.shard)),
+            key: Some(identity_key(&change.id).into_bytes()),
+            payload: change.canonical.as_ref().map(|c| c.as_bytes().to_vec()),
             ..Outgoing::new(topic)
         }
     }

@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream_core::changelog::Position;
-use segstream_core::engine::StateChange;
+use segstream_core::engine::{Applied, IdentityChange, Link, StateChange};
 use segstream_core::event::{check_not_future, EventError, RejectReason};
 use segstream_core::transition::Transition;
 use tracing::warn;
 
 use crate::kafka::records::Rejection;
 use crate::kafka::Outgoing;
-use crate::metrics::{series, ChangelogKind, EventOutcome, Label};
+use crate::metrics::{series, ChangelogKind, EventOutcome, Label, RefusalLabel};
 use crate::shared::Shared;
 
 use super::assignment::on_assignment;
@@ -212,7 +212,7 @@ fn apply_message(
         }
     };
     let outcome = match &result {
-        Ok(()) => EventOutcome::Accepted,
+        Ok(_) => EventOutcome::Accepted,
         Err(e) if e.reason == RejectReason::Late => EventOutcome::Late,
         Err(_) => EventOutcome::Rejected,
     };
@@ -220,12 +220,28 @@ fn apply_message(
     m.events_consumed
         .with_label_values(&[msg.topic(), outcome.as_str()])
         .inc();
-    if let Err(e) = result {
-        if e.reason == RejectReason::Late {
-            m.late_events.inc();
+    match result {
+        Err(e) => {
+            if e.reason == RejectReason::Late {
+                m.late_events.inc();
+            }
+            series(&m.dead_letters, e.reason).inc();
+            batch.outgoing.push(dead_letter(shared, msg, &e));
         }
-        series(&m.dead_letters, e.reason).inc();
-        batch.outgoing.push(dead_letter(shared, msg, &e));
+        Ok(Applied {
+            link: Link::Refused(refusal),
+        }) => {
+            // The event was applied; the link it asked for was not: reported as a dead
+            // letter saying so, the original message whole.
+            series(&m.links_refused, RefusalLabel::of(&refusal)).inc();
+            series(&m.dead_letters, RejectReason::LinkRefused).inc();
+            let e = EventError::new(RejectReason::LinkRefused, refusal.to_string());
+            let mut dl = dead_letter(shared, msg, &e);
+            dl.headers
+                .push(("segstream_applied".into(), Some(b"true".to_vec())));
+            batch.outgoing.push(dl);
+        }
+        Ok(_) => {}
     }
 }
 
@@ -256,7 +272,20 @@ fn collect_outputs(
         ));
     }
     let mut changes: Vec<StateChange> = Vec::new();
-    shared.engine().drain_changes(&mut changes);
+    let mut identities: Vec<IdentityChange> = Vec::new();
+    {
+        let mut engine = shared.engine();
+        engine.drain_changes(&mut changes);
+        engine.drain_identity_changes(&mut identities);
+    }
+    for c in identities {
+        if progress.owned.contains(&i32::from(c.shard)) {
+            series(&shared.metrics.changelog_records, ChangelogKind::Identity).inc();
+            batch
+                .outgoing
+                .push(Outgoing::identity(&k.changelog_topic, &c));
+        }
+    }
     for c in changes {
         if progress.owned.contains(&i32::from(c.shard)) {
             let kind = if c.record.is_some() {

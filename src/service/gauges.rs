@@ -14,6 +14,10 @@ pub fn refresh(shared: &Shared) {
     m.pending_timers.set(engine.pending_timers() as i64);
     catch_up(&m.timers_fired, engine.stats().timers_fired);
     catch_up(&m.profiles_evicted, engine.stats().profiles_evicted);
+    catch_up(&m.links, engine.stats().links);
+    catch_up(&m.merges, engine.stats().merges);
+    m.identity_linked_ids.set(engine.linked_ids() as i64);
+    m.identity_bytes.set(engine.identity_bytes() as i64);
     let wm = engine.watermark();
     if wm != i64::MIN {
         m.watermark_seconds.set(wm / 1000);

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use segstream_core::changelog::{DecodeError, Parsed, Position, POSITION_KEY};
+use segstream_core::changelog::{identity_of_key, DecodeError, Parsed, Position, POSITION_KEY};
 use segstream_core::engine::Engine;
 use segstream_core::transition::Transition;
 use tracing::{info, warn};
@@ -104,8 +104,8 @@ fn restore_blocking<C: rdkafka::consumer::ConsumerContext + 'static>(
             let mut out = Vec::new();
             for (p, entries) in rx {
                 let mut engine = lock(engine);
-                for (id, record) in entries {
-                    count(restore_one(&mut engine, p, &id, record, &mut out));
+                for entry in entries {
+                    count(restore_one(&mut engine, p, entry, &mut out));
                 }
             }
             out
@@ -162,11 +162,20 @@ fn restore_blocking<C: rdkafka::consumer::ConsumerContext + 'static>(
                         count(RestoreOutcome::Invalid);
                     }
                 },
-                // Parsed here, finished against the engine on the applier thread.
-                Some(id) => tail
-                    .entry(p)
-                    .or_default()
-                    .push((id.to_string(), msg.payload().map(|b| codec.parse(b)))),
+                Some(key) => {
+                    let entry = match identity_of_key(key) {
+                        Some(id) => Entry::Identity(
+                            id.to_string(),
+                            msg.payload()
+                                .map(|b| String::from_utf8_lossy(b).into_owned()),
+                        ),
+                        // Parsed here, finished against the engine on the applier thread.
+                        None => {
+                            Entry::Profile(key.to_string(), msg.payload().map(|b| codec.parse(b)))
+                        }
+                    };
+                    tail.entry(p).or_default().push(entry);
+                }
             }
             if msg.offset() + 1 >= end {
                 ends.remove(&p);
@@ -204,17 +213,32 @@ fn restore_blocking<C: rdkafka::consumer::ConsumerContext + 'static>(
 /// The most profile slots a restore reserves in advance.
 const RESERVE_MAX: usize = 64 << 20;
 
-/// A changelog entry read but not applied yet: customer id and the record parsed (or a
-/// tombstone).
-type Entry = (String, Option<Result<Parsed, DecodeError>>);
+/// A changelog entry read but not applied yet.
+enum Entry {
+    /// A customer's record parsed (or a tombstone).
+    Profile(String, Option<Result<Parsed, DecodeError>>),
+    /// An identity entry: the id and its canonical id (or a tombstone).
+    Identity(String, Option<String>),
+}
 
 fn restore_one(
     engine: &mut Engine,
     partition: i32,
-    id: &str,
-    record: Option<Result<Parsed, DecodeError>>,
+    entry: Entry,
     out: &mut Vec<Transition>,
 ) -> RestoreOutcome {
+    let (id, record) = match entry {
+        Entry::Identity(id, canonical) => {
+            engine.restore_identity(&id, canonical.as_deref());
+            return if canonical.is_some() {
+                RestoreOutcome::Restored
+            } else {
+                RestoreOutcome::Tombstone
+            };
+        }
+        Entry::Profile(id, record) => (id, record),
+    };
+    let id = id.as_str();
     let tombstone = record.is_none();
     let restored = match record.transpose() {
         Ok(parsed) => engine.restore_parsed(partition as u16, id, parsed, out),

@@ -50,6 +50,9 @@ pub enum EventKind {
     Purchase,
     Identify,
     Forget,
+    /// Links two ids of one person without a business event (`previous_id` → the event's
+    /// `customer_id`, or its `anonymous_id`).
+    Alias,
     Custom,
 }
 
@@ -62,11 +65,12 @@ pub enum Family {
     Purchase,
     Crm,
     Forget,
+    Identity,
     Custom,
 }
 
 impl EventKind {
-    pub const KNOWN: [EventKind; 14] = [
+    pub const KNOWN: [EventKind; 15] = [
         EventKind::PageView,
         EventKind::Click,
         EventKind::AdClick,
@@ -81,6 +85,7 @@ impl EventKind {
         EventKind::Purchase,
         EventKind::Identify,
         EventKind::Forget,
+        EventKind::Alias,
     ];
 
     pub fn from_type(t: &str) -> EventKind {
@@ -99,6 +104,7 @@ impl EventKind {
             "purchase" => EventKind::Purchase,
             "identify" => EventKind::Identify,
             "forget" => EventKind::Forget,
+            "alias" => EventKind::Alias,
             _ => EventKind::Custom,
         }
     }
@@ -119,6 +125,7 @@ impl EventKind {
             EventKind::Purchase => "purchase",
             EventKind::Identify => "identify",
             EventKind::Forget => "forget",
+            EventKind::Alias => "alias",
             EventKind::Custom => "custom",
         }
     }
@@ -132,6 +139,7 @@ impl EventKind {
             Purchase => Family::Purchase,
             Identify => Family::Crm,
             Forget => Family::Forget,
+            Alias => Family::Identity,
             Custom => Family::Custom,
         }
     }
@@ -255,10 +263,18 @@ impl Value<'_> {
 pub type Fields<'a> = Vec<(Cow<'a, str>, Value<'a>)>;
 
 /// A validated event, borrowing from the input buffer.
+///
+/// It carries a known `customer_id`, an `anonymous_id` (a cookie or device id), or both
+/// (then it links the two ids to one person). An `alias` carries `previous_id`, which
+/// becomes an id of the person of its `customer_id` (or `anonymous_id`). All ids share one
+/// namespace.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event<'a> {
     pub event_id: Cow<'a, str>,
-    pub customer_id: Cow<'a, str>,
+    pub customer_id: Option<Cow<'a, str>>,
+    pub anonymous_id: Option<Cow<'a, str>>,
+    /// `alias` only: the id that joins the person.
+    pub previous_id: Option<Cow<'a, str>>,
     pub event_type: Cow<'a, str>,
     pub kind: EventKind,
     pub timestamp: Millis,
@@ -267,6 +283,27 @@ pub struct Event<'a> {
 }
 
 impl<'a> Event<'a> {
+    /// The id the event is recorded under before identity resolution: its customer id,
+    /// else its anonymous id (one of them is always present).
+    pub fn subject(&self) -> &str {
+        self.customer_id
+            .as_deref()
+            .or(self.anonymous_id.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// The other id this event links to its subject, if any: the anonymous id of an event
+    /// that also has a customer id, or an alias's previous id.
+    pub fn linked_id(&self) -> Option<&str> {
+        if self.kind == EventKind::Alias {
+            self.previous_id.as_deref()
+        } else if self.customer_id.is_some() {
+            self.anonymous_id.as_deref()
+        } else {
+            None
+        }
+    }
+
     pub fn property(&self, name: &str) -> Option<&Value<'a>> {
         self.properties
             .iter()
@@ -298,6 +335,9 @@ pub enum RejectReason {
     /// The event is stamped further ahead of the wall clock than `max_future_skew` allows
     /// (see [`check_not_future`]).
     FutureTimestamp,
+    /// The event's second id was not linked to its person (a blocked id, or the person
+    /// would have too many ids): reported with the event, which itself was applied.
+    LinkRefused,
 }
 
 impl RejectReason {
@@ -312,6 +352,7 @@ impl RejectReason {
         RejectReason::Late,
         RejectReason::TooLarge,
         RejectReason::FutureTimestamp,
+        RejectReason::LinkRefused,
     ];
 
     /// The metric label and dead-letter header value.
@@ -326,6 +367,7 @@ impl RejectReason {
             RejectReason::Late => "late_event",
             RejectReason::TooLarge => "too_large",
             RejectReason::FutureTimestamp => "future_timestamp",
+            RejectReason::LinkRefused => "link_refused",
         }
     }
 }
@@ -423,15 +465,34 @@ fn required_str<'a>(
     }
 }
 
+/// An optional id field: absent or `null` is `None`; present, it must be a non-empty string
+/// of at most [`MAX_ID_LEN`] characters without control characters (which also keeps ids
+/// apart from segstream's own changelog keys: they start with one).
+fn optional_id<'a>(field: &str, v: Option<Value<'a>>) -> Result<Option<Cow<'a, str>>, EventError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        v => {
+            let id = required_str(field, v, MAX_ID_LEN)?;
+            if id.chars().any(char::is_control) {
+                return Err(EventError::new(
+                    RejectReason::InvalidValue,
+                    format!("`{field}` must not contain control characters"),
+                ));
+            }
+            Ok(Some(id))
+        }
+    }
+}
+
 impl<'a> Wire<'a> {
     fn validate(self) -> Result<Event<'a>, EventError> {
         let event_id = required_str("event_id", self.event_id, MAX_ID_LEN)?;
-        let customer_id = required_str("customer_id", self.customer_id, MAX_ID_LEN)?;
-        if customer_id.chars().any(char::is_control) {
-            // Also keeps ids apart from segstream's own changelog keys (they start with NUL).
+        let customer_id = optional_id("customer_id", self.customer_id)?;
+        let anonymous_id = optional_id("anonymous_id", self.anonymous_id)?;
+        if customer_id.is_none() && anonymous_id.is_none() {
             return Err(EventError::new(
-                RejectReason::InvalidValue,
-                "`customer_id` must not contain control characters",
+                RejectReason::MissingField,
+                "`customer_id` or `anonymous_id` is required",
             ));
         }
         let event_type = required_str("type", self.event_type, MAX_TYPE_LEN)?;
@@ -495,6 +556,24 @@ impl<'a> Wire<'a> {
             }
         };
         let kind = EventKind::from_type(&event_type);
+        let previous_id = if kind == EventKind::Alias {
+            let previous = optional_id("previous_id", self.previous_id)?.ok_or_else(|| {
+                EventError::new(
+                    RejectReason::MissingField,
+                    "`alias` requires `previous_id`, the id that joins the person",
+                )
+            })?;
+            let target = customer_id.as_deref().or(anonymous_id.as_deref());
+            if target == Some(&*previous) {
+                return Err(EventError::new(
+                    RejectReason::InvalidValue,
+                    "`previous_id` must differ from the id it is an alias of",
+                ));
+            }
+            Some(previous)
+        } else {
+            None
+        };
         let properties = match self.properties {
             None => Fields::new(),
             Some(Obj::Map(m)) => m,
@@ -544,6 +623,8 @@ impl<'a> Wire<'a> {
         let event = Event {
             event_id,
             customer_id,
+            anonymous_id,
+            previous_id,
             event_type,
             kind,
             timestamp,
@@ -683,6 +764,10 @@ struct Wire<'a> {
     event_id: Option<Value<'a>>,
     #[serde(borrow, default)]
     customer_id: Option<Value<'a>>,
+    #[serde(borrow, default)]
+    anonymous_id: Option<Value<'a>>,
+    #[serde(borrow, default)]
+    previous_id: Option<Value<'a>>,
     #[serde(borrow, default, rename = "type")]
     event_type: Option<Value<'a>>,
     #[serde(borrow, default)]
@@ -834,7 +919,8 @@ mod tests {
             | RejectReason::InvalidTimestamp
             | RejectReason::Late
             | RejectReason::TooLarge
-            | RejectReason::FutureTimestamp => {
+            | RejectReason::FutureTimestamp
+            | RejectReason::LinkRefused => {
                 RejectReason::ALL.iter().filter(|x| **x == r).count()
             }
         };
@@ -861,7 +947,7 @@ mod tests {
             r#"{"event_id":"e1","customer_id":"c1","type":"ad_click","timestamp":"2026-11-22T10:00:00Z","properties":{"campaign":"q4","extra":{"nested":[1]},"n":3}}"#,
         );
         assert_eq!(e.kind, EventKind::AdClick);
-        assert!(matches!(e.customer_id, Cow::Borrowed("c1")));
+        assert!(matches!(e.customer_id, Some(Cow::Borrowed("c1"))));
         assert_eq!(e.property("campaign").and_then(Value::as_str), Some("q4"));
         assert_eq!(e.property("extra"), Some(&Value::Object));
         assert_eq!(e.property("n").and_then(Value::as_f64), Some(3.0));
@@ -869,7 +955,7 @@ mod tests {
             r#"{"event_id":"e2","customer_id":"c\"1","type":"trial_started","timestamp":1795341600000}"#,
         );
         assert_eq!(e.kind, EventKind::Custom);
-        assert_eq!(e.customer_id, "c\"1");
+        assert_eq!(e.customer_id.as_deref(), Some("c\"1"));
         assert_eq!(e.timestamp, 1_795_341_600_000);
     }
 

@@ -1,8 +1,8 @@
 //! The output: one transition per change of segment membership.
 //!
 //! On the wire a transition is a flat JSON object (see `schemas/transition.schema.json`):
-//! `transition_id`, `customer_id`, `segment`, `direction`, `timestamp`, `cause`,
-//! `rule_version`, `sequence`.
+//! `transition_id`, `customer_id`, `anonymous_ids`, `known`, `segment`, `direction`,
+//! `timestamp`, `cause`, `rule_version`, `sequence`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -80,6 +80,10 @@ pub enum Cause {
     /// The profile was evicted to keep the engine within `max_profiles` (it was among the
     /// least recently active).
     Evicted,
+    /// Two profiles of one person were merged (an anonymous visitor became known, or two
+    /// ids were linked): the absorbed profile exits, the merged one enters what it now
+    /// qualifies for. The canonical id of the merged person.
+    Merge(Arc<str>),
 }
 
 impl fmt::Display for Cause {
@@ -91,6 +95,7 @@ impl fmt::Display for Cause {
             }
             Cause::Reload(v) => write!(f, "reload:{v}"),
             Cause::Evicted => f.write_str("evicted"),
+            Cause::Merge(id) => write!(f, "merge:{id}"),
         }
     }
 }
@@ -104,6 +109,7 @@ impl Cause {
         Some(match kind {
             "event" => Cause::Event(rest.into()),
             "reload" => Cause::Reload(rest.into()),
+            "merge" => Cause::Merge(rest.into()),
             "timer" => {
                 let (k, at) = rest.split_once('@')?;
                 Cause::Timer {
@@ -116,12 +122,21 @@ impl Cause {
     }
 }
 
+/// A person's other ids (every id merged into its profile besides the canonical one).
+pub type Ids = Arc<[Arc<str>]>;
+
 /// One membership change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     /// Idempotency key: equal for the same transition however often it is produced.
     pub transition_id: String,
+    /// The person's canonical id: the customer id once known, the anonymous id before.
     pub customer_id: Arc<str>,
+    /// Every other id merged into the person (anonymous ids, devices, earlier ids), so a
+    /// subscriber keyed by a cookie finds its id.
+    pub anonymous_ids: Ids,
+    /// Whether the person is known (has a customer id) or still anonymous.
+    pub known: bool,
     pub segment: Arc<str>,
     pub direction: Direction,
     /// Event time of the change (ms).
@@ -146,6 +161,8 @@ impl Transition {
         let mut t = Transition {
             transition_id: String::new(),
             customer_id,
+            anonymous_ids: Arc::from([]),
+            known: true,
             segment,
             direction,
             timestamp,
@@ -155,6 +172,14 @@ impl Transition {
         };
         t.transition_id = t.idempotency_key();
         t
+    }
+
+    /// The same transition for a person with other ids and a known/anonymous status (they
+    /// do not change the idempotency key).
+    pub fn with_identity(mut self, anonymous_ids: Ids, known: bool) -> Self {
+        self.anonymous_ids = anonymous_ids;
+        self.known = known;
+        self
     }
 
     /// A hash of everything that identifies the change: customer, segment, direction,
@@ -185,6 +210,11 @@ impl Transition {
 struct Wire<'a> {
     transition_id: std::borrow::Cow<'a, str>,
     customer_id: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    anonymous_ids: Vec<std::borrow::Cow<'a, str>>,
+    /// Transitions written before identity resolution were all of known customers.
+    #[serde(default = "known_by_default")]
+    known: bool,
     segment: std::borrow::Cow<'a, str>,
     direction: Direction,
     timestamp: String,
@@ -193,11 +223,17 @@ struct Wire<'a> {
     sequence: u32,
 }
 
+fn known_by_default() -> bool {
+    true
+}
+
 impl Serialize for Transition {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         Wire {
             transition_id: (&*self.transition_id).into(),
             customer_id: (&*self.customer_id).into(),
+            anonymous_ids: self.anonymous_ids.iter().map(|i| (&**i).into()).collect(),
+            known: self.known,
             segment: (&*self.segment).into(),
             direction: self.direction,
             timestamp: format_rfc3339(self.timestamp),
@@ -216,6 +252,8 @@ impl<'de> Deserialize<'de> for Transition {
         Ok(Transition {
             transition_id: w.transition_id.into_owned(),
             customer_id: w.customer_id.as_ref().into(),
+            anonymous_ids: w.anonymous_ids.iter().map(|i| Arc::from(i.as_ref())).collect(),
+            known: w.known,
             segment: w.segment.as_ref().into(),
             direction: w.direction,
             timestamp: parse_rfc3339(&w.timestamp)
@@ -285,6 +323,7 @@ mod tests {
                 deadline: 5000,
             },
             Cause::Evicted,
+            Cause::Merge("c-42".into()),
         ] {
             assert_eq!(Cause::parse(&c.to_string()), Some(c));
         }

@@ -151,17 +151,29 @@ pub fn check_event(data: &[u8]) {
         }
         Ok(ev) => {
             for (field, value) in [
-                ("event_id", &ev.event_id),
-                ("customer_id", &ev.customer_id),
-                ("type", &ev.event_type),
+                ("event_id", Some(&ev.event_id)),
+                ("customer_id", ev.customer_id.as_ref()),
+                ("anonymous_id", ev.anonymous_id.as_ref()),
+                ("previous_id", ev.previous_id.as_ref()),
+                ("type", Some(&ev.event_type)),
             ] {
-                assert!(!value.trim().is_empty(), "accepted an empty `{field}`");
+                if let Some(value) = value {
+                    assert!(!value.trim().is_empty(), "accepted an empty `{field}`");
+                }
             }
             assert!(
-                !ev.customer_id.chars().any(char::is_control),
-                "accepted a customer id with a control character: {:?}",
-                ev.customer_id
+                ev.customer_id.is_some() || ev.anonymous_id.is_some(),
+                "accepted an event without an id"
             );
+            for id in [&ev.customer_id, &ev.anonymous_id, &ev.previous_id]
+                .into_iter()
+                .flatten()
+            {
+                assert!(
+                    !id.chars().any(char::is_control),
+                    "accepted an id with a control character: {id:?}"
+                );
+            }
             assert!(
                 (0..=MAX_TIMESTAMP_MS).contains(&ev.timestamp),
                 "accepted timestamp {} out of range",
@@ -192,7 +204,8 @@ pub fn check_generated_event(json: &str, expected: &ExpectedEvent) {
         .unwrap_or_else(|e| panic!("a valid generated event was rejected: {e}\n{json}"));
     assert_eq!(ev.event_id, expected.event_id, "event_id of {json}");
     assert_eq!(
-        ev.customer_id, expected.customer_id,
+        ev.customer_id.as_deref(),
+        Some(expected.customer_id.as_str()),
         "customer_id of {json}"
     );
     assert_eq!(ev.event_type, expected.event_type, "type of {json}");

@@ -21,6 +21,16 @@ pub struct StateChange {
     pub record: Option<Vec<u8>>,
 }
 
+/// One identity entry for the changelog: `id` now belongs to the person `canonical`, or
+/// (`None`) it belongs to nobody any more (the person was forgotten, expired or evicted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityChange {
+    pub id: Arc<str>,
+    pub canonical: Option<Arc<str>>,
+    /// The shard of the person's profile.
+    pub shard: u16,
+}
+
 /// The customers changed and removed since the last drain. See the module documentation.
 #[derive(Debug, Default)]
 pub(super) struct ChangeTracker {
@@ -30,6 +40,8 @@ pub(super) struct ChangeTracker {
     changed: Vec<Arc<str>>,
     /// Removed customers with the shard they were in.
     removed: Vec<(Arc<str>, u16)>,
+    /// Identity entries changed, in order (a later entry for an id supersedes an earlier).
+    identities: Vec<IdentityChange>,
 }
 
 impl ChangeTracker {
@@ -51,6 +63,22 @@ impl ChangeTracker {
         if self.enabled {
             self.removed.push((id.clone(), shard));
         }
+    }
+
+    /// Notes that `id` now belongs to `canonical` (or to nobody).
+    pub(super) fn identity(&mut self, id: Arc<str>, canonical: Option<Arc<str>>, shard: u16) {
+        if self.enabled {
+            self.identities.push(IdentityChange {
+                id,
+                canonical,
+                shard,
+            });
+        }
+    }
+
+    /// The identity entries changed since the last drain, in order.
+    pub(super) fn drain_identities(&mut self, out: &mut Vec<IdentityChange>) {
+        out.append(&mut self.identities);
     }
 
     /// Every customer changed or removed since the last drain, once each: its changelog
@@ -103,6 +131,7 @@ impl ChangeTracker {
             self.changed.retain(|id| profiles.contains_key(id));
         }
         self.removed.retain(|(_, s)| keep(*s));
+        self.identities.retain(|c| keep(c.shard));
     }
 }
 

@@ -7,12 +7,14 @@
 //! |---|---|---|---|
 //! | an event (`Engine::apply_to_profile`) | `Affected` | `Event` | `Earlier` from the event time |
 //! | a timer (`Engine::fire_customer`) | `TimeDependent` | `Timer` | `Replace` |
-//! | a record from other definitions (`Engine::settle`) | `All` | `Reload` | `Replace` |
-//! | a reload (`Engine::install`) | `Reload` | `Reload` | `Replace` |
+//! | a record from other definitions (`Engine::settle`) | `All` | `Given` (reload) | `Replace` |
+//! | a reload (`Engine::install`) | `Reload` | `Given` (reload) | `Replace` |
+//! | a merge of two persons (`Engine::merge_persons`) | `All` | `Given` (merge) | `Replace` |
 
 use std::sync::Arc;
 
 use super::changes::ChangeTracker;
+use super::identity::Identities;
 use super::eval::{Ctx, Next};
 use super::timers::Timers;
 use super::{EngineConfig, EngineStats};
@@ -31,6 +33,8 @@ pub(super) struct Evaluator<'e> {
     pub stats: &'e mut EngineStats,
     pub timers: &'e mut Timers,
     pub changes: &'e mut ChangeTracker,
+    /// Whose ids are whose: every transition names the person's other ids.
+    pub identities: &'e Identities,
     /// Per segment: whether the current event can affect it ([`Select::Affected`]).
     pub affected: &'e mut [bool],
 }
@@ -82,8 +86,8 @@ pub(super) enum Trigger<'a> {
     /// The customer's timer, due at `due`, the customer's clock having been `before`:
     /// the kind is that of the segment's change due by then, seen from before the timer.
     Timer { before: Millis, due: Millis },
-    /// A reload (cloned into each transition).
-    Reload(&'a Cause),
+    /// A given cause, cloned into each transition: a reload, a merge.
+    Given(&'a Cause),
 }
 
 /// How a pass reschedules the customer's timer. Both bound it by the profile TTL.
@@ -186,7 +190,7 @@ impl Evaluator<'_> {
                         deadline: due,
                     }
                 }
-                Trigger::Reload(cause) => cause.clone(),
+                Trigger::Given(cause) => cause.clone(),
             };
             if !write_back {
                 profile.set_member(i, is_in);
@@ -250,7 +254,8 @@ impl Evaluator<'_> {
         }
     }
 
-    /// One transition: the customer's next sequence number, counted.
+    /// One transition: the customer's next sequence number, counted, with the person's
+    /// other ids and whether it is known.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn emit(
         &mut self,
@@ -264,15 +269,18 @@ impl Evaluator<'_> {
     ) {
         profile.sequence += 1;
         self.stats.transitions += 1;
-        out.push(Transition::new(
-            id.clone(),
-            seg.name.clone(),
-            direction,
-            at,
-            cause,
-            seg.version.clone(),
-            profile.sequence,
-        ));
+        out.push(
+            Transition::new(
+                id.clone(),
+                seg.name.clone(),
+                direction,
+                at,
+                cause,
+                seg.version.clone(),
+                profile.sequence,
+            )
+            .with_identity(self.identities.others(id), profile.known),
+        );
     }
 }
 

@@ -32,6 +32,7 @@ impl Engine {
         let keep = max.saturating_sub(max * HEADROOM_TWENTIETHS / 20).max(1);
         let excess = self.profiles.len() - keep;
         let victims = self.least_recently_active(excess);
+        let mut gone = Vec::with_capacity(victims.len());
         let (profiles, mut ev) = self.split();
         for id in victims {
             let Some((id, mut profile)) = profiles.remove_entry(&*id) else {
@@ -41,6 +42,10 @@ impl Engine {
             ev.exit_all(&mut profile, &id, when, Cause::Evicted, out);
             ev.changes.remove(&id, profile.shard);
             ev.stats.profiles_evicted += 1;
+            gone.push((id, profile.shard));
+        }
+        for (id, shard) in gone {
+            self.forget_ids(&id, shard);
         }
     }
 

@@ -38,6 +38,8 @@ mod changes;
 pub mod eval;
 mod evaluate;
 mod evict;
+pub mod identity;
+mod persons;
 mod reload;
 mod restore;
 mod timers;
@@ -55,10 +57,13 @@ use crate::symbols::Symbols;
 use crate::time::{format_duration, format_rfc3339, Millis, DAY, MINUTE, SECOND};
 use crate::transition::{Cause, TimerKind, Transition};
 
-pub use changes::StateChange;
+pub use changes::{IdentityChange, StateChange};
+pub use identity::{IdentityConfig, Refusal};
+pub use persons::{Applied, Link};
 pub use reload::ReloadReport;
 
 use changes::ChangeTracker;
+use identity::Identities;
 use eval::Ctx;
 use evaluate::{Evaluator, Schedule, Select, Trigger};
 use timers::Timers;
@@ -84,6 +89,8 @@ pub struct EngineConfig {
     /// At most this many profiles are kept; beyond it the least recently active are
     /// evicted (exiting their segments with cause `evicted`). `None`: no limit.
     pub max_profiles: Option<usize>,
+    /// Identity resolution: the limits that keep one bad id from merging everyone.
+    pub identity: IdentityConfig,
 }
 
 impl Default for EngineConfig {
@@ -94,6 +101,7 @@ impl Default for EngineConfig {
             idle_lag: default_idle_lag(),
             max_future_skew: Some(default_max_future_skew()),
             max_profiles: None,
+            identity: IdentityConfig::default(),
         }
     }
 }
@@ -131,6 +139,14 @@ pub struct EngineStats {
     pub profiles_expired: u64,
     /// Profiles evicted to stay within `max_profiles`.
     pub profiles_evicted: u64,
+    /// Events that carried a link of two ids (whether or not they were one person yet).
+    pub links: u64,
+    /// Persons merged into another.
+    pub merges: u64,
+    /// Links refused: a blocked id.
+    pub links_refused_blocked: u64,
+    /// Links refused: the person would have too many ids.
+    pub links_refused_too_many: u64,
 }
 
 /// The profiles by customer id.
@@ -156,6 +172,8 @@ pub struct Engine {
     codec: Codec,
     /// Changed and removed profiles for `drain_changes` (if enabled).
     changes: ChangeTracker,
+    /// Which ids belong to one person.
+    identities: Identities,
 }
 
 impl Engine {
@@ -163,7 +181,6 @@ impl Engine {
     pub fn new(defs: Definitions, symbols: Symbols, config: EngineConfig) -> Self {
         let n = defs.segments.len();
         Engine {
-            config,
             symbols,
             profiles: Profiles::new(),
             timers: Timers::new(),
@@ -173,6 +190,8 @@ impl Engine {
             codec: Codec::new(&defs),
             defs: Arc::new(defs),
             changes: ChangeTracker::default(),
+            identities: Identities::new(&config.identity),
+            config,
         }
     }
 
@@ -224,8 +243,26 @@ impl Engine {
     pub fn profile_count(&self) -> usize {
         self.profiles.len()
     }
-    pub fn profile(&self, customer_id: &str) -> Option<&Profile> {
-        self.profiles.get(customer_id)
+    /// The profile of the person `id` belongs to (any of its ids).
+    pub fn profile(&self, id: &str) -> Option<&Profile> {
+        self.profiles.get(self.identities.canonical(id))
+    }
+    /// The canonical id of the person `id` belongs to (`id` itself if it is canonical or
+    /// unknown).
+    pub fn canonical_id<'a>(&'a self, id: &'a str) -> &'a str {
+        self.identities.canonical(id)
+    }
+    /// The other ids of the person whose canonical id is `canonical`.
+    pub fn other_ids(&self, canonical: &str) -> crate::transition::Ids {
+        self.identities.others(canonical)
+    }
+    /// Ids linked to another person's canonical id (the identity map's size).
+    pub fn linked_ids(&self) -> usize {
+        self.identities.linked_ids()
+    }
+    /// Approximate bytes of the identity map.
+    pub fn identity_bytes(&self) -> usize {
+        self.identities.bytes()
     }
     pub fn profiles(&self) -> impl Iterator<Item = (&Arc<str>, &Profile)> {
         self.profiles.iter()
@@ -252,8 +289,8 @@ impl Engine {
             .collect()
     }
     /// Names of the segments a customer is in.
-    pub fn memberships(&self, customer_id: &str) -> Vec<Arc<str>> {
-        self.profiles.get(customer_id).map_or_else(Vec::new, |p| {
+    pub fn memberships(&self, id: &str) -> Vec<Arc<str>> {
+        self.profile(id).map_or_else(Vec::new, |p| {
             p.members()
                 .filter_map(|i| self.defs.segments.get(i).map(|s| s.name.clone()))
                 .collect()
@@ -272,7 +309,7 @@ impl Engine {
 
     /// Parses and applies one raw event in shard 0, the watermark following the largest
     /// event time ([`Engine::apply_and_advance`]): one ordered input, as in a replay.
-    pub fn process(&mut self, raw: &[u8], out: &mut Vec<Transition>) -> Result<(), EventError> {
+    pub fn process(&mut self, raw: &[u8], out: &mut Vec<Transition>) -> Result<Applied, EventError> {
         let event = parse_event(raw)?;
         self.apply_and_advance(0, &event, out)
     }
@@ -286,14 +323,14 @@ impl Engine {
         shard: u16,
         event: &Event<'_>,
         out: &mut Vec<Transition>,
-    ) -> Result<(), EventError> {
+    ) -> Result<Applied, EventError> {
         let (_, before) = self.shard_time(shard);
-        self.apply(shard, event, out)?;
+        let applied = self.apply(shard, event, out)?;
         if event.timestamp > before {
             let wm = event.timestamp.saturating_sub(self.config.allowed_lateness);
             self.advance_shard_watermark(shard, wm, out);
         }
-        Ok(())
+        Ok(applied)
     }
 
     /// Applies one validated event to its customer in `shard` (the input partition number:
@@ -306,7 +343,7 @@ impl Engine {
         shard: u16,
         event: &Event<'_>,
         out: &mut Vec<Transition>,
-    ) -> Result<(), EventError> {
+    ) -> Result<Applied, EventError> {
         let watermark = self.shard_watermark(shard);
         if event.timestamp < watermark {
             self.stats.events_late += 1;
@@ -320,7 +357,9 @@ impl Engine {
                 ),
             ));
         }
-        if let Some(&at) = self.forgotten.get(&*event.customer_id) {
+        // Whose event it is, and which other id (if any) it links to that person.
+        let ids = self.resolve(event)?;
+        if let Some(&at) = self.forgotten.get(ids.person.as_str()) {
             if event.timestamp < at {
                 self.stats.events_late += 1;
                 return Err(EventError::new(
@@ -336,21 +375,24 @@ impl Engine {
         let ty = self.symbols.event_type(event.kind, &event.event_type);
         // Trait keys are interned before the profile is borrowed.
         let trait_keys = apply::intern_traits(&mut self.symbols, event)?;
+        let mut applied = Applied::default();
+        let mut person = ids.person;
+        if let Some(refusal) = ids.refused {
+            applied.link = Link::Refused(refusal);
+        }
         if event.kind == EventKind::Forget {
-            // Catch the customer up with time first.
-            let cid: &str = &event.customer_id;
-            while let Some((id, t)) = self
-                .profiles
-                .get_key_value(cid)
-                .filter(|(_, p)| p.timer_at != 0 && millis(p.timer_at) <= event.timestamp)
-                .map(|(k, p)| (k.clone(), millis(p.timer_at)))
-            {
-                self.fire_customer(&id, t, out);
-            }
-            self.forget(event, out);
+            // Catch the person up with time first.
+            self.catch_up(&person, event.timestamp, out);
+            self.forget(&person, event, out);
         } else {
-            // A due timer of the customer fires first, then the event is applied.
-            while let Some((id, t)) = self.apply_to_profile(shard, event, ty, &trait_keys, out) {
+            if let Some(other) = ids.linked {
+                applied.link = self.link(shard, &mut person, other, event, out);
+            }
+            // A due timer of the person fires first, then the event is applied (an `alias`
+            // too: it counts as an event of the person, so the person exists from then on).
+            while let Some((id, t)) =
+                self.apply_to_profile(shard, person.as_str(), event, ty, &trait_keys, out)
+            {
                 self.fire_customer(&id, t, out);
             }
         }
@@ -362,7 +404,7 @@ impl Engine {
         }
         self.timers.observe_event_time(shard, event.timestamp);
         self.evict_over_capacity(event.timestamp, out);
-        Ok(())
+        Ok(applied)
     }
 
     /// The engine's parts besides the profile map, to work on one profile of it.
@@ -376,6 +418,7 @@ impl Engine {
             stats,
             affected,
             changes,
+            identities,
             ..
         } = self;
         let ev = Evaluator {
@@ -385,6 +428,7 @@ impl Engine {
             stats,
             timers,
             changes,
+            identities,
             affected,
         };
         (profiles, ev)
@@ -395,6 +439,7 @@ impl Engine {
     fn apply_to_profile(
         &mut self,
         shard: u16,
+        person: &str,
         event: &Event<'_>,
         ty: Option<u16>,
         trait_keys: &[Option<u16>],
@@ -402,7 +447,7 @@ impl Engine {
     ) -> Option<(Arc<str>, Millis)> {
         let (profiles, mut ev) = self.split();
         // One map lookup: the profile, created if new.
-        let (id, profile, fresh) = match profiles.entry_ref(&*event.customer_id) {
+        let (id, profile, fresh) = match profiles.entry_ref(person) {
             hashbrown::hash_map::EntryRef::Occupied(o) => {
                 let due = o.get().timer_at;
                 if due != 0 && millis(due) <= event.timestamp {
@@ -419,6 +464,9 @@ impl Engine {
         };
         let now = profile.clock.max(event.timestamp);
         profile.clock = now;
+        if event.customer_id.is_some() {
+            profile.known = true;
+        }
         if profile.shard != shard {
             // The customer's events moved to another shard: so does its pending timer.
             profile.shard = shard;
@@ -465,22 +513,22 @@ impl Engine {
         None
     }
 
-    /// Right to be forgotten: the customer exits every segment and the profile is erased.
-    fn forget(&mut self, event: &Event<'_>, out: &mut Vec<Transition>) {
-        let Some((id, mut profile)) = self.profiles.remove_entry(&*event.customer_id) else {
-            return;
-        };
-        self.changes.remove(&id, profile.shard);
-        let at = profile.clock.max(event.timestamp);
+    /// Right to be forgotten: the person exits every segment, and its profile and every one
+    /// of its ids are erased (an event of any of its ids older than the forget, still in
+    /// flight, cannot bring the history back).
+    fn forget(&mut self, person: &persons::Person<'_>, event: &Event<'_>, out: &mut Vec<Transition>) {
+        let at_least = event.timestamp;
+        let removed = self.remove_person(person.as_str(), at_least, Cause::Event(event.event_id.as_ref().into()), out);
         if self.forgotten.len() >= 1024 {
             let wm = self.watermark();
             self.forgotten.retain(|_, t| *t >= wm);
         }
-        self.forgotten.insert(id.clone(), at);
-        let cause = Cause::Event(event.event_id.as_ref().into());
-        let (_, mut ev) = self.split();
-        ev.exit_all(&mut profile, &id, at, cause, out);
-        ev.stats.profiles_forgotten += 1;
+        let at = removed.as_ref().map_or(at_least, |(_, at)| *at);
+        let ids = removed.map(|(ids, _)| ids).unwrap_or_else(|| vec![Arc::from(person.as_str())]);
+        for id in ids {
+            self.forgotten.insert(id, at);
+        }
+        self.stats.profiles_forgotten += 1;
     }
 
     /// Moves the watermark of every shard forward (never back) and fires every timer it
@@ -544,7 +592,9 @@ impl Engine {
                 ev.exit_all(profile, id, expires.max(before), cause, out);
                 ev.stats.profiles_expired += 1;
                 ev.changes.remove(id, profile.shard);
+                let shard = profile.shard;
                 profiles.remove(id);
+                self.forget_ids(id, shard);
                 return;
             }
         }

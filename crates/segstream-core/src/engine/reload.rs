@@ -185,7 +185,7 @@ impl Engine {
                 carried: &carried,
                 old_members: &old_members,
             };
-            let trigger = Trigger::Reload(&cause);
+            let trigger = Trigger::Given(&cause);
             ev.evaluate(profile, &id, now, select, trigger, Schedule::Replace, out);
         }
         report.transitions = out.len() - before;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::evaluate::{Schedule, Select, Trigger};
-use super::{Engine, StateChange};
+use super::{Engine, IdentityChange, StateChange};
 use crate::changelog::{Codec, DecodeError, Parsed};
 use crate::profile::millis;
 use crate::transition::{Cause, Transition};
@@ -17,6 +17,20 @@ impl Engine {
             .drain(&mut self.profiles, &self.codec, &self.symbols, out);
     }
 
+    /// Every identity entry changed since the last drain, in order: an id that joined a
+    /// person, or (canonical `None`) an id erased with its person.
+    pub fn drain_identity_changes(&mut self, out: &mut Vec<IdentityChange>) {
+        self.changes.drain_identities(out);
+    }
+
+    /// Restores one identity entry: `id` belongs to `canonical` (`None`: to nobody).
+    pub fn restore_identity(&mut self, id: &str, canonical: Option<&str>) {
+        match canonical {
+            Some(c) => self.identities.restore(Arc::from(id), Arc::from(c)),
+            None => self.identities.remove_id(id),
+        }
+    }
+
     /// Makes room for `additional` more profiles at once (a restore that knows how many
     /// records it will read grows the map once instead of rehashing it again and again).
     pub fn reserve(&mut self, additional: usize) {
@@ -27,6 +41,16 @@ impl Engine {
     /// (a partition moved to another instance). Returns how many were dropped.
     pub fn drop_shards(&mut self, keep: &dyn Fn(u16) -> bool) -> usize {
         let before = self.profiles.len();
+        let gone: Vec<Arc<str>> = self
+            .profiles
+            .iter()
+            .filter(|(_, p)| !keep(p.shard))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in &gone {
+            // The new owner restores the ids with the profiles.
+            self.identities.remove(id);
+        }
         self.profiles.retain(|_, p| keep(p.shard));
         self.timers.retain_shards(keep);
         let dropped = before - self.profiles.len();
@@ -98,7 +122,7 @@ impl Engine {
         };
         let now = profile.clock;
         let cause = Cause::Reload(ev.defs.version.clone());
-        let trigger = Trigger::Reload(&cause);
+        let trigger = Trigger::Given(&cause);
         ev.evaluate(
             profile,
             id,

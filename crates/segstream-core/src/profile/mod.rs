@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::time::Millis;
 
 mod arena;
+pub mod merge;
 
 pub use arena::{remap_arena, ArenaError, RefKind, MAX_COMPACT_KEY};
 

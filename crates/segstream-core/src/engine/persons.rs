@@ -1,0 +1,287 @@
+//! Persons: resolving an event's ids to the person it belongs to, merging two persons when
+//! a link joins them, and removing a person with every one of its ids.
+//!
+//! A merge happens at the linking event's time, before the event itself is applied: both
+//! profiles are first caught up with time (their due timers fire), then the absorbed
+//! person's profile exits its segments (cause `merge:<survivor>`), its state is merged into
+//! the survivor's exactly as if every event had been recorded under one id
+//! ([`crate::profile::merge`]), and the survivor is evaluated against every segment with
+//! the same cause. The event is then applied to the merged profile as usual.
+
+use std::sync::Arc;
+
+use crate::event::{Event, EventError, EventKind, RejectReason};
+use crate::profile::merge::FeatureMerge;
+use crate::profile::{millis, Profile};
+use crate::segment::compile::{Definitions, FeatureKind};
+use crate::time::Millis;
+use crate::transition::{Cause, Transition};
+
+use super::evaluate::{Schedule, Select, Trigger};
+use super::identity::Refusal;
+use super::Engine;
+
+/// What applying an event did besides updating its person's profile.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    pub link: Link,
+}
+
+/// The identity side of an applied event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Link {
+    /// The event carried one id (or its second id was already the same person's).
+    #[default]
+    None,
+    /// Two persons were merged: `absorbed` (every id that changed person) now belongs to
+    /// `survivor`.
+    Merged {
+        survivor: Arc<str>,
+        absorbed: Vec<Arc<str>>,
+    },
+    /// The event's second id was not linked (the event itself was applied).
+    Refused(Refusal),
+}
+
+/// A person's canonical id: borrowed from the event (the common case: the event's own id is
+/// canonical) or owned (an id that belongs to another person).
+#[derive(Debug, Clone)]
+pub(super) enum Person<'e> {
+    Event(&'e str),
+    Owned(Arc<str>),
+}
+
+impl Person<'_> {
+    pub(super) fn as_str(&self) -> &str {
+        match self {
+            Person::Event(s) => s,
+            Person::Owned(s) => s,
+        }
+    }
+
+    fn arc(&self) -> Arc<str> {
+        match self {
+            Person::Event(s) => Arc::from(*s),
+            Person::Owned(s) => s.clone(),
+        }
+    }
+}
+
+/// An event's ids, resolved.
+pub(super) struct Resolved<'e> {
+    /// The person the event belongs to.
+    pub person: Person<'e>,
+    /// The id it links to that person, if any (not blocked).
+    pub linked: Option<&'e str>,
+    /// A link the event asked for but may not have: a blocked id.
+    pub refused: Option<Refusal>,
+}
+
+impl Engine {
+    /// The person an event belongs to and the id it links, with blocked ids left out. An
+    /// event whose every id is blocked is rejected.
+    pub(super) fn resolve<'e>(&self, event: &'e Event<'_>) -> Result<Resolved<'e>, EventError> {
+        let ids = &self.identities;
+        let usable = |id: Option<&'e str>| id.filter(|i| !ids.is_blocked(i));
+        let customer = event.customer_id.as_deref();
+        let anonymous = event.anonymous_id.as_deref();
+        let Some(subject) = usable(customer).or(usable(anonymous)) else {
+            return Err(EventError::new(
+                RejectReason::InvalidValue,
+                format!(
+                    "every id of the event is blocked (engine.identity.blocked_ids): {}",
+                    customer.into_iter().chain(anonymous).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        };
+        let wanted: Option<&'e str> = if event.kind == EventKind::Alias {
+            event.previous_id.as_deref()
+        } else if Some(subject) == customer {
+            anonymous
+        } else {
+            // The customer id was blocked: it cannot be linked.
+            customer
+        };
+        let (linked, refused) = match wanted {
+            Some(w) if ids.is_blocked(w) => (None, Some(Refusal::Blocked(w.to_string()))),
+            w => (w, None),
+        };
+        let person = match ids.canonical(subject) {
+            c if c == subject => Person::Event(subject),
+            c => Person::Owned(Arc::from(c)),
+        };
+        Ok(Resolved {
+            person,
+            linked,
+            refused,
+        })
+    }
+
+    /// Links `other` to `person`: nothing if they are one person already, a refusal if the
+    /// limit forbids it, otherwise a merge. `person` becomes the survivor.
+    pub(super) fn link(
+        &mut self,
+        shard: u16,
+        person: &mut Person<'_>,
+        other: &str,
+        event: &Event<'_>,
+        out: &mut Vec<Transition>,
+    ) -> Link {
+        self.stats.links += 1;
+        let other_person = Arc::<str>::from(self.identities.canonical(other));
+        if &*other_person == person.as_str() {
+            return Link::None;
+        }
+        if let Err(refusal) = self
+            .identities
+            .check_merge(person.as_str(), &other_person)
+        {
+            match refusal {
+                Refusal::Blocked(_) => self.stats.links_refused_blocked += 1,
+                Refusal::TooManyIds { .. } => self.stats.links_refused_too_many += 1,
+            }
+            return Link::Refused(refusal);
+        }
+        // The known person survives; if both are (or neither), the event's own subject.
+        let subject_known = self.profiles.get(person.as_str()).map_or_else(
+            || event.customer_id.as_deref() == Some(person.as_str()),
+            |p| p.known,
+        );
+        let other_known = self.profiles.get(&*other_person).is_some_and(|p| p.known);
+        let (survivor, absorbed, survivor_known) = if other_known && !subject_known {
+            (other_person, person.arc(), true)
+        } else {
+            (person.arc(), other_person, subject_known)
+        };
+        self.catch_up(&Person::Owned(survivor.clone()), event.timestamp, out);
+        self.catch_up(&Person::Owned(absorbed.clone()), event.timestamp, out);
+        let moved = self.merge_persons(shard, &survivor, &absorbed, survivor_known, event.timestamp, out);
+        self.stats.merges += 1;
+        *person = Person::Owned(survivor.clone());
+        Link::Merged {
+            survivor,
+            absorbed: moved,
+        }
+    }
+
+    /// Merges the person `absorbed` into `survivor` at `at`. Returns the ids that changed
+    /// person.
+    fn merge_persons(
+        &mut self,
+        shard: u16,
+        survivor: &Arc<str>,
+        absorbed: &Arc<str>,
+        survivor_known: bool,
+        at: Millis,
+        out: &mut Vec<Transition>,
+    ) -> Vec<Arc<str>> {
+        let cause = Cause::Merge(survivor.clone());
+        let mut gone = self.profiles.remove(absorbed);
+        if let Some(g) = gone.as_mut() {
+            let when = g.clock.max(at);
+            let (_, mut ev) = self.split();
+            ev.exit_all(g, absorbed, when, cause.clone(), out);
+            ev.changes.remove(absorbed, g.shard);
+        }
+        let moved = self.identities.merge(survivor, absorbed);
+        let survivor_shard = self.profiles.get(&**survivor).map_or(shard, |p| p.shard);
+        for id in &moved {
+            self.changes
+                .identity(id.clone(), Some(survivor.clone()), survivor_shard);
+        }
+        let features = feature_merges(&self.defs);
+        let half_life = self.defs.scoring.half_life;
+        let (profiles, mut ev) = self.split();
+        let id = match profiles.get_key_value(&**survivor) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let mut p = Profile::new();
+                p.shard = shard;
+                profiles.insert(survivor.clone(), p);
+                survivor.clone()
+            }
+        };
+        let Some(profile) = profiles.get_mut(&*id) else {
+            return moved;
+        };
+        if let Some(g) = &gone {
+            crate::profile::merge::merge(profile, g, &features, half_life, at);
+            profile.known |= g.known;
+        }
+        profile.known |= survivor_known;
+        let now = profile.clock.max(at);
+        profile.clock = now;
+        ev.changes.touch(profile, &id);
+        ev.evaluate(
+            profile,
+            &id,
+            now,
+            Select::All,
+            Trigger::Given(&cause),
+            Schedule::Replace,
+            out,
+        );
+        moved
+    }
+
+    /// Fires the person's timers due at or before `t` (its history is complete up to `t`
+    /// before anything happens to it at `t`).
+    pub(super) fn catch_up(&mut self, person: &Person<'_>, t: Millis, out: &mut Vec<Transition>) {
+        while let Some((id, due)) = self
+            .profiles
+            .get_key_value(person.as_str())
+            .filter(|(_, p)| p.timer_at != 0 && millis(p.timer_at) <= t)
+            .map(|(k, p)| (k.clone(), millis(p.timer_at)))
+        {
+            self.fire_customer(&id, due, out);
+        }
+    }
+
+    /// Removes a person: its profile exits every segment with `cause` (at its clock, or
+    /// `at_least`), and every one of its ids is erased, with tombstones for the changelog.
+    /// Returns its ids and the time of the exits, or `None` if it had no profile.
+    pub(super) fn remove_person(
+        &mut self,
+        canonical: &str,
+        at_least: Millis,
+        cause: Cause,
+        out: &mut Vec<Transition>,
+    ) -> Option<(Vec<Arc<str>>, Millis)> {
+        let (id, mut profile) = self.profiles.remove_entry(canonical)?;
+        let at = profile.clock.max(at_least);
+        let (_, mut ev) = self.split();
+        ev.exit_all(&mut profile, &id, at, cause, out);
+        ev.changes.remove(&id, profile.shard);
+        let ids = self.forget_ids(&id, profile.shard);
+        Some((ids, at))
+    }
+
+    /// Erases a removed person's ids from the identity map (tombstones for the changelog).
+    pub(super) fn forget_ids(&mut self, canonical: &Arc<str>, shard: u16) -> Vec<Arc<str>> {
+        let ids = self.identities.remove(canonical);
+        for id in ids.iter().skip(1) {
+            self.changes.identity(id.clone(), None, shard);
+        }
+        ids
+    }
+}
+
+/// How each feature of the definitions merges.
+fn feature_merges(defs: &Definitions) -> Vec<FeatureMerge> {
+    defs.features
+        .iter()
+        .map(|f| match &f.kind {
+            FeatureKind::Window {
+                resolution,
+                retention,
+                sum,
+            } => FeatureMerge::Window {
+                resolution: *resolution,
+                retention: *retention,
+                sum: sum.is_some(),
+            },
+            FeatureKind::Recency => FeatureMerge::Recency,
+            FeatureKind::Absence { .. } => FeatureMerge::Absence,
+        })
+        .collect()
+}
