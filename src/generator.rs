@@ -25,9 +25,18 @@
 //!   more often after attending, followed by a CRM status update;
 //! - now and then a custom event (`trial_started`, `event_participation`).
 //!
-//! The resulting mix (default config) is about: page_view 43%, email_* and unsubscribe 29%,
-//! click 11%, identify 6%, ad_click 5.5%, purchase 3.5%, webinar_* 2%, custom 0.2%; about 19
-//! events per customer and week. About 5% of the events carry their
+//! Identities: `anonymous_share` of the customers arrive as anonymous visitors. Until they
+//! register, their events carry only a cookie id (`anonymous_id`, 16 hex digits); the
+//! registration carries both their customer id and the cookie (it links the two), and the
+//! CRM record (`identify`) follows. A quarter of them also browse on a second device, whose
+//! cookie is linked when they click a mail there. Visitors who never register stay
+//! anonymous. Known customers' web events carry their cookie beside the customer id half of
+//! the time (a logged-in visit). The Kafka key of an event is its customer id, or its
+//! anonymous id when it has none, so one person's ids start out on different partitions.
+//!
+//! The resulting mix (default config) is about: page_view 48%, email_* and unsubscribe 23%,
+//! click 12%, ad_click 6%, identify 5%, purchase 3%, webinar_* 2.5%, custom 0.2%; about 16
+//! events per customer and week (visitors who stay anonymous get no mail and buy nothing). About 5% of the events carry their
 //! timestamp as epoch milliseconds, the rest as RFC 3339 UTC with milliseconds. Each
 //! customer draws from its own random stream, so customer `c-000007` behaves the same
 //! whether 10 or 10 000 customers are simulated.
@@ -59,6 +68,9 @@ pub struct FunnelConfig {
     pub attend_rate: f64,
     /// Length of the simulated period in days (at least 1). No event lies outside it.
     pub days: u32,
+    /// Share of customers who arrive as anonymous visitors and are known only once they
+    /// register (0.0 ..= 1.0).
+    pub anonymous_share: f64,
 }
 
 /// 2026-11-02T00:00:00Z, the default start of the simulated period.
@@ -66,7 +78,8 @@ pub const DEFAULT_START_MS: i64 = 1_793_577_600_000;
 
 impl Default for FunnelConfig {
     /// 1000 customers, seed 42, 7 days from 2026-11-02T00:00:00Z, campaign
-    /// `webinar-q4-ads`, webinar `W-2026-12`, 30% register, 60% of them attend.
+    /// `webinar-q4-ads`, webinar `W-2026-12`, 30% register, 60% of them attend, 40% arrive
+    /// anonymous.
     fn default() -> Self {
         Self {
             customers: 1000,
@@ -77,6 +90,7 @@ impl Default for FunnelConfig {
             register_rate: 0.3,
             attend_rate: 0.6,
             days: 7,
+            anonymous_share: 0.4,
         }
     }
 }
@@ -84,8 +98,10 @@ impl Default for FunnelConfig {
 /// One simulated input event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeneratedEvent {
-    /// The customer, also the Kafka message key.
-    pub customer_id: String,
+    /// The simulated person (`c-000007`), whatever ids the event carries.
+    pub person: String,
+    /// The Kafka message key: the event's customer id, or its anonymous id if it has none.
+    pub key: String,
     /// Event time, epoch milliseconds (equal to the JSON's `timestamp`).
     pub timestamp_ms: i64,
     /// The event as one line of JSON (no trailing newline).
@@ -101,17 +117,18 @@ pub fn closing_ticks(config: &FunnelConfig, n: usize) -> Vec<GeneratedEvent> {
     let at = config.start_ms + i64::from(config.days.max(1)) * DAY + HOUR;
     (0..n)
         .map(|i| {
-            let customer_id = format!("tick-{i}");
+            let person = format!("tick-{i}");
             let json = json!({
                 "event_id": format!("tick-{}-{i}", config.seed),
-                "customer_id": customer_id,
+                "customer_id": person,
                 "type": "page_view",
                 "timestamp": segstream_core::time::format_rfc3339(at),
                 "properties": {"url": "/"},
             })
             .to_string();
             GeneratedEvent {
-                customer_id,
+                key: person.clone(),
+                person,
                 timestamp_ms: at,
                 json,
             }
@@ -126,13 +143,24 @@ pub fn generate(config: &FunnelConfig) -> Vec<GeneratedEvent> {
     let period = Period::new(config);
     let mut drafts = Vec::with_capacity(config.customers.saturating_mul(24));
     for index in 0..config.customers {
+        // Identity decisions draw from a stream of their own: the behaviour stream (and so
+        // the events of known customers) is the same whatever the identities.
+        let mut ids = fastrand::Rng::with_seed(customer_seed(config.seed ^ ID_STREAM, index as u64));
+        let anonymous = ids.f64() < config.anonymous_share;
+        let second_device = anonymous && ids.f64() < 0.25;
         let mut sim = CustomerSim {
             config,
             period: &period,
             rng: fastrand::Rng::with_seed(customer_seed(config.seed, index as u64)),
+            ids,
             customer: index,
             out: &mut drafts,
             subscribed: true,
+            anonymous,
+            known_from: if anonymous { i64::MAX } else { i64::MIN },
+            second_device,
+            second_linked: i64::MAX,
+            device: Device::First,
         };
         sim.run();
     }
@@ -170,10 +198,32 @@ impl Period {
     }
 }
 
+/// Seeds the identity decisions' random stream apart from the behaviour stream.
+const ID_STREAM: u64 = 0x1D_E471_7135;
+
+/// Which of a person's browsers or devices an event comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Device {
+    First,
+    Second,
+}
+
+/// Which ids an event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ids {
+    /// The customer id only.
+    Known,
+    /// The device's cookie only.
+    Anonymous(Device),
+    /// Both: the customer id and the device's cookie (a link, or a logged-in visit).
+    Both(Device),
+}
+
 /// An event before it gets its id and its JSON.
 struct Draft {
     ts: i64,
     customer: usize,
+    ids: Ids,
     kind: &'static str,
     properties: Option<Value>,
     traits: Option<Value>,
@@ -182,12 +232,31 @@ struct Draft {
 
 impl Draft {
     fn render(self, seed: u64, n: usize) -> GeneratedEvent {
-        let customer_id = customer_id(self.customer);
+        let person = customer_id(self.customer);
         let mut json = String::with_capacity(256);
         json.push_str("{\"event_id\":");
         push_json_string(&mut json, &format!("e-{seed}-{n}"));
-        json.push_str(",\"customer_id\":");
-        push_json_string(&mut json, &customer_id);
+        let cookie = |d: Device| cookie_id(seed, self.customer, d);
+        let key = match self.ids {
+            Ids::Known => {
+                json.push_str(",\"customer_id\":");
+                push_json_string(&mut json, &person);
+                person.clone()
+            }
+            Ids::Anonymous(d) => {
+                let c = cookie(d);
+                json.push_str(",\"anonymous_id\":");
+                push_json_string(&mut json, &c);
+                c
+            }
+            Ids::Both(d) => {
+                json.push_str(",\"customer_id\":");
+                push_json_string(&mut json, &person);
+                json.push_str(",\"anonymous_id\":");
+                push_json_string(&mut json, &cookie(d));
+                person.clone()
+            }
+        };
         json.push_str(",\"type\":");
         push_json_string(&mut json, self.kind);
         json.push_str(",\"timestamp\":");
@@ -205,11 +274,21 @@ impl Draft {
         }
         json.push('}');
         GeneratedEvent {
-            customer_id,
+            person,
+            key,
             timestamp_ms: self.ts,
             json,
         }
     }
+}
+
+/// A person's cookie on a device: 16 hex digits, stable per seed, person and device.
+fn cookie_id(seed: u64, customer: usize, device: Device) -> String {
+    let salt = match device {
+        Device::First => 0xC00C_1E01,
+        Device::Second => 0xC00C_1E02,
+    };
+    format!("{:016x}", customer_seed(seed ^ salt, customer as u64))
 }
 
 fn push_json_string(out: &mut String, s: &str) {
@@ -323,9 +402,22 @@ struct CustomerSim<'a> {
     config: &'a FunnelConfig,
     period: &'a Period,
     rng: fastrand::Rng,
+    /// Identity decisions (which device, whether a visit is logged in).
+    ids: fastrand::Rng,
     customer: usize,
     out: &'a mut Vec<Draft>,
     subscribed: bool,
+    /// Arrives as an anonymous visitor.
+    anonymous: bool,
+    /// From when the person is known (linked): `MIN` for known customers, `MAX` for a
+    /// visitor who never registers.
+    known_from: i64,
+    /// Browses on a second device too.
+    second_device: bool,
+    /// When the second device's cookie is linked (`MAX`: not yet).
+    second_linked: i64,
+    /// The device of the current session.
+    device: Device,
 }
 
 impl CustomerSim<'_> {
@@ -353,15 +445,47 @@ impl CustomerSim<'_> {
         properties: Option<Value>,
         traits: Option<Value>,
     ) {
+        let ids = self.ids_at(ts, kind);
+        self.emit_as(ts, ids, kind, properties, traits);
+    }
+
+    fn emit_as(
+        &mut self,
+        ts: i64,
+        ids: Ids,
+        kind: &'static str,
+        properties: Option<Value>,
+        traits: Option<Value>,
+    ) {
         let epoch_timestamp = self.chance(0.05);
         self.out.push(Draft {
             ts,
             customer: self.customer,
+            ids,
             kind,
             properties,
             traits,
             epoch_timestamp,
         });
+    }
+
+    /// The ids an event of this person carries at `ts`: the customer id once known; the
+    /// session's cookie before (and beside it on web events half of the time, or always on
+    /// a second device not linked yet).
+    fn ids_at(&mut self, ts: i64, kind: &str) -> Ids {
+        let web = matches!(kind, "page_view" | "click" | "ad_click");
+        let device = self.device;
+        if device == Device::Second && ts < self.second_linked {
+            return Ids::Anonymous(Device::Second);
+        }
+        if ts < self.known_from {
+            return Ids::Anonymous(device);
+        }
+        if web && self.ids.bool() {
+            Ids::Both(device)
+        } else {
+            Ids::Known
+        }
     }
 
     fn url(path: &str) -> String {
@@ -377,7 +501,7 @@ impl CustomerSim<'_> {
 
     fn run(&mut self) {
         let start = self.period.start;
-        let (first_seen, opt_in) = self.identify();
+        let (first_seen, opt_in, crm) = self.identify();
 
         // The ad campaign runs until three hours before the webinar.
         let mut registered = false;
@@ -389,6 +513,13 @@ impl CustomerSim<'_> {
             self.ad_click(click, "video-teaser");
             if self.chance(self.config.register_rate) {
                 let at = click + self.between(2 * MINUTE, 2 * HOUR);
+                if self.anonymous {
+                    // The registration makes the visitor known: it carries the cookie
+                    // beside the new customer id, and the CRM record follows.
+                    self.known_from = at;
+                    let crm_at = at + self.ids.i64(SECOND..30 * SECOND);
+                    self.emit_as(crm_at, Ids::Known, "identify", None, Some(crm.clone()));
+                }
                 self.register(at);
                 registered = true;
             } else if self.chance(0.35) {
@@ -418,13 +549,18 @@ impl CustomerSim<'_> {
             self.emit(at, "page_view", Some(props), None);
         }
 
-        // Browsing sessions: about 2.5 a week.
+        // Browsing sessions: about 2.5 a week, on the second device now and then.
         let sessions = self.rng.u32(0..=((5 * self.period.days + 6) / 7) as u32);
         for _ in 0..sessions {
             let at = self.between(first_seen, self.period.end);
+            if self.second_device && self.ids.bool() {
+                self.device = Device::Second;
+            }
             self.session(at);
+            self.device = Device::First;
         }
 
+        // Mail goes to known customers only (an anonymous visitor has left no address).
         if opt_in {
             self.mailings(start);
         }
@@ -433,18 +569,23 @@ impl CustomerSim<'_> {
             let at = self.between(first_seen, self.period.end);
             let props =
                 json!({ "plan": self.pick(&["starter", "pro"]), "seats": self.rng.u32(1..=20) });
-            self.emit(at, "trial_started", Some(props), None);
+            if at >= self.known_from {
+                self.emit(at, "trial_started", Some(props), None);
+            }
         }
         if self.chance(0.01) {
             let at = self.between(first_seen, self.period.end);
             let props = json!({ "event": "marketing-summit-2026", "format": "on-site" });
-            self.emit(at, "event_participation", Some(props), None);
+            if at >= self.known_from {
+                self.emit(at, "event_participation", Some(props), None);
+            }
         }
     }
 
-    /// The initial CRM record. Returns when the customer was first seen and whether they
-    /// accept marketing email.
-    fn identify(&mut self) -> (i64, bool) {
+    /// The initial CRM record (emitted at once for a known customer; an anonymous visitor's
+    /// follows the registration). Returns when the customer was first seen, whether they
+    /// accept marketing email, and the traits.
+    fn identify(&mut self) -> (i64, bool, Value) {
         let at = self.between(self.period.start, self.period.start + 2 * HOUR);
         let size = self.pick(COMPANY_SIZES);
         let (country, time_zone) = self.pick(COUNTRIES);
@@ -467,8 +608,11 @@ impl CustomerSim<'_> {
         if self.chance(0.7) {
             traits.insert("age_band".into(), self.pick(AGE_BANDS).into());
         }
-        self.emit(at, "identify", None, Some(Value::Object(traits)));
-        (at, opt_in)
+        let traits = Value::Object(traits);
+        if !self.anonymous {
+            self.emit(at, "identify", None, Some(traits.clone()));
+        }
+        (at, opt_in, traits)
     }
 
     fn ad_click(&mut self, at: i64, ad: &str) {
@@ -511,7 +655,13 @@ impl CustomerSim<'_> {
 
     fn register(&mut self, at: i64) {
         let props = self.webinar_properties();
-        self.emit(at, "webinar_registered", Some(Value::Object(props)), None);
+        // A visitor's registration carries the cookie beside the new customer id: a link.
+        let ids = if self.anonymous {
+            Ids::Both(Device::First)
+        } else {
+            Ids::Known
+        };
+        self.emit_as(at, ids, "webinar_registered", Some(Value::Object(props)), None);
         if self.subscribed {
             let sent = at + self.between(5 * SECOND, 60 * SECOND);
             let props = json!({
@@ -612,11 +762,17 @@ impl CustomerSim<'_> {
             };
             props["discount_code"] = code.into();
         }
-        self.emit(at, "purchase", Some(props), None);
+        // A purchase needs an account: an anonymous visitor does not buy.
+        let known = at >= self.known_from;
+        if known {
+            self.emit(at, "purchase", Some(props), None);
+        }
         if self.chance(0.25) {
             let update = json!({ "customer_status": "customer" });
             let at = at + self.between(MINUTE, HOUR);
-            self.emit(at, "identify", None, Some(update));
+            if known {
+                self.emit(at, "identify", None, Some(update));
+            }
         }
     }
 
@@ -628,6 +784,9 @@ impl CustomerSim<'_> {
                 }
                 let sent = start + day * DAY + 7 * HOUR + self.between(0, 30 * MINUTE);
                 if prefix == "webinar-invitation" && sent >= self.period.webinar_start {
+                    continue;
+                }
+                if sent < self.known_from {
                     continue;
                 }
                 self.mail(sent, format!("{prefix}-d{day}"), list);
@@ -658,7 +817,20 @@ impl CustomerSim<'_> {
             };
             let mut props = base.clone();
             props["url"] = target.clone().into();
-            self.emit(clicked, "email_click", Some(props), None);
+            // A click on the second device links its cookie (the mail's link carries the
+            // customer id; the browser has the cookie).
+            let on_second = self.second_device
+                && self.second_linked == i64::MAX
+                && clicked >= self.known_from
+                && self.ids.bool();
+            let device = if on_second {
+                self.second_linked = clicked;
+                self.emit_as(clicked, Ids::Both(Device::Second), "email_click", Some(props), None);
+                Device::Second
+            } else {
+                self.emit(clicked, "email_click", Some(props), None);
+                Device::First
+            };
             let props = json!({
                 "url": target,
                 "utm_source": "newsletter",
@@ -666,7 +838,9 @@ impl CustomerSim<'_> {
                 "utm_campaign": campaign,
             });
             let at = clicked + self.between(SECOND, 10 * SECOND);
+            self.device = device;
             self.emit(at, "page_view", Some(props), None);
+            self.device = Device::First;
         } else if list != "transactional" && self.chance(0.02) {
             let mut props = base;
             props["reason"] = "too many emails".into();
@@ -710,7 +884,7 @@ mod tests {
         let of = |events: Vec<GeneratedEvent>| -> Vec<(i64, String)> {
             events
                 .into_iter()
-                .filter(|e| e.customer_id == "c-000007")
+                .filter(|e| e.person == "c-000007")
                 .map(|e| {
                     let mut v = parse(&e);
                     v.as_object_mut().unwrap().remove("event_id");
@@ -755,15 +929,26 @@ mod tests {
         let (mut rfc3339, mut epoch) = (0, 0);
         for event in &events {
             let v = parse(event);
-            for key in ["event_id", "customer_id", "type"] {
+            for key in ["event_id", "type"] {
                 assert!(
                     v[key].as_str().is_some_and(|s| !s.is_empty()),
                     "{key}: {}",
                     event.json
                 );
             }
-            assert_eq!(v["customer_id"], event.customer_id.as_str());
-            assert!(event.customer_id.starts_with("c-") && event.customer_id.len() == 8);
+            // The key is the customer id, or the cookie when there is none.
+            match (v["customer_id"].as_str(), v["anonymous_id"].as_str()) {
+                (Some(c), _) => {
+                    assert_eq!(c, event.person);
+                    assert_eq!(c, event.key);
+                }
+                (None, Some(a)) => {
+                    assert_eq!(a, event.key);
+                    assert_eq!(a.len(), 16);
+                }
+                (None, None) => panic!("no id: {}", event.json),
+            }
+            assert!(event.person.starts_with("c-") && event.person.len() == 8);
             match &v["timestamp"] {
                 Value::Number(n) => {
                     assert_eq!(n.as_i64(), Some(event.timestamp_ms));
@@ -818,13 +1003,13 @@ mod tests {
         let total = events.len() as f64;
         let share = |k: &str| by_type.get(k).copied().unwrap_or(0) as f64 / total;
         let expected = [
-            ("page_view", 0.36, 0.48),
+            ("page_view", 0.36, 0.52),
             ("click", 0.08, 0.14),
-            ("email", 0.22, 0.33),
+            ("email", 0.18, 0.33),
             ("ad_click", 0.04, 0.07),
             ("webinar", 0.012, 0.05),
             ("purchase", 0.02, 0.05),
-            ("identify", 0.04, 0.08),
+            ("identify", 0.03, 0.08),
             ("other", 0.001, 0.02),
         ];
         let mut report = String::new();
@@ -851,7 +1036,7 @@ mod tests {
         let mut first_click: BTreeMap<String, i64> = BTreeMap::new();
         for event in &events {
             let v = parse(event);
-            let c = event.customer_id.clone();
+            let c = event.person.clone();
             match v["type"].as_str().unwrap() {
                 "ad_click" if v["properties"]["campaign"] == config.campaign.as_str() => {
                     first_click.entry(c.clone()).or_insert(event.timestamp_ms);

@@ -92,10 +92,10 @@ fn templates(events: &[GeneratedEvent]) -> anyhow::Result<Vec<Template>> {
                 None => None,
             };
             let next = customers.len();
-            let customer = *customers.entry(e.customer_id.clone()).or_insert(next);
+            let customer = *customers.entry(e.person.clone()).or_insert(next);
             Ok(Template {
                 customer,
-                key: e.customer_id.clone(),
+                key: e.key.clone(),
                 head: inner(Value::Object(map)),
                 props,
                 ts: e.timestamp_ms,
