@@ -34,17 +34,30 @@ pub struct DemoOptions {
     pub verbose: bool,
 }
 
-/// One simulated event: when to send it, where, and what.
+/// One simulated event: when to send it, where, under which key, and what.
 struct Planned {
     at: Millis,
     topic: &'static str,
-    customer: String,
+    /// The Kafka key: the customer id, or the cookie when the event has none.
+    key: String,
     body: serde_json::Value,
 }
 
-/// The reference funnel for `customers` people starting at `start`: ad click, landing
-/// page, some register within the 20 s deadline, the webinar ends 90 s in, most
-/// registrants attend; mails are sent and opened; a few buy or unsubscribe.
+/// Which ids an event carries.
+#[derive(Clone, Copy)]
+enum Who<'a> {
+    Known(&'a str),
+    Anonymous(&'a str),
+    /// Both: a link of the cookie to the customer.
+    Both(&'a str, &'a str),
+}
+
+/// The reference funnel for `customers` people starting at `start`. Half of them are known
+/// from the start (a CRM record); the others arrive as anonymous visitors with a cookie:
+/// ad click, landing page; some register within the 20 s deadline, and their registration
+/// links the cookie to a new customer id (the CRM record follows); the others stay
+/// anonymous and enter clicked-but-not-registered under their cookie. The webinar ends
+/// 90 s in, most registrants attend; known customers get mail; a few buy or unsubscribe.
 fn plan(customers: usize, start: Millis, seed: u64) -> Vec<Planned> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let webinar_end = start + 90 * SECOND;
@@ -53,16 +66,30 @@ fn plan(customers: usize, start: Millis, seed: u64) -> Vec<Planned> {
     let mut push = |out: &mut Vec<Planned>,
                     at: Millis,
                     topic,
-                    customer: &str,
+                    who: Who<'_>,
                     ty: &str,
                     props: serde_json::Value| {
         n += 1;
         let mut body = json!({
             "event_id": format!("demo-{n}"),
-            "customer_id": customer,
             "type": ty,
             "timestamp": format_rfc3339(at),
         });
+        let key = match who {
+            Who::Known(c) => {
+                body["customer_id"] = c.into();
+                c
+            }
+            Who::Anonymous(a) => {
+                body["anonymous_id"] = a.into();
+                a
+            }
+            Who::Both(c, a) => {
+                body["customer_id"] = c.into();
+                body["anonymous_id"] = a.into();
+                c
+            }
+        };
         if ty == "identify" {
             body["traits"] = props;
         } else {
@@ -71,30 +98,35 @@ fn plan(customers: usize, start: Millis, seed: u64) -> Vec<Planned> {
         out.push(Planned {
             at,
             topic,
-            customer: customer.to_string(),
+            key: key.to_string(),
             body,
         });
     };
     for i in 0..customers {
         let c = format!("c-{:06}", i + 1);
+        let cookie = format!("v-{:08x}", rng.u32(..));
+        let visitor = rng.bool();
         // Arrivals spread over the first 30 s, so every deadline fires within a minute.
         let t0 = start + rng.i64(0..30_000);
         let country = ["DE", "AT", "CH", "NL", "FR"][rng.usize(0..5)];
         let role = ["ceo", "cmo", "head_of_marketing", "developer", "analyst"][rng.usize(0..5)];
-        push(
-            &mut out,
-            t0,
-            "crm",
-            &c,
-            "identify",
-            json!({"country": country, "role": role, "customer_status": "lead"}),
-        );
+        let traits = json!({"country": country, "role": role, "customer_status": "lead"});
+        if !visitor {
+            push(&mut out, t0, "crm", Who::Known(&c), "identify", traits.clone());
+        }
+        // Before registering, a visitor is only a cookie.
+        let web = if visitor {
+            Who::Anonymous(&cookie)
+        } else {
+            Who::Known(&c)
+        };
+        let mut known = !visitor;
         if rng.f64() < 0.7 {
             push(
                 &mut out,
                 t0 + 500,
                 "clickstream",
-                &c,
+                web,
                 "ad_click",
                 json!({"campaign": CAMPAIGN}),
             );
@@ -102,47 +134,60 @@ fn plan(customers: usize, start: Millis, seed: u64) -> Vec<Planned> {
                 &mut out,
                 t0 + 1500,
                 "clickstream",
-                &c,
+                web,
                 "page_view",
                 json!({"url": "/webinar/w-demo", "utm_source": "ads", "utm_campaign": CAMPAIGN}),
             );
             if rng.f64() < 0.35 {
                 let reg = t0 + rng.i64(3_000..15_000);
+                let who = if visitor {
+                    Who::Both(&c, &cookie)
+                } else {
+                    Who::Known(&c)
+                };
                 push(
                     &mut out,
                     reg,
                     "webinar",
-                    &c,
+                    who,
                     "webinar_registered",
                     json!({"webinar_id": WEBINAR, "starts_at": format_rfc3339(webinar_end - 30 * SECOND), "ends_at": format_rfc3339(webinar_end)}),
                 );
+                if visitor {
+                    push(&mut out, reg + 200, "crm", Who::Known(&c), "identify", traits);
+                    known = true;
+                }
                 if rng.f64() < 0.6 {
                     let at = webinar_end - rng.i64(5_000..25_000);
                     push(
                         &mut out,
                         at,
                         "webinar",
-                        &c,
+                        Who::Known(&c),
                         "webinar_attended",
                         json!({"webinar_id": WEBINAR}),
                     );
                 }
             }
         }
+        if !known {
+            // An anonymous visitor left no address: no mail, no purchase.
+            continue;
+        }
         push(
             &mut out,
-            t0 + 5_000,
+            t0 + 16_000,
             "email",
-            &c,
+            Who::Known(&c),
             "email_sent",
             json!({"campaign": "demo-newsletter"}),
         );
         if rng.f64() < 0.4 {
             push(
                 &mut out,
-                t0 + rng.i64(6_000..40_000),
+                t0 + rng.i64(17_000..40_000),
                 "email",
-                &c,
+                Who::Known(&c),
                 "email_open",
                 json!({"campaign": "demo-newsletter"}),
             );
@@ -150,9 +195,9 @@ fn plan(customers: usize, start: Millis, seed: u64) -> Vec<Planned> {
         if rng.f64() < 0.03 {
             push(
                 &mut out,
-                t0 + rng.i64(10_000..50_000),
+                t0 + rng.i64(20_000..50_000),
                 "email",
-                &c,
+                Who::Known(&c),
                 "unsubscribe",
                 json!({}),
             );
@@ -163,7 +208,7 @@ fn plan(customers: usize, start: Millis, seed: u64) -> Vec<Planned> {
                 &mut out,
                 t0 + rng.i64(20_000..60_000),
                 "purchases",
-                &c,
+                Who::Known(&c),
                 "purchase",
                 json!({"amount": amount, "currency": "EUR", "product": "segstream-pro", "category": "software"}),
             );
@@ -210,6 +255,7 @@ async fn demo(options: DemoOptions, config: Config, brokers: String) -> anyhow::
         "  {} simulated customers: ad click -> landing page -> some register within 20 s -> webinar ends at +90 s",
         options.customers
     );
+    println!("  half the people arrive as anonymous visitors (a cookie); a registration links the cookie to a customer id (cause merge:<id>).");
     println!("  clicked-but-not-registered fires 20 s after a click without registration. Ctrl-C stops.\n");
 
     let producer: FutureProducer = ClientConfig::new()
@@ -229,7 +275,7 @@ async fn demo(options: DemoOptions, config: Config, brokers: String) -> anyhow::
                 }
             }
             let payload = p.body.to_string();
-            let record = FutureRecord::to(p.topic).key(&p.customer).payload(&payload);
+            let record = FutureRecord::to(p.topic).key(&p.key).payload(&payload);
             if let Err((e, _)) = producer.send(record, Duration::from_secs(5)).await {
                 eprintln!("demo traffic: {e}");
             }
@@ -256,15 +302,27 @@ async fn demo(options: DemoOptions, config: Config, brokers: String) -> anyhow::
                 let Some(Ok(t)) = m.payload().map(serde_json::from_slice::<Transition>) else { continue };
                 let ce_type = m.headers().and_then(|h| h.iter().find(|h| h.key == "ce_type").and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))).unwrap_or_default();
                 *counts.entry((t.segment.to_string(), t.direction.as_str())).or_default() += 1;
-                if options.verbose || t.segment.as_ref() == "clicked-but-not-registered" {
+                let merge = matches!(t.cause, segstream_core::transition::Cause::Merge(_));
+                if options.verbose || merge || t.segment.as_ref() == "clicked-but-not-registered" {
+                    let who = if t.known {
+                        t.customer_id.to_string()
+                    } else {
+                        format!("{} (anonymous)", t.customer_id)
+                    };
+                    let ids = if t.anonymous_ids.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  ids {}", t.anonymous_ids.join(","))
+                    };
                     println!(
-                        "{}  {}  {:<7} {:<28} cause {}  [{}]",
+                        "{}  {:<24} {:<7} {:<28} cause {}  [{}]{}",
                         &format_rfc3339(t.timestamp)[11..19],
-                        t.customer_id,
+                        who,
                         t.direction.as_str(),
                         t.segment,
                         t.cause,
                         ce_type,
+                        ids,
                     );
                 }
                 if last_summary.elapsed() > Duration::from_secs(10) {
