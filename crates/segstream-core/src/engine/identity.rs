@@ -71,6 +71,8 @@ pub enum Refusal {
     Blocked(String),
     /// The merged person would have more than `max_ids` ids.
     TooManyIds { would_have: usize, max: usize },
+    /// The id belongs to another person already (two persons claim it).
+    Claimed(String),
 }
 
 impl Refusal {
@@ -79,6 +81,7 @@ impl Refusal {
         match self {
             Refusal::Blocked(_) => "blocked_id",
             Refusal::TooManyIds { .. } => "too_many_ids",
+            Refusal::Claimed(_) => "claimed",
         }
     }
 }
@@ -91,8 +94,48 @@ impl std::fmt::Display for Refusal {
                 f,
                 "the merged person would have {would_have} ids, more than engine.identity.max_ids = {max}"
             ),
+            Refusal::Claimed(owner) => write!(f, "the id belongs to another person already ({owner})"),
         }
     }
+}
+
+/// The partition an id lives in among `partitions`: Kafka's default partitioner for the id as
+/// key (the Java client's murmur2, positive, modulo the count), so that any Kafka client
+/// can compute it too.
+pub fn home(id: &str, partitions: u16) -> u16 {
+    (((murmur2(id.as_bytes()) as u32) & 0x7fff_ffff) % u32::from(partitions.max(1))) as u16
+}
+
+/// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`).
+pub fn murmur2(data: &[u8]) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len();
+    let mut h: u32 = 0x9747_b28c ^ len as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in chunks.by_ref() {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
 }
 
 /// The identity map. See the module documentation.
@@ -127,7 +170,16 @@ impl Identities {
 
     /// The canonical id of `id`'s person (`id` itself when it is canonical or unknown).
     pub fn canonical<'a>(&'a self, id: &'a str) -> &'a str {
-        self.alias.get(id).map_or(id, |c| &**c)
+        // An id can point at a person that has itself joined another since (across
+        // shards, the older entry is not rewritten): follow the chain.
+        let mut c = id;
+        for _ in 0..64 {
+            match self.alias.get(c) {
+                Some(next) if &**next != c => c = next,
+                _ => break,
+            }
+        }
+        c
     }
 
     /// The other ids of the person whose canonical id is `canonical`.
@@ -228,6 +280,19 @@ impl Identities {
         }
     }
 
+    /// Keeps the non-canonical ids for which `keep(id, canonical)` holds.
+    pub fn retain(&mut self, keep: impl Fn(&str, &str) -> bool) {
+        let gone: Vec<Arc<str>> = self
+            .alias
+            .iter()
+            .filter(|(id, c)| !keep(id, c))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.remove_id(&id);
+        }
+    }
+
     /// Ids that map to another (the size of the identity map, for metrics).
     pub fn linked_ids(&self) -> usize {
         self.alias.len()
@@ -259,6 +324,18 @@ mod tests {
 
     fn ids(list: &[&str]) -> Vec<Arc<str>> {
         list.iter().map(|s| Arc::from(*s)).collect()
+    }
+
+    #[test]
+    fn murmur2_is_kafkas() {
+        // The vectors of Kafka's own UtilsTest, and partitions as kafka-python computes them.
+        assert_eq!(murmur2(b"21"), -973_932_308);
+        assert_eq!(murmur2(b"foobar"), -790_332_482);
+        assert_eq!(murmur2(b"a-little-bit-long-string"), -985_981_536);
+        assert_eq!(murmur2(b"abc"), 479_470_107);
+        assert_eq!(home("c-000001", 12), 1);
+        assert_eq!(home("6deee5387e5c2634", 12), 0);
+        assert_eq!(home("", 12), 9);
     }
 
     #[test]

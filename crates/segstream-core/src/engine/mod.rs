@@ -38,6 +38,7 @@ mod changes;
 pub mod eval;
 mod evaluate;
 mod evict;
+pub mod handoff;
 pub mod identity;
 mod persons;
 mod reload;
@@ -147,6 +148,8 @@ pub struct EngineStats {
     pub links_refused_blocked: u64,
     /// Links refused: the person would have too many ids.
     pub links_refused_too_many: u64,
+    /// Links refused: the id belongs to another person already.
+    pub links_refused_claimed: u64,
 }
 
 /// The profiles by customer id.
@@ -174,6 +177,13 @@ pub struct Engine {
     changes: ChangeTracker,
     /// Which ids belong to one person.
     identities: Identities,
+    /// With persons spread over instances: the persons topic's partition count (every id
+    /// has a home shard); `None`: every person is local.
+    partitions: Option<u16>,
+    /// The shards this instance owns (with `partitions`).
+    owned: std::collections::BTreeSet<u16>,
+    /// Messages for other shards, drained by the service.
+    handoffs: Vec<handoff::Handoff>,
 }
 
 impl Engine {
@@ -191,6 +201,9 @@ impl Engine {
             defs: Arc::new(defs),
             changes: ChangeTracker::default(),
             identities: Identities::new(&config.identity),
+            partitions: None,
+            owned: Default::default(),
+            handoffs: Vec::new(),
             config,
         }
     }
@@ -438,13 +451,14 @@ impl Engine {
     /// before the event: then nothing is changed and the timer is returned to fire first.
     fn apply_to_profile(
         &mut self,
-        shard: u16,
+        event_shard: u16,
         person: &str,
         event: &Event<'_>,
         ty: Option<u16>,
         trait_keys: &[Option<u16>],
         out: &mut Vec<Transition>,
     ) -> Option<(Arc<str>, Millis)> {
+        let shard = self.person_shard(person, event_shard);
         let (profiles, mut ev) = self.split();
         // One map lookup: the profile, created if new.
         let (id, profile, fresh) = match profiles.entry_ref(person) {

@@ -18,6 +18,7 @@ use crate::time::Millis;
 use crate::transition::{Cause, Transition};
 
 use super::evaluate::{Schedule, Select, Trigger};
+use super::handoff::Handoff;
 use super::identity::Refusal;
 use super::Engine;
 
@@ -41,6 +42,9 @@ pub enum Link {
     },
     /// The event's second id was not linked (the event itself was applied).
     Refused(Refusal),
+    /// The other id's person lives in another instance: its home shard was asked for it
+    /// (the merge completes when its profile arrives).
+    Requested { absorbed: Arc<str> },
 }
 
 /// A person's canonical id: borrowed from the event (the common case: the event's own id is
@@ -139,6 +143,7 @@ impl Engine {
             match refusal {
                 Refusal::Blocked(_) => self.stats.links_refused_blocked += 1,
                 Refusal::TooManyIds { .. } => self.stats.links_refused_too_many += 1,
+                Refusal::Claimed(_) => self.stats.links_refused_claimed += 1,
             }
             return Link::Refused(refusal);
         }
@@ -153,19 +158,36 @@ impl Engine {
         } else {
             (person.arc(), other_person, subject_known)
         };
+        *person = Person::Owned(survivor.clone());
+        if !self.is_local(&absorbed) || !self.is_local(&survivor) {
+            // The other person lives in another instance's shard: ask its home for it. The
+            // survivor must be the person here (the event's); a survivor elsewhere takes the
+            // person here when its own shard sees the link (the event is forwarded there).
+            let survivor_shard = self.person_shard(&survivor, shard);
+            let request = super::handoff::MergeRequest {
+                shard: self.person_shard(&absorbed, shard),
+                survivor_ids: self.identities.count(&survivor),
+                survivor_known,
+                survivor_shard,
+                absorbed: absorbed.clone(),
+                survivor,
+                at: event.timestamp,
+            };
+            self.handoffs.push(super::handoff::Handoff::MergeRequest(request));
+            return Link::Requested { absorbed };
+        }
         self.catch_up(&Person::Owned(survivor.clone()), event.timestamp, out);
         self.catch_up(&Person::Owned(absorbed.clone()), event.timestamp, out);
         let moved = self.merge_persons(shard, &survivor, &absorbed, survivor_known, event.timestamp, out);
         self.stats.merges += 1;
-        *person = Person::Owned(survivor.clone());
         Link::Merged {
             survivor,
             absorbed: moved,
         }
     }
 
-    /// Merges the person `absorbed` into `survivor` at `at`. Returns the ids that changed
-    /// person.
+    /// Merges the person `absorbed` into `survivor` at `at`, both in this instance. Returns
+    /// the ids that changed person.
     fn merge_persons(
         &mut self,
         shard: u16,
@@ -175,20 +197,44 @@ impl Engine {
         at: Millis,
         out: &mut Vec<Transition>,
     ) -> Vec<Arc<str>> {
-        let cause = Cause::Merge(survivor.clone());
         let mut gone = self.profiles.remove(absorbed);
         if let Some(g) = gone.as_mut() {
             let when = g.clock.max(at);
             let (_, mut ev) = self.split();
-            ev.exit_all(g, absorbed, when, cause.clone(), out);
+            ev.exit_all(g, absorbed, when, Cause::Merge(survivor.clone()), out);
             ev.changes.remove(absorbed, g.shard);
         }
-        let moved = self.identities.merge(survivor, absorbed);
-        let survivor_shard = self.profiles.get(&**survivor).map_or(shard, |p| p.shard);
-        for id in &moved {
-            self.changes
-                .identity(id.clone(), Some(survivor.clone()), survivor_shard);
+        let ids = self.identities.remove(absorbed);
+        let survivor_shard = self.person_shard(survivor, shard);
+        self.absorb(survivor_shard, survivor, &ids, gone, survivor_known, at, out);
+        ids
+    }
+
+    /// The survivor's side of a merge: the absorbed person's `ids` point to `survivor` from
+    /// now on (changelog entries in the survivor's shard, and in each id's home shard when it
+    /// is another one of this instance's), its profile `gone` (if it had one) is merged into
+    /// the survivor's, and the survivor is evaluated against every segment (cause
+    /// `merge:<survivor>`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn absorb(
+        &mut self,
+        shard: u16,
+        survivor: &Arc<str>,
+        ids: &[Arc<str>],
+        gone: Option<Profile>,
+        survivor_known: bool,
+        at: Millis,
+        out: &mut Vec<Transition>,
+    ) {
+        for id in ids.iter().filter(|id| *id != survivor) {
+            self.identities.restore(id.clone(), survivor.clone());
+            self.changes.identity(id.clone(), Some(survivor.clone()), shard);
+            let home = self.person_shard(id, shard);
+            if home != shard && self.owned.contains(&home) {
+                self.changes.identity(id.clone(), Some(survivor.clone()), home);
+            }
         }
+        let cause = Cause::Merge(survivor.clone());
         let features = feature_merges(&self.defs);
         let half_life = self.defs.scoring.half_life;
         let (profiles, mut ev) = self.split();
@@ -202,7 +248,7 @@ impl Engine {
             }
         };
         let Some(profile) = profiles.get_mut(&*id) else {
-            return moved;
+            return;
         };
         if let Some(g) = &gone {
             crate::profile::merge::merge(profile, g, &features, half_life, at);
@@ -221,7 +267,6 @@ impl Engine {
             Schedule::Replace,
             out,
         );
-        moved
     }
 
     /// Fires the person's timers due at or before `t` (its history is complete up to `t`
@@ -256,11 +301,23 @@ impl Engine {
         Some((ids, at))
     }
 
-    /// Erases a removed person's ids from the identity map (tombstones for the changelog).
+    /// Erases a removed person's ids from the identity map (tombstones for the changelog;
+    /// an id homed in another instance's shard is told by a [`Handoff::ForgetId`]).
     pub(super) fn forget_ids(&mut self, canonical: &Arc<str>, shard: u16) -> Vec<Arc<str>> {
         let ids = self.identities.remove(canonical);
         for id in ids.iter().skip(1) {
             self.changes.identity(id.clone(), None, shard);
+            let home = self.person_shard(id, shard);
+            if home != shard {
+                if self.owned.contains(&home) {
+                    self.changes.identity(id.clone(), None, home);
+                } else {
+                    self.handoffs.push(Handoff::ForgetId {
+                        id: id.clone(),
+                        shard: home,
+                    });
+                }
+            }
         }
         ids
     }

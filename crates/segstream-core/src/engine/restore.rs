@@ -51,6 +51,13 @@ impl Engine {
             // The new owner restores the ids with the profiles.
             self.identities.remove(id);
         }
+        if let Some(n) = self.partitions {
+            // Ids homed in a dropped shard whose person does not live here either.
+            self.identities.retain(|id, canonical| {
+                keep(super::identity::home(id, n)) || keep(super::identity::home(canonical, n))
+            });
+            self.owned.retain(|s| keep(*s));
+        }
         self.profiles.retain(|_, p| keep(p.shard));
         self.timers.retain_shards(keep);
         let dropped = before - self.profiles.len();

@@ -1,0 +1,245 @@
+//! Persons across shards. With the persons topic partitioned over instances, the two ids a
+//! link joins can live in shards of different instances: every id has a *home* shard (the
+//! partition its events are keyed to, [`super::identity::home`]), and a person lives in
+//! the home shard of its canonical id. A merge then takes three steps, each a message on
+//! the persons topic (the service writes and reads them; the engine decides):
+//!
+//! 1. The shard where the linking event is applied asks the absorbed id's home shard for it
+//!    ([`Handoff::MergeRequest`]).
+//! 2. The absorbed id's home shard takes the id's person out: its profile exits its
+//!    segments (cause `merge:<survivor>`), the id (and the ids that point to it) now point to
+//!    the survivor, and the profile goes to the survivor's shard ([`Handoff::Transfer`]).
+//!    An event of the absorbed id that arrives later is forwarded there ([`Route::Forward`]).
+//! 3. The survivor's shard merges the profile into the survivor's (exactly as if every event
+//!    had been recorded under one id) and evaluates the survivor (cause `merge:<survivor>`).
+//!
+//! Each step is idempotent (a message delivered twice after a crash changes nothing the
+//! second time), so at-least-once delivery of the messages keeps the state exact.
+
+use std::sync::Arc;
+
+use super::identity::{home, Refusal};
+use super::Engine;
+use crate::changelog::DecodeError;
+use crate::event::{Event, EventError};
+use crate::time::Millis;
+use crate::transition::{Cause, Transition};
+
+/// A message from one shard to another (see the module documentation).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handoff {
+    /// To the home shard of `absorbed`: hand its person over to `survivor`.
+    MergeRequest(MergeRequest),
+    /// To the survivor's shard: the absorbed person's profile and ids.
+    Transfer(Transfer),
+    /// To the home shard of `id`: the id's person is gone (forgotten, expired, evicted):
+    /// forget where the id points.
+    ForgetId { id: Arc<str>, shard: u16 },
+}
+
+impl Handoff {
+    /// The shard the message goes to.
+    pub fn shard(&self) -> u16 {
+        match self {
+            Handoff::MergeRequest(r) => r.shard,
+            Handoff::Transfer(t) => t.shard,
+            Handoff::ForgetId { shard, .. } => *shard,
+        }
+    }
+}
+
+/// Step 1 of a merge across shards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeRequest {
+    /// The id whose person joins the survivor (its canonical id as the requester saw it).
+    pub absorbed: Arc<str>,
+    /// The surviving person's canonical id.
+    pub survivor: Arc<str>,
+    /// How many ids the survivor has (for the `max_ids` guard).
+    pub survivor_ids: usize,
+    /// Whether the survivor is known (a known person never joins an anonymous one).
+    pub survivor_known: bool,
+    /// The survivor's shard (where the transfer goes).
+    pub survivor_shard: u16,
+    /// The linking event's time.
+    pub at: Millis,
+    /// The shard the request goes to: the absorbed id's home.
+    pub shard: u16,
+}
+
+/// Step 2 of a merge across shards: the absorbed person.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transfer {
+    pub survivor: Arc<str>,
+    /// The absorbed person's canonical id.
+    pub from: Arc<str>,
+    /// Every id of the absorbed person (`from` first).
+    pub ids: Vec<Arc<str>>,
+    /// Its profile as a changelog record (`None`: it had none, only ids).
+    pub record: Option<Vec<u8>>,
+    /// The linking event's time.
+    pub at: Millis,
+    /// The survivor's shard.
+    pub shard: u16,
+}
+
+/// Where an event goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Its person lives in this instance: apply it.
+    Apply,
+    /// Its person lives in another shard of another instance: forward it there.
+    Forward { canonical: Arc<str>, shard: u16 },
+}
+
+/// What a merge request did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handed {
+    /// The person was handed over (a transfer is in the outbox).
+    Transferred,
+    /// Asked again after a crash: it was handed over before.
+    Already,
+    /// Refused: the id belongs to another person already, or the merged person would have
+    /// too many ids.
+    Refused(Refusal),
+}
+
+impl Engine {
+    /// Declares how many partitions the persons topic has: from now on every id has a
+    /// home shard, and links to ids homed in shards this instance does not own go through
+    /// [`Handoff`]s. The service calls it once at start-up.
+    pub fn with_partitions(mut self, partitions: u16) -> Self {
+        self.partitions = Some(partitions.max(1));
+        self
+    }
+
+    /// Declares which shards this instance owns now (assignment, revocation).
+    pub fn own_shards(&mut self, shards: impl IntoIterator<Item = u16>) {
+        self.owned = shards.into_iter().collect();
+    }
+
+    /// The shard a person with canonical id `canonical` lives in: its home shard when ids
+    /// are distributed, else `fallback` (the shard its events arrive on).
+    pub(super) fn person_shard(&self, canonical: &str, fallback: u16) -> u16 {
+        match self.partitions {
+            Some(n) => home(canonical, n),
+            None => fallback,
+        }
+    }
+
+    /// Whether the person with canonical id `canonical` lives in this instance.
+    pub(super) fn is_local(&self, canonical: &str) -> bool {
+        match self.partitions {
+            Some(n) => self.owned.contains(&home(canonical, n)),
+            None => true,
+        }
+    }
+
+    /// Where an event arriving in `shard` goes: applied here if its person lives in this
+    /// instance, else forwarded to the shard of its canonical id.
+    pub fn route(&self, event: &Event<'_>) -> Result<Route, EventError> {
+        let resolved = self.resolve(event)?;
+        let canonical = resolved.person.as_str();
+        if self.is_local(canonical) {
+            return Ok(Route::Apply);
+        }
+        let shard = self.person_shard(canonical, 0);
+        Ok(Route::Forward {
+            canonical: Arc::from(canonical),
+            shard,
+        })
+    }
+
+    /// Every message for another shard since the last drain, in order.
+    pub fn drain_handoffs(&mut self, out: &mut Vec<Handoff>) {
+        out.append(&mut self.handoffs);
+    }
+
+    /// Step 2, in the home shard of `req.absorbed`.
+    pub fn accept_merge_request(&mut self, req: MergeRequest, out: &mut Vec<Transition>) -> Handed {
+        let current = Arc::<str>::from(self.identities.canonical(&req.absorbed));
+        if current == req.survivor {
+            return Handed::Already;
+        }
+        if current != req.absorbed {
+            // The id joined another person meanwhile: two persons claim it.
+            self.stats.links_refused_claimed += 1;
+            return Handed::Refused(Refusal::Claimed(current.to_string()));
+        }
+        let would_have = self.identities.count(&req.absorbed) + req.survivor_ids;
+        if would_have > self.config.identity.max_ids {
+            self.stats.links_refused_too_many += 1;
+            return Handed::Refused(Refusal::TooManyIds {
+                would_have,
+                max: self.config.identity.max_ids,
+            });
+        }
+        if !req.survivor_known && self.profiles.get(&*req.absorbed).is_some_and(|p| p.known) {
+            // A known person does not join an anonymous one: the requester is told by the
+            // opposite request, which the known side sends when it sees the link itself.
+            return Handed::Refused(Refusal::Claimed(req.absorbed.to_string()));
+        }
+        self.catch_up(&super::persons::Person::Owned(req.absorbed.clone()), req.at, out);
+        let cause = Cause::Merge(req.survivor.clone());
+        let mut record = None;
+        if let Some((id, mut profile)) = self.profiles.remove_entry(&*req.absorbed) {
+            let when = profile.clock.max(req.at);
+            let (_, mut ev) = self.split();
+            ev.exit_all(&mut profile, &id, when, cause, out);
+            ev.changes.remove(&id, profile.shard);
+            let mut buf = Vec::new();
+            self.codec.encode(&self.symbols, &profile, &mut buf);
+            record = Some(buf);
+        }
+        let ids = self.identities.remove(&req.absorbed);
+        for id in &ids {
+            // Here, every id of the person points to the survivor (events of them are
+            // forwarded); in the changelog, each id's home (when it is one of this
+            // instance's shards) says so. An id homed elsewhere keeps pointing to the
+            // absorbed id, whose home forwards: the chain ends at the survivor.
+            self.identities.restore(id.clone(), req.survivor.clone());
+            let home = self.person_shard(id, req.shard);
+            if self.owned.contains(&home) {
+                self.changes.identity(id.clone(), Some(req.survivor.clone()), home);
+            }
+        }
+        self.stats.merges += 1;
+        self.handoffs.push(Handoff::Transfer(Transfer {
+            survivor: req.survivor,
+            from: req.absorbed,
+            ids,
+            record,
+            at: req.at,
+            shard: req.survivor_shard,
+        }));
+        Handed::Transferred
+    }
+
+    /// Step 3, in the survivor's shard: merges the transferred person.
+    pub fn accept_transfer(&mut self, t: Transfer, out: &mut Vec<Transition>) -> Result<(), DecodeError> {
+        if self.identities.canonical(&t.from) == &*t.survivor
+            && self.identities.others(&t.survivor).contains(&t.from)
+        {
+            // Delivered again after a crash: merged before.
+            return Ok(());
+        }
+        let gone = match &t.record {
+            Some(bytes) => {
+                let parsed = self.codec.parse(bytes)?;
+                Some(self.codec.finish(&mut self.symbols, parsed)?.profile)
+            }
+            None => None,
+        };
+        let shard = self.person_shard(&t.survivor, t.shard);
+        self.catch_up(&super::persons::Person::Owned(t.survivor.clone()), t.at, out);
+        self.absorb(shard, &t.survivor, &t.ids, gone, false, t.at, out);
+        Ok(())
+    }
+
+    /// A forget for an id homed here: it points nowhere any more.
+    pub fn accept_forget_id(&mut self, id: &str) {
+        let shard = self.person_shard(id, 0);
+        self.identities.remove_id(id);
+        self.changes.identity(Arc::from(id), None, shard);
+    }
+}

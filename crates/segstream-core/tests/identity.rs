@@ -1,0 +1,433 @@
+//! Identity resolution in the engine.
+//!
+//! The property: one person's events spread over several ids (a customer id and three
+//! cookies), with links at random points (events carrying both a customer and an anonymous
+//! id, and aliases, anonymous → anonymous and anonymous → known), give the profile and the
+//! transitions of the same events recorded under one id, apart from the merge exits and
+//! entries. Before the last link the person's history is still spread over several
+//! profiles, so only what follows the last link is compared: from there on the merged
+//! profile must be exactly the one-id profile, with the same transitions.
+//!
+//! Plus the reference case: an anonymous ad click, then a registration that links the ids
+//! within the deadline, gives no clicked-but-not-registered entry; a link after the deadline
+//! gives an exit with the merge as cause.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{at, Harness};
+use proptest::prelude::*;
+use segstream_core::engine::{Engine, EngineConfig, IdentityConfig, Link};
+use segstream_core::event::parse_event;
+use segstream_core::profile::Profile;
+use segstream_core::symbols::Symbols;
+use segstream_core::time::{format_rfc3339, Millis, MINUTE};
+use segstream_core::transition::{Cause, Direction, Transition};
+use serde_json::{json, Value};
+
+const DEFS: &str = include_str!("fixtures/segments/properties.toml");
+const START: Millis = 1_795_000_000_000;
+const IDS: [&str; 4] = ["c", "a1", "a2", "a3"];
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        allowed_lateness: 5 * MINUTE,
+        // A profile that expires before it is linked loses its history: that is not one
+        // person's history any more, so the comparison runs without a TTL.
+        profile_ttl: None,
+        ..EngineConfig::default()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Step {
+    /// Which id records the event (0: the customer id, 1..=3: a cookie).
+    id: usize,
+    kind: u8,
+    gap_min: u16,
+    back_min: u16,
+    value: u8,
+    /// Also a link: 0 none, 1 the event carries the customer id and its cookie, 2 an alias
+    /// from another cookie to this event's id.
+    link: u8,
+    other: usize,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (
+        0usize..4,
+        0u8..11,
+        0u16..40,
+        prop_oneof![8 => Just(0u16), 2 => 1u16..8],
+        any::<u8>(),
+        prop_oneof![6 => Just(0u8), 2 => Just(1u8), 1 => Just(2u8)],
+        1usize..4,
+    )
+        .prop_map(|(id, kind, gap_min, back_min, value, link, other)| Step {
+            id,
+            kind,
+            gap_min,
+            back_min,
+            value,
+            link,
+            other,
+        })
+}
+
+/// The business content of a step (no forget: forgetting one id before it is linked is
+/// not forgetting the whole person).
+fn body(s: &Step, ts: Millis) -> (&'static str, Value) {
+    match s.kind {
+        0 | 1 => ("page_view", json!({"url": "/"})),
+        2 => ("page_view", json!({"url": "/pricing"})),
+        3 => ("ad_click", json!({"campaign": if s.value % 3 == 0 { "other" } else { "q4" }})),
+        4 => (
+            "webinar_registered",
+            json!({"webinar_id": if s.value % 2 == 0 { "W1" } else { "W2" }, "ends_at": format_rfc3339(ts + Millis::from(s.value % 90) * MINUTE)}),
+        ),
+        5 => ("webinar_attended", json!({"webinar_id": if s.value % 2 == 0 { "W1" } else { "W2" }})),
+        6 => ("purchase", json!({"amount": s.value, "currency": "EUR"})),
+        7 => {
+            let country = ["DE", "FR", "AT"][usize::from(s.value % 3)];
+            ("identify", json!({ "country": country }))
+        }
+        8 => ("unsubscribe", json!({})),
+        9 => ("subscribe", json!({})),
+        _ => ("email_open", json!({})),
+    }
+}
+
+/// The same events twice: spread over ids with links (`split`), and all under the
+/// customer id (`whole`). Index `i` of one is index `i` of the other. Ends with a link of
+/// every cookie, so the person is whole at the end. Returns also the index of the last
+/// event that linked something.
+fn streams(steps: &[Step]) -> (Vec<String>, Vec<String>) {
+    let mut t = START;
+    let mut split = Vec::new();
+    let mut whole = Vec::new();
+    let mut push = |split_ev: Value, whole_ev: Value| {
+        split.push(split_ev.to_string());
+        whole.push(whole_ev.to_string());
+    };
+    for (i, s) in steps.iter().enumerate() {
+        t += Millis::from(s.gap_min) * MINUTE;
+        let ts = t - Millis::from(s.back_min) * MINUTE;
+        let (ty, props) = body(s, ts);
+        let mut e = json!({
+            "event_id": format!("e{i}"),
+            "type": ty,
+            "timestamp": format_rfc3339(ts),
+        });
+        if ty == "identify" {
+            e["traits"] = props;
+        } else {
+            e["properties"] = props;
+        }
+        let mut whole_ev = e.clone();
+        whole_ev["customer_id"] = "c".into();
+        let mut split_ev = e;
+        if s.id == 0 {
+            split_ev["customer_id"] = "c".into();
+            if s.link == 1 {
+                split_ev["anonymous_id"] = IDS[s.other].into();
+            }
+        } else {
+            split_ev["anonymous_id"] = IDS[s.id].into();
+            if s.link == 1 {
+                split_ev["customer_id"] = "c".into();
+            }
+        }
+        push(split_ev, whole_ev);
+        if s.link == 2 && s.other != s.id {
+            // An alias from another cookie to this step's id, a second later.
+            let ts = ts + 1000;
+            let mut alias = json!({
+                "event_id": format!("a{i}"),
+                "type": "alias",
+                "timestamp": format_rfc3339(ts),
+                "previous_id": IDS[s.other],
+            });
+            let mut whole_alias = alias.clone();
+            whole_alias["customer_id"] = "c".into();
+            whole_alias["previous_id"] = format!("z{i}").into();
+            if s.id == 0 {
+                alias["customer_id"] = "c".into();
+            } else {
+                alias["anonymous_id"] = IDS[s.id].into();
+            }
+            push(alias, whole_alias);
+        }
+    }
+    // Every cookie linked to the customer at the end.
+    for (k, cookie) in IDS.iter().enumerate().skip(1) {
+        t += MINUTE;
+        let e = json!({
+            "event_id": format!("link{k}"),
+            "type": "click",
+            "timestamp": format_rfc3339(t),
+            "customer_id": "c",
+            "anonymous_id": cookie,
+        });
+        let mut w = e.clone();
+        w.as_object_mut().unwrap().remove("anonymous_id");
+        push(e, w);
+    }
+    (split, whole)
+}
+
+/// Runs events; returns, per event index, the transitions it caused (late and invalid
+/// events cause none) and the links.
+fn run(engine: &mut Engine, events: &[String]) -> (Vec<Vec<Transition>>, Vec<Link>) {
+    let mut per_event = Vec::new();
+    let mut links = Vec::new();
+    for e in events {
+        let mut out = Vec::new();
+        let link = match parse_event(e.as_bytes()) {
+            Ok(ev) => engine
+                .apply_and_advance(0, &ev, &mut out)
+                .map_or(Link::None, |a| a.link),
+            Err(err) => panic!("generated an invalid event ({err}): {e}"),
+        };
+        per_event.push(out);
+        links.push(link);
+    }
+    (per_event, links)
+}
+
+/// A profile with names interned in `names` (comparable across engines), and its score
+/// rounded (merging sums the decayed scores in another order than one profile adds them).
+fn canonical(engine: &Engine, id: &str, names: &mut Symbols) -> Option<Profile> {
+    let profile = engine.profile(id)?;
+    let mut codec = engine.codec();
+    let mut record = Vec::new();
+    codec.encode(engine.symbols(), profile, &mut record);
+    let mut p = codec.decode(names, &record).expect("own record decodes").profile;
+    p.score = (p.score * 1000.0).round() / 1000.0;
+    Some(p)
+}
+
+/// What a transition says, without its per-profile sequence number and id.
+fn what(t: &Transition) -> (String, Direction, Millis, String) {
+    (
+        t.segment.to_string(),
+        t.direction,
+        t.timestamp,
+        t.cause.to_string(),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn events_spread_over_ids_merge_into_the_profile_of_one_id(
+        steps in prop::collection::vec(step(), 1..100),
+    ) {
+        let (split_events, whole_events) = streams(&steps);
+        let mut split = Engine::from_source("properties.toml", DEFS, config()).unwrap();
+        let mut whole = Engine::from_source("properties.toml", DEFS, config()).unwrap();
+        let (split_out, links) = run(&mut split, &split_events);
+        let (whole_out, _) = run(&mut whole, &whole_events);
+        let end = START + 1000 * 3_600_000;
+        let mut split_tail = Vec::new();
+        let mut whole_tail = Vec::new();
+        split.advance_watermark(end, &mut split_tail);
+        whole.advance_watermark(end, &mut whole_tail);
+
+        // One person in the end, under the customer id, with every cookie.
+        for id in IDS {
+            prop_assert_eq!(split.canonical_id(id), "c");
+        }
+        prop_assert_eq!(split.profile_count(), 1);
+        let mut others: Vec<String> = split.other_ids("c").iter().map(|s| s.to_string()).collect();
+        others.sort();
+        prop_assert_eq!(others, vec!["a1", "a2", "a3"]);
+        prop_assert!(split.profile("a2").is_some_and(|p| p.known));
+
+        // The profile: exactly the one-id profile.
+        let mut names = Symbols::new();
+        prop_assert_eq!(canonical(&split, "a1", &mut names), canonical(&whole, "c", &mut names));
+
+        // The transitions after the last merge: the one-id run's (merge exits and entries
+        // aside).
+        let last_merge = links
+            .iter()
+            .rposition(|l| matches!(l, Link::Merged { .. }))
+            .expect("the final links merge");
+        let after = |per_event: &[Vec<Transition>], tail: &[Transition]| {
+            per_event[last_merge..]
+                .iter()
+                .flatten()
+                .chain(tail)
+                .filter(|t| !matches!(t.cause, Cause::Merge(_)))
+                .map(what)
+                .collect::<Vec<_>>()
+        };
+        prop_assert_eq!(after(&split_out, &split_tail), after(&whole_out, &whole_tail));
+
+        // Every transition of the merged person names its other ids and is known.
+        let last: Vec<&Transition> = split_out[last_merge..].iter().flatten().chain(&split_tail).collect();
+        for t in last {
+            if &*t.customer_id == "c" {
+                prop_assert!(t.known);
+                prop_assert_eq!(t.anonymous_ids.len(), 3);
+            }
+        }
+        // Per id, entered and exited alternate (merges included).
+        let mut state: BTreeMap<(String, String), Direction> = BTreeMap::new();
+        for t in split_out.iter().flatten().chain(&split_tail) {
+            let k = (t.customer_id.to_string(), t.segment.to_string());
+            if let Some(prev) = state.get(&k) {
+                prop_assert_ne!(*prev, t.direction, "{} {}", k.0, k.1);
+            } else {
+                prop_assert_eq!(t.direction, Direction::Entered);
+            }
+            state.insert(k, t.direction);
+        }
+    }
+}
+
+const FUNNEL: &str = r#"
+[segments.clicked-but-not-registered]
+condition = 'ad_click(campaign = "q4") then no webinar_registered within 24h'
+"#;
+
+fn send(h: &mut Harness, ev: Value) -> Vec<Transition> {
+    let mut out = Vec::new();
+    h.engine
+        .process(ev.to_string().as_bytes(), &mut out)
+        .unwrap_or_else(|e| panic!("rejected: {e}"));
+    out
+}
+
+#[test]
+fn a_registration_linking_the_click_within_the_deadline_means_no_entry() {
+    let mut h = Harness::new(FUNNEL);
+    let click = json!({"event_id": "k", "anonymous_id": "cookie-1", "type": "ad_click",
+        "timestamp": "2026-11-22T10:00:00Z", "properties": {"campaign": "q4"}});
+    assert!(send(&mut h, click).is_empty());
+    let register = json!({"event_id": "r", "customer_id": "c-1", "anonymous_id": "cookie-1",
+        "type": "webinar_registered", "timestamp": "2026-11-22T12:00:00Z",
+        "properties": {"webinar_id": "W"}});
+    assert!(send(&mut h, register).is_empty());
+    assert!(h.advance("2026-11-25T00:00:00Z").is_empty(), "no entry for the person");
+    assert_eq!(h.engine.canonical_id("cookie-1"), "c-1");
+    assert!(h.engine.profile("cookie-1").is_some_and(|p| p.known));
+}
+
+#[test]
+fn a_link_after_the_deadline_exits_the_cookie_with_the_merge_as_cause() {
+    let mut h = Harness::new(FUNNEL);
+    let click = json!({"event_id": "k", "anonymous_id": "cookie-1", "type": "ad_click",
+        "timestamp": "2026-11-22T10:00:00Z", "properties": {"campaign": "q4"}});
+    send(&mut h, click);
+    let entered = h.advance("2026-11-23T10:05:00Z");
+    assert_eq!(entered.len(), 1);
+    assert_eq!(&*entered[0].customer_id, "cookie-1");
+    assert!(!entered[0].known && entered[0].anonymous_ids.is_empty());
+    // Registered two days later, linking the cookie: the cookie's profile exits; the person
+    // (known now) is still someone who clicked and did not register within 24 h.
+    let register = json!({"event_id": "r", "customer_id": "c-1", "anonymous_id": "cookie-1",
+        "type": "webinar_registered", "timestamp": "2026-11-24T10:00:00Z",
+        "properties": {"webinar_id": "W"}});
+    let out = send(&mut h, register);
+    let merge = Cause::Merge("c-1".into());
+    let brief: Vec<(&str, Direction, &Cause)> = out
+        .iter()
+        .map(|t| (&*t.customer_id, t.direction, &t.cause))
+        .collect();
+    assert_eq!(
+        brief,
+        [
+            ("cookie-1", Direction::Exited, &merge),
+            ("c-1", Direction::Entered, &merge),
+            ("c-1", Direction::Exited, &Cause::Event("r".into())),
+        ]
+    );
+    assert_eq!(&*out[1].anonymous_ids, &[std::sync::Arc::<str>::from("cookie-1")]);
+    assert!(out[1].known);
+}
+
+#[test]
+fn chains_of_cookies_end_in_one_known_person_and_forget_erases_every_id() {
+    let mut h = Harness::new(FUNNEL);
+    let ev = |id: &str, extra: Value| {
+        let mut e = json!({"event_id": id, "type": "page_view",
+            "timestamp": "2026-11-22T10:00:00Z", "properties": {"url": "/"}});
+        for (k, v) in extra.as_object().unwrap() {
+            e[k] = v.clone();
+        }
+        e
+    };
+    send(&mut h, ev("1", json!({"anonymous_id": "phone"})));
+    send(&mut h, ev("2", json!({"anonymous_id": "laptop"})));
+    // phone → laptop (both anonymous), then laptop → c-9 (known).
+    send(
+        &mut h,
+        json!({"event_id": "a", "type": "alias", "timestamp": "2026-11-22T10:01:00Z",
+        "anonymous_id": "laptop", "previous_id": "phone"}),
+    );
+    assert_eq!(h.engine.canonical_id("phone"), "laptop");
+    send(&mut h, ev("3", json!({"customer_id": "c-9", "anonymous_id": "laptop"})));
+    for id in ["phone", "laptop", "c-9"] {
+        assert_eq!(h.engine.canonical_id(id), "c-9");
+    }
+    assert_eq!(h.engine.profile_count(), 1);
+    let p = h.engine.profile("phone").unwrap();
+    assert_eq!(p.type_stats(0).map(|s| s.count), Some(3), "three page views");
+    // Forgetting any id erases the person.
+    let forget = json!({"event_id": "f", "anonymous_id": "phone", "type": "forget",
+        "timestamp": "2026-11-22T11:00:00Z"});
+    send(&mut h, forget);
+    assert_eq!(h.engine.profile_count(), 0);
+    for id in ["phone", "laptop", "c-9"] {
+        assert_eq!(h.engine.canonical_id(id), id);
+        assert!(h.engine.profile(id).is_none());
+    }
+    // An event of an erased id older than the forget does not bring it back.
+    let late = ev("4", json!({"customer_id": "c-9"}));
+    let mut out = Vec::new();
+    assert!(h.engine.process(late.to_string().as_bytes(), &mut out).is_err());
+}
+
+#[test]
+fn runaway_merges_are_refused() {
+    let config = EngineConfig {
+        identity: IdentityConfig {
+            max_ids: 3,
+            ..IdentityConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let mut h = Harness::with_config(FUNNEL, config);
+    let link = |i: usize, cookie: &str| {
+        json!({"event_id": format!("l{i}"), "customer_id": "kiosk-user", "anonymous_id": cookie,
+            "type": "page_view", "timestamp": format!("2026-11-22T10:0{i}:00Z"),
+            "properties": {"url": "/"}})
+    };
+    let mut outcome = Vec::new();
+    for (i, cookie) in ["k1", "k2", "k3"].iter().enumerate() {
+        let mut out = Vec::new();
+        let applied = h
+            .engine
+            .process(link(i, cookie).to_string().as_bytes(), &mut out)
+            .unwrap();
+        outcome.push(applied.link);
+    }
+    assert!(matches!(outcome[0], Link::Merged { .. }));
+    assert!(matches!(outcome[1], Link::Merged { .. }));
+    assert!(matches!(outcome[2], Link::Refused(_)), "{:?}", outcome[2]);
+    assert_eq!(h.engine.canonical_id("k3"), "k3");
+    // A blocked value never links; an event whose only id is blocked is rejected.
+    let blocked = json!({"event_id": "b", "customer_id": "c-2", "anonymous_id": "undefined",
+        "type": "page_view", "timestamp": "2026-11-22T10:05:00Z", "properties": {"url": "/"}});
+    let mut out = Vec::new();
+    let applied = h.engine.process(blocked.to_string().as_bytes(), &mut out).unwrap();
+    assert!(matches!(applied.link, Link::Refused(_)));
+    assert!(h.engine.profile("c-2").is_some());
+    let only_blocked = json!({"event_id": "o", "anonymous_id": "null",
+        "type": "page_view", "timestamp": "2026-11-22T10:06:00Z", "properties": {"url": "/"}});
+    assert!(h.engine.process(only_blocked.to_string().as_bytes(), &mut out).is_err());
+    let _ = at;
+}
