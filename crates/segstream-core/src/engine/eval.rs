@@ -147,9 +147,7 @@ impl Ctx<'_> {
             Cond::Segment(i) => self.profile.is_member(*i),
             Cond::Absence(f) => {
                 let now = self.now_s();
-                self.profile
-                    .absence(*f)
-                    .any(|a| a.pending != 0 && a.deadline <= now)
+                self.profile.absence(*f).any(|a| a.fired(now))
             }
         }
     }
@@ -298,14 +296,12 @@ impl Ctx<'_> {
             Cond::Absence(f) => {
                 let now = self.now_s();
                 let mut fired = false;
-                for a in self.profile.absence(*f) {
-                    if a.pending == 0 {
-                        continue;
-                    }
-                    if a.deadline <= now {
+                // Only the earliest pending trigger of an instance decides.
+                for t in self.profile.absence(*f).filter_map(|a| a.first()) {
+                    if t.deadline <= now {
                         fired = true;
                     } else {
-                        self.offer(next, millis(a.deadline), TimerKind::Absence);
+                        self.offer(next, millis(t.deadline), TimerKind::Absence);
                     }
                 }
                 fired
