@@ -112,7 +112,14 @@ fn plan(customers: usize, start: Millis, seed: u64) -> Vec<Planned> {
         let role = ["ceo", "cmo", "head_of_marketing", "developer", "analyst"][rng.usize(0..5)];
         let traits = json!({"country": country, "role": role, "customer_status": "lead"});
         if !visitor {
-            push(&mut out, t0, "crm", Who::Known(&c), "identify", traits.clone());
+            push(
+                &mut out,
+                t0,
+                "crm",
+                Who::Known(&c),
+                "identify",
+                traits.clone(),
+            );
         }
         // Before registering, a visitor is only a cookie.
         let web = if visitor {
@@ -154,7 +161,14 @@ fn plan(customers: usize, start: Millis, seed: u64) -> Vec<Planned> {
                     json!({"webinar_id": WEBINAR, "starts_at": format_rfc3339(webinar_end - 30 * SECOND), "ends_at": format_rfc3339(webinar_end)}),
                 );
                 if visitor {
-                    push(&mut out, reg + 200, "crm", Who::Known(&c), "identify", traits);
+                    push(
+                        &mut out,
+                        reg + 200,
+                        "crm",
+                        Who::Known(&c),
+                        "identify",
+                        traits,
+                    );
                     known = true;
                 }
                 if rng.f64() < 0.6 {

@@ -145,7 +145,8 @@ pub fn generate(config: &FunnelConfig) -> Vec<GeneratedEvent> {
     for index in 0..config.customers {
         // Identity decisions draw from a stream of their own: the behaviour stream (and so
         // the events of known customers) is the same whatever the identities.
-        let mut ids = fastrand::Rng::with_seed(customer_seed(config.seed ^ ID_STREAM, index as u64));
+        let mut ids =
+            fastrand::Rng::with_seed(customer_seed(config.seed ^ ID_STREAM, index as u64));
         let anonymous = ids.f64() < config.anonymous_share;
         let second_device = anonymous && ids.f64() < 0.25;
         let mut sim = CustomerSim {
@@ -661,7 +662,13 @@ impl CustomerSim<'_> {
         } else {
             Ids::Known
         };
-        self.emit_as(at, ids, "webinar_registered", Some(Value::Object(props)), None);
+        self.emit_as(
+            at,
+            ids,
+            "webinar_registered",
+            Some(Value::Object(props)),
+            None,
+        );
         if self.subscribed {
             let sent = at + self.between(5 * SECOND, 60 * SECOND);
             let props = json!({
@@ -825,7 +832,13 @@ impl CustomerSim<'_> {
                 && self.ids.bool();
             let device = if on_second {
                 self.second_linked = clicked;
-                self.emit_as(clicked, Ids::Both(Device::Second), "email_click", Some(props), None);
+                self.emit_as(
+                    clicked,
+                    Ids::Both(Device::Second),
+                    "email_click",
+                    Some(props),
+                    None,
+                );
                 Device::Second
             } else {
                 self.emit(clicked, "email_click", Some(props), None);

@@ -87,6 +87,8 @@ label_enum! {
         BlockedId => "blocked_id",
         /// The person would have more than `engine.identity.max_ids` ids.
         TooManyIds => "too_many_ids",
+        /// The id belongs to another person already.
+        Claimed => "claimed",
     }
 }
 
@@ -96,6 +98,7 @@ impl RefusalLabel {
         match r {
             segstream_core::engine::Refusal::Blocked(_) => RefusalLabel::BlockedId,
             segstream_core::engine::Refusal::TooManyIds { .. } => RefusalLabel::TooManyIds,
+            segstream_core::engine::Refusal::Claimed(_) => RefusalLabel::Claimed,
         }
     }
 }

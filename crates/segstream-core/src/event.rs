@@ -920,9 +920,7 @@ mod tests {
             | RejectReason::Late
             | RejectReason::TooLarge
             | RejectReason::FutureTimestamp
-            | RejectReason::LinkRefused => {
-                RejectReason::ALL.iter().filter(|x| **x == r).count()
-            }
+            | RejectReason::LinkRefused => RejectReason::ALL.iter().filter(|x| **x == r).count(),
         };
         for r in RejectReason::ALL {
             assert_eq!(listed(*r), 1, "{r}");

@@ -4,18 +4,29 @@
 //! are private to one engine: interned in the order that engine first met them. A record
 //! therefore carries its own small name tables and identifies features and segments by
 //! stable hashes of their canonical keys, so any instance running compatible definitions
-//! can read it. Format version 1 (all integers little-endian, `varint` = LEB128):
+//! can read it. Format version 2 (all integers little-endian, `varint` = LEB128):
 //!
 //! | field | encoding |
 //! |---|---|
-//! | format version | `u8` = 1 |
+//! | format version | `u8` = 2 |
 //! | layout hash | `u64`: segments (name, rule version) and feature keys of the writer |
 //! | sequence, clock, timer, score time | varint, zigzag varint, varint, varint |
+//! | flags (format 2) | varint: bit 0 = the person is known (has a customer id) |
 //! | score | `f32` |
 //! | event types, trait names, values | per table: varint count, then (varint length, UTF-8) |
 //! | features | varint count, then `u64` hash of each feature key |
 //! | memberships | varint count, then `u64` hash of each segment name |
 //! | arena | varint word count, then `u32` words (references are indices into the tables) |
+//!
+//! The arena is the profile's own layout (see [`crate::profile`]). Format 1 had the same
+//! fields and an older arena layout, which is still read and upgraded
+//! ([`crate::profile::upgrade_arena_v1`]):
+//!
+//! | arena record | format 1 | format 2 |
+//! |---|---|---|
+//! | traits (`TRAIT_*`) | the value only | the event time it was set first (format 1: 0, "unknown, older than anything"), then the value |
+//! | removed trait (`TRAIT_NONE`, tag 15) | absent (a removal erased the record) | key and time of the removal |
+//! | `ABSENCE` | 4 words per instance: key, pending since, deadline, last cancel | per instance: key, last cancel, `n`, then `n` × (trigger time, deadline) (format 1: `n` = 1 when armed) |
 //!
 //! A record written under a different layout (another rule version, an added segment) is
 //! restored and then re-evaluated against the current definitions, like a reload.
@@ -25,19 +36,23 @@ use std::collections::HashMap;
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::profile::{remap_arena, ArenaError, Profile, RefKind};
+use crate::profile::{remap_arena, upgrade_arena_v1, ArenaError, Profile, RefKind};
 use crate::segment::compile::Definitions;
 use crate::symbols::{SymbolClass, Symbols};
 
-/// The format version written by this build.
-pub const FORMAT_VERSION: u8 = 1;
+/// The format version written by this build (format 1 is still read).
+pub const FORMAT_VERSION: u8 = 2;
+/// The oldest format version this build reads.
+pub const OLDEST_FORMAT_VERSION: u8 = 1;
 
 /// Why a record could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("empty record")]
     Empty,
-    #[error("record format version {0} is not supported (this build reads {FORMAT_VERSION})")]
+    #[error(
+        "record format version {0} is not supported (this build reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
+    )]
     Version(u8),
     #[error("record truncated")]
     Truncated,
@@ -135,6 +150,7 @@ impl Codec {
         varint(out, zigzag(profile.clock));
         varint(out, u64::from(profile.timer_at));
         varint(out, u64::from(profile.score_at));
+        varint(out, u64::from(profile.known));
         out.extend_from_slice(&profile.score.to_bits().to_le_bytes());
         for (kind, class) in [
             (RefKind::EventType, SymbolClass::EventType),
@@ -180,7 +196,7 @@ impl Codec {
     pub fn parse(&self, bytes: &[u8]) -> Result<Parsed, DecodeError> {
         let mut r = Reader(bytes);
         let version = r.u8().map_err(|_| DecodeError::Empty)?;
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(DecodeError::Version(version));
         }
         let layout = r.u64()?;
@@ -188,6 +204,12 @@ impl Codec {
         let clock = unzigzag(r.varint()?);
         let timer_at = r.varint()? as u32;
         let score_at = r.varint()? as u32;
+        // Format 1 had no flags: every profile was a known customer's.
+        let known = if version >= 2 {
+            r.varint()? & 1 == 1
+        } else {
+            true
+        };
         let score = f32::from_bits(r.u32()?);
         let start = r.0;
         for what in ["event type", "trait", "value"] {
@@ -211,10 +233,13 @@ impl Codec {
         }
         let words = r.varint()? as usize;
         let raw = r.take(words.checked_mul(4).ok_or(DecodeError::Truncated)?)?;
-        let words: Vec<u32> = raw
+        let mut words: Vec<u32> = raw
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        if version == 1 {
+            words = upgrade_arena_v1(&words)?;
+        }
         Profile::check_arena(&words)?;
         Ok(Parsed {
             same_layout: layout == self.layout,
@@ -222,6 +247,7 @@ impl Codec {
             clock,
             timer_at,
             score_at,
+            known,
             score,
             table_key: xxh3_64(&tables),
             tables,
@@ -289,6 +315,7 @@ impl Codec {
         profile.timer_at = p.timer_at;
         profile.score = p.score;
         profile.score_at = p.score_at;
+        profile.known = p.known;
         for i in p.members {
             profile.set_member(i, true);
         }
@@ -307,6 +334,7 @@ pub struct Parsed {
     clock: i64,
     timer_at: u32,
     score_at: u32,
+    known: bool,
     score: f32,
     table_key: u64,
     tables: Box<[u8]>,
@@ -417,5 +445,145 @@ mod tests {
             );
         }
         assert!(codec.decode(&mut symbols, &b).is_ok());
+    }
+
+    fn defs(symbols: &mut Symbols) -> Definitions {
+        Definitions::from_source(
+            "t.toml",
+            "[segments.a]\ncondition = 'ad_click then no webinar_registered within 30m'\n\
+             [segments.b]\ncondition = 'trait.country = \"DE\"'\n",
+            symbols,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn format_2_round_trips_trait_times_removals_and_pending_triggers() {
+        use crate::profile::{AbsenceInstance, TraitRef};
+        let mut symbols = Symbols::new();
+        let defs = defs(&mut symbols);
+        let mut codec = Codec::new(&defs);
+        let country = symbols.intern("country", SymbolClass::TraitKey).unwrap() as u16;
+        let plan = symbols.intern("plan", SymbolClass::TraitKey).unwrap() as u16;
+        let de = symbols.intern("DE", SymbolClass::Value).unwrap() as u16;
+        let mut p = Profile::new();
+        p.set_trait(country, Some(TraitRef::Sym(de)), 1_000);
+        p.set_trait(plan, Some(TraitRef::Str("pro")), 900);
+        p.set_trait(plan, None, 1_100);
+        let mut a = AbsenceInstance::new(0);
+        a.cancel(50);
+        a.trigger(100, 200);
+        a.trigger(150, 170);
+        p.set_absence(0, &[a]);
+        let mut b = Vec::new();
+        codec.encode(&symbols, &p, &mut b);
+        assert_eq!(b[0], 2);
+        // Into a fresh engine's symbols: names are interned anew.
+        let mut other = Symbols::new();
+        other.intern("something else", SymbolClass::TraitKey);
+        let q = codec.decode(&mut other, &b).unwrap().profile;
+        let country2 = other.get("country", SymbolClass::TraitKey).unwrap() as u16;
+        let plan2 = other.get("plan", SymbolClass::TraitKey).unwrap() as u16;
+        let de2 = other.get("DE", SymbolClass::Value).unwrap() as u16;
+        assert_eq!(
+            q.trait_entry(country2),
+            Some((Some(TraitRef::Sym(de2)), 1_000))
+        );
+        assert_eq!(q.trait_entry(plan2), Some((None, 1_100)));
+        assert_eq!(q.absence(0).collect::<Vec<_>>(), vec![a]);
+        for cut in 1..b.len() {
+            assert!(
+                codec.decode(&mut symbols, &b[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        // A malformed absence instance is refused with its reason.
+        let n_at = b.len() - 4 * 5;
+        let mut bad = b.clone();
+        bad[n_at] = 9;
+        assert_eq!(
+            codec.decode(&mut symbols, &bad).unwrap_err(),
+            DecodeError::Arena(ArenaError::BadAbsence(
+                p.portable_arena(&mut |_, r| Some(r)).len() - 8
+            ))
+        );
+    }
+
+    #[test]
+    fn format_1_records_are_read_and_upgraded() {
+        use crate::profile::{AbsenceTrigger, TraitRef};
+        let mut symbols = Symbols::new();
+        let defs = defs(&mut symbols);
+        let mut codec = Codec::new(&defs);
+        let mut b = vec![1u8];
+        b.extend_from_slice(&codec.layout.to_le_bytes());
+        varint(&mut b, 3); // sequence
+        varint(&mut b, zigzag(200_000)); // clock
+        varint(&mut b, 200); // timer
+        varint(&mut b, 0); // score time
+        b.extend_from_slice(&0f32.to_bits().to_le_bytes());
+        for name in ["ad_click", "country", "DE"] {
+            varint(&mut b, 1);
+            varint(&mut b, name.len() as u64);
+            b.extend_from_slice(name.as_bytes());
+        }
+        varint(&mut b, 1);
+        b.extend_from_slice(&codec.feature_hash[0].to_le_bytes());
+        varint(&mut b, 0);
+        // Format-1 arena: a type record, a trait without time, an armed 4-word instance.
+        let words: [u32; 9] = [
+            (1 << 28) | 1,
+            100,
+            100,
+            3 << 28,
+            (11 << 28) | 4,
+            0x55,
+            100,
+            200,
+            0,
+        ];
+        varint(&mut b, words.len() as u64);
+        for w in words {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        let d = codec.decode(&mut symbols, &b).unwrap();
+        assert!(d.same_layout);
+        let p = d.profile;
+        assert_eq!((p.sequence, p.clock, p.timer_at), (3, 200_000, 200));
+        let ad = symbols.get("ad_click", SymbolClass::EventType).unwrap() as u16;
+        let country = symbols.get("country", SymbolClass::TraitKey).unwrap() as u16;
+        let de = symbols.get("DE", SymbolClass::Value).unwrap() as u16;
+        assert_eq!(p.type_stats(ad).map(|s| s.count), Some(1));
+        assert_eq!(p.trait_entry(country), Some((Some(TraitRef::Sym(de)), 0)));
+        let inst: Vec<_> = p.absence(0).collect();
+        assert_eq!(inst.len(), 1);
+        assert_eq!(inst[0].key, 0x55);
+        assert_eq!(
+            inst[0].first(),
+            Some(AbsenceTrigger {
+                at: 100,
+                deadline: 200
+            })
+        );
+        // Written again, it is format 2 and reads back the same.
+        let mut again = Vec::new();
+        codec.encode(&symbols, &p, &mut again);
+        assert_eq!(again[0], FORMAT_VERSION);
+        assert_eq!(codec.decode(&mut symbols, &again).unwrap().profile, p);
+        // Truncated format-1 records are refused too.
+        for cut in 1..b.len() {
+            assert!(
+                codec.decode(&mut symbols, &b[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        // A format-1 record using tag 15 (only format 2 has it) is refused.
+        let mut bad = b.clone();
+        let at = bad.len() - 21;
+        bad[at] = 0xf0;
+        assert!(matches!(
+            codec.decode(&mut symbols, &bad).unwrap_err(),
+            DecodeError::Arena(ArenaError::UnknownTag { tag: 15, at: 3 })
+        ));
     }
 }

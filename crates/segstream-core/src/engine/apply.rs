@@ -3,9 +3,11 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::eval::{decayed_score, FAV_CATEGORY, FAV_PRODUCT};
+use super::eval::{decay, decayed_score, FAV_CATEGORY, FAV_PRODUCT};
 use crate::event::{Event, EventError, EventKind, RejectReason, Value};
-use crate::profile::{secs, AbsenceInstance, Profile, TraitRef, MAX_ABSENCE_INSTANCES, MAX_TRAITS};
+use crate::profile::{
+    millis, secs, AbsenceInstance, FeatureMerge, Profile, TraitRef, MAX_ABSENCE_INSTANCES,
+};
 use crate::segment::compile::{CDeadline, Definitions, FeatureKind};
 use crate::symbols::{SymbolClass, Symbols};
 use crate::time::Millis;
@@ -41,6 +43,27 @@ pub fn intern_traits(
         .collect()
 }
 
+/// What [`crate::profile::merge`] needs to know of each feature, by feature index.
+// For the identity merge (engine/identity.rs); allowed unused until it calls this.
+pub fn feature_merges(defs: &Definitions) -> Vec<FeatureMerge> {
+    defs.features
+        .iter()
+        .map(|f| match &f.kind {
+            FeatureKind::Window {
+                resolution,
+                retention,
+                sum,
+            } => FeatureMerge::Window {
+                resolution: *resolution,
+                retention: *retention,
+                sum: sum.is_some(),
+            },
+            FeatureKind::Recency => FeatureMerge::Recency,
+            FeatureKind::Absence { .. } => FeatureMerge::Absence,
+        })
+        .collect()
+}
+
 fn correlation_key(v: Option<&Value<'_>>) -> u32 {
     let h = match v {
         Some(Value::Str(s)) => xxh3_64(s.as_bytes()),
@@ -62,7 +85,6 @@ pub fn apply_event(
     ty: Option<u16>,
     trait_keys: &[Option<u16>],
     now: Millis,
-    lateness: Millis,
 ) -> Changes {
     let mut changes = Changes::default();
     let at = secs(e.timestamp).max(1);
@@ -86,11 +108,9 @@ pub fn apply_event(
                     Value::Bool(b) => Some(TraitRef::Bool(*b)),
                     _ => None,
                 };
-                if value.is_some() && p.trait_value(key).is_none() && p.trait_count() >= MAX_TRAITS
-                {
-                    continue;
-                }
-                if p.set_trait(key, value) {
+                // Latest by event time wins; a removal is kept as a marker (bounded with
+                // the values by MAX_TRAITS, see `set_trait`).
+                if p.set_trait(key, value, at) {
                     changes.traits.push(key);
                 }
             }
@@ -159,21 +179,14 @@ pub fn apply_event(
                 let pos = match inst.iter().position(|a| a.key == key) {
                     Some(i) => i,
                     None => {
-                        inst.push(AbsenceInstance {
-                            key,
-                            ..AbsenceInstance::default()
-                        });
+                        inst.push(AbsenceInstance::new(key));
                         inst.len() - 1
                     }
                 };
                 let a = &mut inst[pos];
                 if is_cancel {
-                    if a.pending != 0 && at >= a.pending {
-                        a.pending = 0;
-                        a.deadline = 0;
-                    }
-                    a.last_cancel = a.last_cancel.max(at);
-                } else if a.last_cancel < at && (a.pending == 0 || at < a.pending) {
+                    a.cancel(at);
+                } else {
                     let due = match deadline {
                         CDeadline::Within(ms) => Some(secs(e.timestamp + ms)),
                         CDeadline::Until(prop) => {
@@ -181,16 +194,14 @@ pub fn apply_event(
                         }
                     };
                     if let Some(d) = due {
-                        a.pending = at;
-                        a.deadline = d.max(at);
+                        a.trigger(at, d.max(at));
                     }
                 }
-                // Instances that are neither armed nor needed to recognise a late trigger
-                // are dropped; beyond the cap the least recent go first.
-                let horizon = now_s.saturating_sub(secs(lateness) + 1);
-                inst.retain(|a| a.pending != 0 || a.last_cancel >= horizon);
+                // An instance that is only a cancel is kept (up to the cap, the least recent
+                // go first): when another profile of the person merges in, its earlier
+                // triggers are cancelled by it, exactly as if one profile had seen both.
                 if inst.len() > MAX_ABSENCE_INSTANCES {
-                    inst.sort_by_key(|a| std::cmp::Reverse(a.pending.max(a.last_cancel)));
+                    inst.sort_by_key(|a| std::cmp::Reverse(a.recent()));
                     inst.truncate(MAX_ABSENCE_INSTANCES);
                 }
                 p.set_absence(f, &inst);
@@ -206,11 +217,28 @@ pub fn apply_event(
             .map(|r| r.points)
             .sum();
         if points != 0.0 {
-            let current = decayed_score(p, defs.scoring.half_life, now);
-            p.score = (current + f64::from(points)) as f32;
-            p.score_at = now_s;
+            // Each event's points decay from the event's own time, so that the score does
+            // not depend on the order events arrive in (nor on whether they were recorded
+            // under one id or merged from several).
+            let at = secs(e.timestamp);
+            if p.score == 0.0 || at >= p.score_at {
+                let current = decayed_score(p, defs.scoring.half_life, millis(at));
+                p.score = (current + f64::from(points)) as f32;
+                p.score_at = at;
+            } else {
+                let late = decay(
+                    f64::from(points),
+                    defs.scoring.half_life,
+                    millis(at),
+                    millis(p.score_at),
+                );
+                p.score = (f64::from(p.score) + late) as f32;
+            }
             changes.score = true;
         }
     }
     changes
 }
+
+#[cfg(test)]
+mod merge_tests;

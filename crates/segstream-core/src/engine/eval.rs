@@ -147,9 +147,7 @@ impl Ctx<'_> {
             Cond::Segment(i) => self.profile.is_member(*i),
             Cond::Absence(f) => {
                 let now = self.now_s();
-                self.profile
-                    .absence(*f)
-                    .any(|a| a.pending != 0 && a.deadline <= now)
+                self.profile.absence(*f).any(|a| a.fired(now))
             }
         }
     }
@@ -298,14 +296,12 @@ impl Ctx<'_> {
             Cond::Absence(f) => {
                 let now = self.now_s();
                 let mut fired = false;
-                for a in self.profile.absence(*f) {
-                    if a.pending == 0 {
-                        continue;
-                    }
-                    if a.deadline <= now {
+                // Only the earliest pending trigger of an instance decides.
+                for t in self.profile.absence(*f).filter_map(|a| a.first()) {
+                    if t.deadline <= now {
                         fired = true;
                     } else {
-                        self.offer(next, millis(a.deadline), TimerKind::Absence);
+                        self.offer(next, millis(t.deadline), TimerKind::Absence);
                     }
                 }
                 fired
@@ -395,12 +391,16 @@ fn arith(op: ArithOp, a: f64, b: f64) -> Val<'static> {
 
 /// The lead score at `now`, decayed from its last update.
 pub fn decayed_score(p: &Profile, half_life: Option<Millis>, now: Millis) -> f64 {
-    let s = f64::from(p.score);
+    decay(f64::from(p.score), half_life, millis(p.score_at), now)
+}
+
+/// `points` given at `from`, decayed to `to` (halving every `half_life`; never grown).
+pub fn decay(points: f64, half_life: Option<Millis>, from: Millis, to: Millis) -> f64 {
     match half_life {
-        Some(hl) if s != 0.0 => {
-            let dt = (now - millis(p.score_at)).max(0) as f64;
-            s * (-dt / hl as f64).exp2()
+        Some(hl) if points != 0.0 => {
+            let dt = (to - from).max(0) as f64;
+            points * (-dt / hl as f64).exp2()
         }
-        _ => s,
+        _ => points,
     }
 }

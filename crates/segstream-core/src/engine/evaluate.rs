@@ -14,8 +14,8 @@
 use std::sync::Arc;
 
 use super::changes::ChangeTracker;
-use super::identity::Identities;
 use super::eval::{Ctx, Next};
+use super::identity::Identities;
 use super::timers::Timers;
 use super::{EngineConfig, EngineStats};
 use crate::profile::{millis, secs, Members, Profile, Secs};
@@ -223,7 +223,13 @@ impl Evaluator<'_> {
             }
             Schedule::Replace => {
                 if let Some(ttl) = self.config.profile_ttl {
-                    let x = millis(profile.last_seen()) + ttl;
+                    // A profile without an event yet (made by a merge or an alias) lives
+                    // from its clock.
+                    let seen = match profile.last_seen() {
+                        0 => profile.clock,
+                        s => millis(s),
+                    };
+                    let x = seen + ttl;
                     next = Some(next.map_or(x, |n| n.min(x)));
                 }
                 profile.timer_at = next.map_or(0, timer_secs);

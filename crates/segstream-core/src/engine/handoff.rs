@@ -179,7 +179,11 @@ impl Engine {
             // opposite request, which the known side sends when it sees the link itself.
             return Handed::Refused(Refusal::Claimed(req.absorbed.to_string()));
         }
-        self.catch_up(&super::persons::Person::Owned(req.absorbed.clone()), req.at, out);
+        self.catch_up(
+            &super::persons::Person::Owned(req.absorbed.clone()),
+            req.at,
+            out,
+        );
         let cause = Cause::Merge(req.survivor.clone());
         let mut record = None;
         if let Some((id, mut profile)) = self.profiles.remove_entry(&*req.absorbed) {
@@ -200,7 +204,8 @@ impl Engine {
             self.identities.restore(id.clone(), req.survivor.clone());
             let home = self.person_shard(id, req.shard);
             if self.owned.contains(&home) {
-                self.changes.identity(id.clone(), Some(req.survivor.clone()), home);
+                self.changes
+                    .identity(id.clone(), Some(req.survivor.clone()), home);
             }
         }
         self.stats.merges += 1;
@@ -216,7 +221,11 @@ impl Engine {
     }
 
     /// Step 3, in the survivor's shard: merges the transferred person.
-    pub fn accept_transfer(&mut self, t: Transfer, out: &mut Vec<Transition>) -> Result<(), DecodeError> {
+    pub fn accept_transfer(
+        &mut self,
+        t: Transfer,
+        out: &mut Vec<Transition>,
+    ) -> Result<(), DecodeError> {
         if self.identities.canonical(&t.from) == &*t.survivor
             && self.identities.others(&t.survivor).contains(&t.from)
         {
@@ -231,7 +240,11 @@ impl Engine {
             None => None,
         };
         let shard = self.person_shard(&t.survivor, t.shard);
-        self.catch_up(&super::persons::Person::Owned(t.survivor.clone()), t.at, out);
+        self.catch_up(
+            &super::persons::Person::Owned(t.survivor.clone()),
+            t.at,
+            out,
+        );
         self.absorb(shard, &t.survivor, &t.ids, gone, false, t.at, out);
         Ok(())
     }

@@ -64,9 +64,9 @@ pub use persons::{Applied, Link};
 pub use reload::ReloadReport;
 
 use changes::ChangeTracker;
-use identity::Identities;
 use eval::Ctx;
 use evaluate::{Evaluator, Schedule, Select, Trigger};
+use identity::Identities;
 use timers::Timers;
 
 /// Engine settings (the segment definitions are separate).
@@ -260,6 +260,15 @@ impl Engine {
     pub fn profile(&self, id: &str) -> Option<&Profile> {
         self.profiles.get(self.identities.canonical(id))
     }
+    /// The person's profile in a form two engines can compare: records in a canonical order
+    /// and window buckets no condition can read any more (older than the window at the
+    /// profile's clock) dropped, as applying events drops them lazily. For tests and audits.
+    pub fn comparable_profile(&self, id: &str) -> Option<Profile> {
+        let p = self.profile(id)?;
+        let mut p = p.normalized();
+        p.prune(&apply::feature_merges(&self.defs), p.clock);
+        Some(p.normalized())
+    }
     /// The canonical id of the person `id` belongs to (`id` itself if it is canonical or
     /// unknown).
     pub fn canonical_id<'a>(&'a self, id: &'a str) -> &'a str {
@@ -322,7 +331,11 @@ impl Engine {
 
     /// Parses and applies one raw event in shard 0, the watermark following the largest
     /// event time ([`Engine::apply_and_advance`]): one ordered input, as in a replay.
-    pub fn process(&mut self, raw: &[u8], out: &mut Vec<Transition>) -> Result<Applied, EventError> {
+    pub fn process(
+        &mut self,
+        raw: &[u8],
+        out: &mut Vec<Transition>,
+    ) -> Result<Applied, EventError> {
         let event = parse_event(raw)?;
         self.apply_and_advance(0, &event, out)
     }
@@ -489,16 +502,7 @@ impl Engine {
             }
         }
         ev.changes.touch(profile, &id);
-        let changes = apply::apply_event(
-            ev.defs,
-            ev.symbols,
-            profile,
-            event,
-            ty,
-            trait_keys,
-            now,
-            ev.config.allowed_lateness,
-        );
+        let changes = apply::apply_event(ev.defs, ev.symbols, profile, event, ty, trait_keys, now);
         // Mark the segments this event can affect; a new profile is evaluated against every
         // segment once, since segments like `not ...` hold for a customer with no history.
         let defs = ev.defs;
@@ -530,15 +534,27 @@ impl Engine {
     /// Right to be forgotten: the person exits every segment, and its profile and every one
     /// of its ids are erased (an event of any of its ids older than the forget, still in
     /// flight, cannot bring the history back).
-    fn forget(&mut self, person: &persons::Person<'_>, event: &Event<'_>, out: &mut Vec<Transition>) {
+    fn forget(
+        &mut self,
+        person: &persons::Person<'_>,
+        event: &Event<'_>,
+        out: &mut Vec<Transition>,
+    ) {
         let at_least = event.timestamp;
-        let removed = self.remove_person(person.as_str(), at_least, Cause::Event(event.event_id.as_ref().into()), out);
+        let removed = self.remove_person(
+            person.as_str(),
+            at_least,
+            Cause::Event(event.event_id.as_ref().into()),
+            out,
+        );
         if self.forgotten.len() >= 1024 {
             let wm = self.watermark();
             self.forgotten.retain(|_, t| *t >= wm);
         }
         let at = removed.as_ref().map_or(at_least, |(_, at)| *at);
-        let ids = removed.map(|(ids, _)| ids).unwrap_or_else(|| vec![Arc::from(person.as_str())]);
+        let ids = removed
+            .map(|(ids, _)| ids)
+            .unwrap_or_else(|| vec![Arc::from(person.as_str())]);
         for id in ids {
             self.forgotten.insert(id, at);
         }

@@ -11,9 +11,7 @@
 use std::sync::Arc;
 
 use crate::event::{Event, EventError, EventKind, RejectReason};
-use crate::profile::merge::FeatureMerge;
 use crate::profile::{millis, Profile};
-use crate::segment::compile::{Definitions, FeatureKind};
 use crate::time::Millis;
 use crate::transition::{Cause, Transition};
 
@@ -94,7 +92,11 @@ impl Engine {
                 RejectReason::InvalidValue,
                 format!(
                     "every id of the event is blocked (engine.identity.blocked_ids): {}",
-                    customer.into_iter().chain(anonymous).collect::<Vec<_>>().join(", ")
+                    customer
+                        .into_iter()
+                        .chain(anonymous)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         };
@@ -136,10 +138,7 @@ impl Engine {
         if &*other_person == person.as_str() {
             return Link::None;
         }
-        if let Err(refusal) = self
-            .identities
-            .check_merge(person.as_str(), &other_person)
-        {
+        if let Err(refusal) = self.identities.check_merge(person.as_str(), &other_person) {
             match refusal {
                 Refusal::Blocked(_) => self.stats.links_refused_blocked += 1,
                 Refusal::TooManyIds { .. } => self.stats.links_refused_too_many += 1,
@@ -173,12 +172,20 @@ impl Engine {
                 survivor,
                 at: event.timestamp,
             };
-            self.handoffs.push(super::handoff::Handoff::MergeRequest(request));
+            self.handoffs
+                .push(super::handoff::Handoff::MergeRequest(request));
             return Link::Requested { absorbed };
         }
         self.catch_up(&Person::Owned(survivor.clone()), event.timestamp, out);
         self.catch_up(&Person::Owned(absorbed.clone()), event.timestamp, out);
-        let moved = self.merge_persons(shard, &survivor, &absorbed, survivor_known, event.timestamp, out);
+        let moved = self.merge_persons(
+            shard,
+            &survivor,
+            &absorbed,
+            survivor_known,
+            event.timestamp,
+            out,
+        );
         self.stats.merges += 1;
         Link::Merged {
             survivor,
@@ -206,7 +213,15 @@ impl Engine {
         }
         let ids = self.identities.remove(absorbed);
         let survivor_shard = self.person_shard(survivor, shard);
-        self.absorb(survivor_shard, survivor, &ids, gone, survivor_known, at, out);
+        self.absorb(
+            survivor_shard,
+            survivor,
+            &ids,
+            gone,
+            survivor_known,
+            at,
+            out,
+        );
         ids
     }
 
@@ -228,14 +243,16 @@ impl Engine {
     ) {
         for id in ids.iter().filter(|id| *id != survivor) {
             self.identities.restore(id.clone(), survivor.clone());
-            self.changes.identity(id.clone(), Some(survivor.clone()), shard);
+            self.changes
+                .identity(id.clone(), Some(survivor.clone()), shard);
             let home = self.person_shard(id, shard);
             if home != shard && self.owned.contains(&home) {
-                self.changes.identity(id.clone(), Some(survivor.clone()), home);
+                self.changes
+                    .identity(id.clone(), Some(survivor.clone()), home);
             }
         }
         let cause = Cause::Merge(survivor.clone());
-        let features = feature_merges(&self.defs);
+        let features = super::apply::feature_merges(&self.defs);
         let half_life = self.defs.scoring.half_life;
         let (profiles, mut ev) = self.split();
         let id = match profiles.get_key_value(&**survivor) {
@@ -251,7 +268,7 @@ impl Engine {
             return;
         };
         if let Some(g) = &gone {
-            crate::profile::merge::merge(profile, g, &features, half_life, at);
+            crate::profile::merge(profile, g, &features, half_life, at);
             profile.known |= g.known;
         }
         profile.known |= survivor_known;
@@ -321,24 +338,4 @@ impl Engine {
         }
         ids
     }
-}
-
-/// How each feature of the definitions merges.
-fn feature_merges(defs: &Definitions) -> Vec<FeatureMerge> {
-    defs.features
-        .iter()
-        .map(|f| match &f.kind {
-            FeatureKind::Window {
-                resolution,
-                retention,
-                sum,
-            } => FeatureMerge::Window {
-                resolution: *resolution,
-                retention: *retention,
-                sum: sum.is_some(),
-            },
-            FeatureKind::Recency => FeatureMerge::Recency,
-            FeatureKind::Absence { .. } => FeatureMerge::Absence,
-        })
-        .collect()
 }

@@ -3,7 +3,7 @@
 //! form for the changelog, its check, feature renumbering after a reload, the size report).
 //! The layout itself is described in the [profile module](super).
 
-use super::{Profile, TraitRef};
+use super::{Profile, Secs, TraitRef, ABSENCE_PENDING, MAX_ABSENCE_INSTANCES};
 
 pub(super) const TAG_TYPE: u32 = 1;
 pub(super) const TAG_TYPE_BIG: u32 = 2;
@@ -19,21 +19,31 @@ pub(super) const TAG_ABSENCE: u32 = 11;
 pub(super) const TAG_FAVOURITE: u32 = 12;
 pub(super) const TAG_REVENUE: u32 = 13;
 pub(super) const TAG_MEMBERS: u32 = 14;
+/// A removed trait: its key and the time of the removal (format 2).
+pub(super) const TAG_TRAIT_NONE: u32 = 15;
 
-pub(super) const TRAIT_TAGS: [u32; 5] = [
-    TAG_TRAIT_SYM,
-    TAG_TRAIT_BOOL,
-    TAG_TRAIT_STR,
-    TAG_TRAIT_F32,
-    TAG_TRAIT_F64,
-];
+/// Trait records: the value forms and the removal marker.
+pub(super) fn is_trait(tag: u32) -> bool {
+    matches!(
+        tag,
+        TAG_TRAIT_SYM
+            | TAG_TRAIT_BOOL
+            | TAG_TRAIT_STR
+            | TAG_TRAIT_F32
+            | TAG_TRAIT_F64
+            | TAG_TRAIT_NONE
+    )
+}
 
 pub(super) const MAX_LEN: usize = 0xfff;
 /// Keys of compact records (event types, trait names) are below this.
 pub const MAX_COMPACT_KEY: u32 = 0xfff;
 
 pub(super) fn is_compact(tag: u32) -> bool {
-    matches!(tag, TAG_TYPE | TAG_TRAIT_SYM | TAG_TRAIT_BOOL)
+    matches!(
+        tag,
+        TAG_TYPE | TAG_TRAIT_SYM | TAG_TRAIT_BOOL | TAG_TRAIT_NONE
+    )
 }
 
 pub(super) fn generic(tag: u32, key: u16, len: usize) -> u32 {
@@ -66,6 +76,15 @@ pub(super) fn data_of(h: u32) -> u16 {
 pub(super) fn len_of(h: u32) -> usize {
     match tag_of(h) {
         TAG_TYPE => 2,
+        TAG_TRAIT_SYM | TAG_TRAIT_BOOL | TAG_TRAIT_NONE => 1,
+        _ => (h & 0xfff) as usize,
+    }
+}
+
+/// Payload words after the header in the format-1 layout (traits had no time).
+fn len_of_v1(h: u32) -> usize {
+    match tag_of(h) {
+        TAG_TYPE => 2,
         TAG_TRAIT_SYM | TAG_TRAIT_BOOL => 0,
         _ => (h & 0xfff) as usize,
     }
@@ -90,6 +109,8 @@ pub enum ArenaError {
     UnknownTag { tag: u32, at: usize },
     #[error("string trait at word {0} is longer than its record or not UTF-8")]
     BadString(usize),
+    #[error("absence record at word {0} is malformed")]
+    BadAbsence(usize),
 }
 
 impl Profile {
@@ -164,6 +185,34 @@ impl Profile {
         })
     }
 
+    /// The same profile with its records in a canonical order (by tag, then key). Records
+    /// are kept in the order they were first written, which depends on the order of
+    /// events; two profiles holding the same state compare equal once normalised.
+    pub fn normalized(&self) -> Profile {
+        // Absence instances in key order too.
+        let mut copy = self.clone();
+        let features: Vec<u16> = self.records(TAG_ABSENCE).map(|(h, _)| key_of(h)).collect();
+        for f in features {
+            let mut instances: Vec<_> = copy.absence(f).collect();
+            instances.sort_by_key(|a| a.key);
+            copy.set_absence(f, &instances);
+        }
+        let mut spans: Vec<(u32, u16, usize, usize)> = Vec::new();
+        let mut i = 0;
+        while i < copy.arena.len() {
+            let h = copy.arena[i];
+            let len = len_of(h);
+            spans.push((tag_of(h), key_of(h), i, i + 1 + len));
+            i += 1 + len;
+        }
+        spans.sort_by_key(|&(tag, key, ..)| (tag, key));
+        let mut arena = Vec::with_capacity(copy.arena.len());
+        for (_, _, from, to) in spans {
+            arena.extend_from_slice(&copy.arena[from..to]);
+        }
+        Profile { arena, ..copy }
+    }
+
     // ---- portable form ----------------------------------------------------------------------
 
     /// The arena with every reference renumbered by `map` and memberships left out (they
@@ -186,13 +235,14 @@ impl Profile {
     }
 
     /// Checks that an arena is well-formed: known tags, records within bounds and long
-    /// enough for their kind, string traits valid UTF-8.
+    /// enough for their kind, string traits valid UTF-8, absence instances complete with at
+    /// most [`ABSENCE_PENDING`] pending triggers each, ascending and after the last cancel.
     pub fn check_arena(arena: &[u32]) -> Result<(), ArenaError> {
         let mut i = 0;
         while i < arena.len() {
             let h = arena[i];
             let tag = tag_of(h);
-            if !(TAG_TYPE..=TAG_MEMBERS).contains(&tag) {
+            if tag < TAG_TYPE {
                 return Err(ArenaError::UnknownTag { tag, at: i });
             }
             let len = len_of(h);
@@ -201,20 +251,19 @@ impl Profile {
             }
             let body = &arena[i + 1..i + 1 + len];
             let min = match tag {
-                TAG_TYPE_BIG => 3,
-                TAG_TRAIT_F32 | TAG_TRAIT_STR | TAG_COUNTS | TAG_SUMS => 1,
-                TAG_TRAIT_F64 | TAG_RECENCY | TAG_REVENUE => 2,
+                TAG_TYPE_BIG | TAG_TRAIT_F64 => 3,
+                TAG_COUNTS | TAG_SUMS => 1,
+                TAG_TRAIT_F32 | TAG_TRAIT_STR | TAG_RECENCY | TAG_REVENUE => 2,
                 _ => 0,
             };
             if len < min {
                 return Err(ArenaError::Truncated(i));
             }
-            if tag == TAG_TRAIT_STR {
-                let n = body[0] as usize;
-                let bytes: &[u8] = bytemuck::cast_slice(&body[1..]);
-                if n > bytes.len() || std::str::from_utf8(&bytes[..n]).is_err() {
-                    return Err(ArenaError::BadString(i));
-                }
+            if tag == TAG_TRAIT_STR && !string_ok(&body[1..]) {
+                return Err(ArenaError::BadString(i));
+            }
+            if tag == TAG_ABSENCE && !absence_ok(body) {
+                return Err(ArenaError::BadAbsence(i));
             }
             i += 1 + len;
         }
@@ -258,6 +307,7 @@ impl Profile {
             (TAG_TRAIT_STR, "traits"),
             (TAG_TRAIT_F32, "traits"),
             (TAG_TRAIT_F64, "traits"),
+            (TAG_TRAIT_NONE, "traits"),
             (TAG_COUNTS, "windows"),
             (TAG_SUMS, "windows"),
             (TAG_RECENCY, "recency"),
@@ -344,7 +394,152 @@ pub fn remap_arena(words: &mut Vec<u32>, map: &mut dyn FnMut(RefKind, u16) -> Op
     words.truncate(w);
 }
 
-pub(super) fn decode_trait(tag: u32, header: u32, p: &[u32]) -> TraitRef<'_> {
+/// Converts an arena written in changelog format 1 to the current layout, checking it as
+/// format 1 did: trait records get the time 0 ("unknown, older than anything"), and each
+/// 4-word absence instance (key, pending since, deadline, last cancel) becomes the
+/// variable-length form, with one pending trigger when it was armed. References are left
+/// as they are (renumber with [`remap_arena`] afterwards).
+pub fn upgrade_arena_v1(words: &[u32]) -> Result<Vec<u32>, ArenaError> {
+    let mut out = Vec::with_capacity(words.len() + words.len() / 4);
+    let mut i = 0;
+    while i < words.len() {
+        let h = words[i];
+        let tag = tag_of(h);
+        if !(TAG_TYPE..=TAG_MEMBERS).contains(&tag) {
+            return Err(ArenaError::UnknownTag { tag, at: i });
+        }
+        let len = len_of_v1(h);
+        if i + 1 + len > words.len() {
+            return Err(ArenaError::Truncated(i));
+        }
+        let body = &words[i + 1..i + 1 + len];
+        let min = match tag {
+            TAG_TYPE_BIG => 3,
+            TAG_TRAIT_F32 | TAG_TRAIT_STR | TAG_COUNTS | TAG_SUMS => 1,
+            TAG_TRAIT_F64 | TAG_RECENCY | TAG_REVENUE => 2,
+            _ => 0,
+        };
+        if len < min {
+            return Err(ArenaError::Truncated(i));
+        }
+        let key = key_of(h);
+        match tag {
+            TAG_TRAIT_SYM | TAG_TRAIT_BOOL => out.extend_from_slice(&[h, 0]),
+            TAG_TRAIT_STR | TAG_TRAIT_F32 | TAG_TRAIT_F64 => {
+                if tag == TAG_TRAIT_STR && !string_ok(body) {
+                    return Err(ArenaError::BadString(i));
+                }
+                // The value payload (after the time word) is what format 1 stored.
+                let value = decode_value(tag, h, body);
+                out.extend_from_slice(&trait_record(key, Some(value), 0));
+            }
+            TAG_ABSENCE => {
+                let mut payload = Vec::new();
+                for c in body.chunks_exact(4).take(MAX_ABSENCE_INSTANCES) {
+                    let (k, pending, deadline, last_cancel) = (c[0], c[1], c[2], c[3]);
+                    if pending != 0 && pending > last_cancel {
+                        payload.extend_from_slice(&[k, last_cancel, 1, pending, deadline]);
+                    } else {
+                        payload.extend_from_slice(&[k, last_cancel, 0]);
+                    }
+                }
+                if !payload.is_empty() {
+                    out.push(generic(tag, key, payload.len()));
+                    out.extend_from_slice(&payload);
+                }
+            }
+            _ => out.extend_from_slice(&words[i..i + 1 + len]),
+        }
+        i += 1 + len;
+    }
+    out.shrink_to_fit();
+    Ok(out)
+}
+
+/// A string trait's payload (byte length, then the bytes padded to words) is consistent.
+fn string_ok(p: &[u32]) -> bool {
+    let Some((n, rest)) = p.split_first() else {
+        return false;
+    };
+    let bytes: &[u8] = bytemuck::cast_slice(rest);
+    let n = *n as usize;
+    n <= bytes.len() && std::str::from_utf8(&bytes[..n]).is_ok()
+}
+
+/// Absence instances fill the payload exactly, each with at most [`ABSENCE_PENDING`]
+/// triggers, ascending and after the instance's last cancel.
+fn absence_ok(mut p: &[u32]) -> bool {
+    while !p.is_empty() {
+        if p.len() < 3 {
+            return false;
+        }
+        let (last_cancel, n) = (p[1], p[2] as usize);
+        if n > ABSENCE_PENDING || p.len() < 3 + 2 * n {
+            return false;
+        }
+        let mut prev = last_cancel;
+        for t in p[3..3 + 2 * n].chunks_exact(2) {
+            if t[0] <= prev {
+                return false;
+            }
+            prev = t[0];
+        }
+        p = &p[3 + 2 * n..];
+    }
+    true
+}
+
+/// The words of a trait record, header included: `value` set (`None`: removed) at `at`.
+/// The time is the first payload word of every trait record; strings are cut (at a char
+/// boundary) to what a record can hold.
+pub(super) fn trait_record(key: u16, value: Option<TraitRef<'_>>, at: Secs) -> Vec<u32> {
+    match value {
+        None => vec![compact(TAG_TRAIT_NONE, key, 0), at],
+        Some(TraitRef::Sym(s)) => vec![compact(TAG_TRAIT_SYM, key, s), at],
+        Some(TraitRef::Bool(b)) => vec![compact(TAG_TRAIT_BOOL, key, u16::from(b)), at],
+        Some(TraitRef::Num(n)) => {
+            let small = n as f32;
+            if f64::from(small) == n {
+                vec![generic(TAG_TRAIT_F32, key, 2), at, small.to_bits()]
+            } else {
+                let bits = n.to_bits();
+                vec![
+                    generic(TAG_TRAIT_F64, key, 3),
+                    at,
+                    bits as u32,
+                    (bits >> 32) as u32,
+                ]
+            }
+        }
+        Some(TraitRef::Str(s)) => {
+            // Header, time and byte length take three of the record's words.
+            let mut cut = s.len().min((MAX_LEN - 2) * 4);
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let bytes = &s.as_bytes()[..cut];
+            let len = 2 + bytes.len().div_ceil(4);
+            let mut words = Vec::with_capacity(1 + len);
+            words.extend_from_slice(&[generic(TAG_TRAIT_STR, key, len), at, cut as u32]);
+            for chunk in bytes.chunks(4) {
+                let mut w = [0u8; 4];
+                w[..chunk.len()].copy_from_slice(chunk);
+                words.push(u32::from_ne_bytes(w));
+            }
+            words
+        }
+    }
+}
+
+/// A trait record's value (`None`: a removal marker) and the time it was set. `p` is the
+/// record's payload.
+pub(super) fn decode_trait(tag: u32, header: u32, p: &[u32]) -> (Option<TraitRef<'_>>, Secs) {
+    let value = (tag != TAG_TRAIT_NONE).then(|| decode_value(tag, header, &p[1..]));
+    (value, p[0])
+}
+
+/// A trait value from its value payload (what follows the time word).
+fn decode_value(tag: u32, header: u32, p: &[u32]) -> TraitRef<'_> {
     match tag {
         TAG_TRAIT_SYM => TraitRef::Sym(data_of(header)),
         TAG_TRAIT_BOOL => TraitRef::Bool(data_of(header) != 0),
