@@ -62,7 +62,10 @@ fn a_message_too_large_to_forward_is_cut_and_never_stops_the_service() {
         (800_000..=900_000).contains(&len),
         "cut to the dead-letter limit: {len}"
     );
-    assert!(big.starts_with(d["value"].as_str().unwrap()), "a prefix of the original");
+    assert!(
+        big.starts_with(d["value"].as_str().unwrap()),
+        "a prefix of the original"
+    );
     let out = consume(&tansu.broker(), "transitions", 1, 30);
     assert_eq!(out.len(), 1, "the event after it was processed");
     assert!(svc.alive(), "the service runs on");
@@ -71,7 +74,11 @@ fn a_message_too_large_to_forward_is_cut_and_never_stops_the_service() {
     svc.terminate();
     let mut svc = Segstream::start(&env);
     svc.wait_ready(true, Duration::from_secs(60));
-    produce(&tansu.broker(), "events", &identify("after-restart", "c-ok2"));
+    produce(
+        &tansu.broker(),
+        "events",
+        &identify("after-restart", "c-ok2"),
+    );
     let out = consume(&tansu.broker(), "transitions", 2, 30);
     assert_eq!(out.len(), 2, "processing goes on after the restart");
     let dead = consume_with(

@@ -252,7 +252,11 @@ impl<'de> Deserialize<'de> for Transition {
         Ok(Transition {
             transition_id: w.transition_id.into_owned(),
             customer_id: w.customer_id.as_ref().into(),
-            anonymous_ids: w.anonymous_ids.iter().map(|i| Arc::from(i.as_ref())).collect(),
+            anonymous_ids: w
+                .anonymous_ids
+                .iter()
+                .map(|i| Arc::from(i.as_ref()))
+                .collect(),
             known: w.known,
             segment: w.segment.as_ref().into(),
             direction: w.direction,

@@ -14,8 +14,8 @@
 use std::sync::Arc;
 
 use super::changes::ChangeTracker;
-use super::identity::Identities;
 use super::eval::{Ctx, Next};
+use super::identity::Identities;
 use super::timers::Timers;
 use super::{EngineConfig, EngineStats};
 use crate::profile::{millis, secs, Members, Profile, Secs};

@@ -63,9 +63,9 @@ pub use persons::{Applied, Link};
 pub use reload::ReloadReport;
 
 use changes::ChangeTracker;
-use identity::Identities;
 use eval::Ctx;
 use evaluate::{Evaluator, Schedule, Select, Trigger};
+use identity::Identities;
 use timers::Timers;
 
 /// Engine settings (the segment definitions are separate).
@@ -309,7 +309,11 @@ impl Engine {
 
     /// Parses and applies one raw event in shard 0, the watermark following the largest
     /// event time ([`Engine::apply_and_advance`]): one ordered input, as in a replay.
-    pub fn process(&mut self, raw: &[u8], out: &mut Vec<Transition>) -> Result<Applied, EventError> {
+    pub fn process(
+        &mut self,
+        raw: &[u8],
+        out: &mut Vec<Transition>,
+    ) -> Result<Applied, EventError> {
         let event = parse_event(raw)?;
         self.apply_and_advance(0, &event, out)
     }
@@ -516,15 +520,27 @@ impl Engine {
     /// Right to be forgotten: the person exits every segment, and its profile and every one
     /// of its ids are erased (an event of any of its ids older than the forget, still in
     /// flight, cannot bring the history back).
-    fn forget(&mut self, person: &persons::Person<'_>, event: &Event<'_>, out: &mut Vec<Transition>) {
+    fn forget(
+        &mut self,
+        person: &persons::Person<'_>,
+        event: &Event<'_>,
+        out: &mut Vec<Transition>,
+    ) {
         let at_least = event.timestamp;
-        let removed = self.remove_person(person.as_str(), at_least, Cause::Event(event.event_id.as_ref().into()), out);
+        let removed = self.remove_person(
+            person.as_str(),
+            at_least,
+            Cause::Event(event.event_id.as_ref().into()),
+            out,
+        );
         if self.forgotten.len() >= 1024 {
             let wm = self.watermark();
             self.forgotten.retain(|_, t| *t >= wm);
         }
         let at = removed.as_ref().map_or(at_least, |(_, at)| *at);
-        let ids = removed.map(|(ids, _)| ids).unwrap_or_else(|| vec![Arc::from(person.as_str())]);
+        let ids = removed
+            .map(|(ids, _)| ids)
+            .unwrap_or_else(|| vec![Arc::from(person.as_str())]);
         for id in ids {
             self.forgotten.insert(id, at);
         }

@@ -90,7 +90,11 @@ impl Engine {
                 RejectReason::InvalidValue,
                 format!(
                     "every id of the event is blocked (engine.identity.blocked_ids): {}",
-                    customer.into_iter().chain(anonymous).collect::<Vec<_>>().join(", ")
+                    customer
+                        .into_iter()
+                        .chain(anonymous)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         };
@@ -132,10 +136,7 @@ impl Engine {
         if &*other_person == person.as_str() {
             return Link::None;
         }
-        if let Err(refusal) = self
-            .identities
-            .check_merge(person.as_str(), &other_person)
-        {
+        if let Err(refusal) = self.identities.check_merge(person.as_str(), &other_person) {
             match refusal {
                 Refusal::Blocked(_) => self.stats.links_refused_blocked += 1,
                 Refusal::TooManyIds { .. } => self.stats.links_refused_too_many += 1,
@@ -155,7 +156,14 @@ impl Engine {
         };
         self.catch_up(&Person::Owned(survivor.clone()), event.timestamp, out);
         self.catch_up(&Person::Owned(absorbed.clone()), event.timestamp, out);
-        let moved = self.merge_persons(shard, &survivor, &absorbed, survivor_known, event.timestamp, out);
+        let moved = self.merge_persons(
+            shard,
+            &survivor,
+            &absorbed,
+            survivor_known,
+            event.timestamp,
+            out,
+        );
         self.stats.merges += 1;
         *person = Person::Owned(survivor.clone());
         Link::Merged {
