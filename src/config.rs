@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use segstream_core::engine::EngineConfig;
+use segstream_core::event::InputFormat;
 use segstream_core::time::Millis;
 
 /// The whole configuration.
@@ -51,6 +52,10 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Input topics, all keyed and partitioned by customer id.
     pub input_topics: Vec<String>,
+    /// The wire format of an input topic, by topic: `segstream` (the default for every topic
+    /// not listed) or `segment` (the Segment Spec; see `docs/events.md`). Names are checked
+    /// by [`Config::load`]; read them with [`KafkaConfig::input_format`].
+    pub input_formats: BTreeMap<String, String>,
     pub output_topic: String,
     pub dead_letter_topic: String,
     /// The compacted topic holding every customer's profile (keyed by customer id, one
@@ -97,6 +102,7 @@ impl Default for KafkaConfig {
             input_topics: ["clickstream", "email", "webinar", "purchases", "crm"]
                 .map(String::from)
                 .to_vec(),
+            input_formats: BTreeMap::new(),
             output_topic: "segment-transitions".into(),
             dead_letter_topic: "segstream-dead-letters".into(),
             changelog_topic: "segstream-changelog".into(),
@@ -111,6 +117,17 @@ impl Default for KafkaConfig {
             cloudevents_source: "/segstream".into(),
             librdkafka: BTreeMap::new(),
         }
+    }
+}
+
+impl KafkaConfig {
+    /// The format of the messages on `topic` (a name `Config::load` did not accept never
+    /// gets here; the default stands in for it).
+    pub fn input_format(&self, topic: &str) -> InputFormat {
+        self.input_formats
+            .get(topic)
+            .and_then(|name| InputFormat::from_name(name))
+            .unwrap_or_default()
     }
 }
 
@@ -274,6 +291,20 @@ impl Config {
                 errors.push(format!("kafka.input_topics lists `{t}` twice"));
             }
         }
+        for (topic, format) in &k.input_formats {
+            if !k.input_topics.contains(topic) {
+                errors.push(format!(
+                    "kafka.input_formats names `{topic}`, which is not one of kafka.input_topics ({})",
+                    k.input_topics.join(", ")
+                ));
+            }
+            if InputFormat::from_name(format).is_none() {
+                errors.push(format!(
+                    "kafka.input_formats.`{topic}`: unknown format `{format}`; expected one of: {}",
+                    InputFormat::ALL.map(InputFormat::name).join(", ")
+                ));
+            }
+        }
         for (name, t) in [
             ("kafka.output_topic", &k.output_topic),
             ("kafka.dead_letter_topic", &k.dead_letter_topic),
@@ -394,6 +425,7 @@ fn check_keys(table: &toml::Table, origin: &str, errors: &mut Vec<String>) {
                 "brokers",
                 "group_id",
                 "input_topics",
+                "input_formats",
                 "output_topic",
                 "dead_letter_topic",
                 "changelog_topic",
@@ -521,6 +553,61 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.0.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn input_formats_choose_the_parser_per_topic_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[kafka]\ninput_topics = [\"web\", \"crm\", \"Mixed.Case\"]\n[kafka.input_formats]\nweb = \"segment\"\ncrm = \"segstream\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[("SEGSTREAM__KAFKA__INPUT_FORMATS__MIXED.CASE", "segment")]),
+        );
+        // Variable names are lower-cased: a topic with capitals needs the inline table.
+        let err = c.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`mixed.case`, which is not one of"),
+            "{err}"
+        );
+        let c = Config::load(
+            Some(&path),
+            env(&[(
+                "SEGSTREAM__KAFKA__INPUT_FORMATS",
+                "{ web = \"segment\", \"Mixed.Case\" = \"segment\" }",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.input_format("web"), InputFormat::SegmentSpec);
+        assert_eq!(c.kafka.input_format("Mixed.Case"), InputFormat::SegmentSpec);
+        assert_eq!(c.kafka.input_format("crm"), InputFormat::Segstream);
+        assert_eq!(
+            Config::default().kafka.input_format("email"),
+            InputFormat::Segstream
+        );
+
+        // An unknown format and a topic that is not an input are listed with the others.
+        std::fs::write(
+            &path,
+            "[kafka]\nbatch_size = 0\n[kafka.input_formats]\nclickstream = \"rudderstack\"\nweb = \"segment\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("kafka.input_formats.`clickstream`: unknown format `rudderstack`; expected one of: segstream, segment"), "{text}");
+        assert!(
+            text.contains(
+                "kafka.input_formats names `web`, which is not one of kafka.input_topics"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("kafka.batch_size"), "{text}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use segstream::generator::{generate, FunnelConfig};
 use segstream_core::engine::{Engine, EngineConfig};
+use segstream_core::event::InputFormat;
 use segstream_core::symbols::Symbols;
 use segstream_core::time::{parse_duration, parse_rfc3339, Millis};
 
@@ -84,6 +85,10 @@ struct ReplayArgs {
     /// Events, one JSON object per line (`-` for stdin).
     #[arg(long, short)]
     events: String,
+    /// The events' format: `segstream` (segstream's own) or `segment` (the Segment Spec, as
+    /// written by Twilio Segment, RudderStack and others; see docs/events.md).
+    #[arg(long, value_parser = input_format, default_value = "segstream")]
+    format: InputFormat,
     /// Where to write the transitions as JSON lines (`-` for stdout).
     #[arg(long, short)]
     transitions_out: String,
@@ -131,6 +136,10 @@ fn duration_or_off(s: &str) -> Result<Ttl, String> {
     } else {
         duration(s).map(|d| Ttl(Some(d)))
     }
+}
+
+fn input_format(s: &str) -> Result<InputFormat, String> {
+    s.parse()
 }
 
 fn instant(s: &str) -> Result<Millis, String> {
@@ -335,6 +344,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = segstream::replay::ReplayOptions {
                 advance_to: a.advance_to,
                 now: Some(a.now.unwrap_or_else(segstream::clock::now_millis)),
+                format: a.format,
             };
             let summary = segstream::replay::replay(&mut engine, input, &mut out, options)?;
             drop(out);

@@ -10,6 +10,7 @@ use std::io::{BufRead, Write};
 use serde::Serialize;
 
 use segstream_core::engine::Engine;
+use segstream_core::event::InputFormat;
 use segstream_core::time::{format_rfc3339, Millis};
 use segstream_core::transition::{Direction, Transition};
 
@@ -112,10 +113,12 @@ pub struct ReplayOptions {
     /// `max_future_skew` after it are rejected (`future_timestamp`), as the live service
     /// rejects them against the wall clock. `None`: no guard.
     pub now: Option<Millis>,
+    /// The format of the events: segstream's own (the default) or the Segment Spec.
+    pub format: InputFormat,
 }
 
-/// Runs `engine` over `events` (one JSON event per line), writing transitions to
-/// `transitions`.
+/// Runs `engine` over `events` (one JSON event per line, in `options.format`), writing
+/// transitions to `transitions`.
 pub fn replay(
     engine: &mut Engine,
     events: impl BufRead,
@@ -149,7 +152,7 @@ pub fn replay(
                 ),
             ))
         } else {
-            parse_checked(line, options.now, skew)
+            parse_checked(options.format, line, options.now, skew)
                 .and_then(|event| engine.apply_and_advance(0, &event, &mut out))
         };
         match result {
@@ -203,13 +206,14 @@ pub fn replay(
     Ok(summary)
 }
 
-/// Parses an event and applies the future guard (when `now` is given).
+/// Parses an event in `format` and applies the future guard (when `now` is given).
 fn parse_checked(
+    format: InputFormat,
     line: &[u8],
     now: Option<Millis>,
     skew: Option<Millis>,
 ) -> Result<segstream_core::event::Event<'_>, segstream_core::event::EventError> {
-    let event = segstream_core::event::parse_event(line)?;
+    let event = format.parse(line)?;
     if let Some(now) = now {
         segstream_core::event::check_not_future(event.timestamp, now, skew)?;
     }

@@ -275,3 +275,90 @@ fn an_id_flood_keeps_memory_flat_at_max_profiles() {
         peak(&small)
     );
 }
+
+/// `--format segment` reads the Segment Spec: the example funnel is accepted whole, links the
+/// anonymous visitor to the customer, and transitions carry the merged ids. The same file in
+/// the default format is rejected line by line.
+#[test]
+fn replay_reads_the_segment_spec_with_format_segment() {
+    let funnel = std::fs::read("schemas/examples/segment/funnel.jsonl").unwrap();
+    let lines = funnel
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count() as u64;
+    let mut child = bin()
+        .args([
+            "replay",
+            "-s",
+            "segments/library.toml",
+            "-e",
+            "-",
+            "-t",
+            "-",
+            "--format",
+            "segment",
+            "--advance-to",
+            "2026-11-25T00:00:00Z",
+            "--json-summary",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = funnel.clone();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(summary["events_read"], lines);
+    assert_eq!(summary["accepted"], lines, "{summary}");
+    assert!(summary["merges"].as_u64().unwrap() >= 2, "{summary}");
+    let transitions: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let attendee = transitions
+        .iter()
+        .find(|t| t["segment"] == "webinar-attendee")
+        .expect("the attendee enters webinar-attendee");
+    assert_eq!(attendee["customer_id"], "c-000301");
+    assert_eq!(
+        attendee["anonymous_ids"],
+        serde_json::json!(["anon-7f3a9c"])
+    );
+    assert_eq!(attendee["known"], true);
+    assert!(transitions
+        .iter()
+        .any(|t| t["segment"] == "new-customer" && t["cause"] == "event:seg-011"));
+
+    let s = replay_summary(&funnel, &[]);
+    assert_eq!(s["rejected_by_reason"]["missing_field"], lines, "{s}");
+    let out = bin()
+        .args([
+            "replay",
+            "-s",
+            "segments/library.toml",
+            "-e",
+            "-",
+            "-t",
+            "-",
+        ])
+        .args(["--format", "rudderstack"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "an unknown format is refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown input format `rudderstack`; expected one of: segstream, segment"),
+        "{err}"
+    );
+}

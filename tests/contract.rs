@@ -1,11 +1,13 @@
-//! The engine's parser and the JSON Schemas in `schemas/` describe the same contract: every
+//! The engine's parsers and the JSON Schemas in `schemas/` describe the same contract: every
 //! example event the schemas accept, the parser accepts, and every example they reject, the
-//! parser rejects with a reason.
+//! parser rejects with a reason. That holds for segstream's own format
+//! (`schemas/examples/events/`, `parse_event`) and for the Segment Spec
+//! (`schemas/examples/segment/`, `parse_segment_event`).
 
 use std::path::Path;
 
 use segstream::generator::{generate, FunnelConfig};
-use segstream_core::event::parse_event;
+use segstream_core::event::{parse_event, parse_segment_event, Event, EventError};
 
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
@@ -16,9 +18,9 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn the_parser_accepts_exactly_the_valid_examples() {
-    let dir = Path::new("schemas/examples/events");
+/// Runs `parse` over every line of the `*.jsonl` files in `dir`: lines of `invalid*` files
+/// must be rejected with a reason and a detail, all others accepted. (valid, invalid) counts.
+fn check_examples(dir: &Path, parse: fn(&[u8]) -> Result<Event<'_>, EventError>) -> (usize, usize) {
     let mut valid = 0;
     let mut invalid = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -31,7 +33,7 @@ fn the_parser_accepts_exactly_the_valid_examples() {
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with("invalid"));
         for line in lines(&path) {
-            match (parse_event(line.as_bytes()), is_invalid) {
+            match (parse(line.as_bytes()), is_invalid) {
                 (Ok(_), false) => valid += 1,
                 (Err(e), true) => {
                     assert!(!e.detail.is_empty());
@@ -44,8 +46,24 @@ fn the_parser_accepts_exactly_the_valid_examples() {
             }
         }
     }
+    (valid, invalid)
+}
+
+#[test]
+fn the_parser_accepts_exactly_the_valid_examples() {
+    let (valid, invalid) = check_examples(Path::new("schemas/examples/events"), parse_event);
     assert!(
         valid >= 40 && invalid >= 40,
+        "{valid} valid, {invalid} invalid"
+    );
+}
+
+#[test]
+fn the_segment_parser_accepts_exactly_the_valid_segment_examples() {
+    let (valid, invalid) =
+        check_examples(Path::new("schemas/examples/segment"), parse_segment_event);
+    assert!(
+        valid >= 20 && invalid >= 20,
         "{valid} valid, {invalid} invalid"
     );
 }

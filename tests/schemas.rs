@@ -4,7 +4,8 @@
 //!   expected `$id`, a `description` and `examples`, and every example is valid;
 //! - every `*.json` / `*.jsonl` file under `schemas/examples/` is checked: lines of `invalid*`
 //!   files must each be rejected, every other line must be accepted; files under
-//!   `schemas/examples/transitions/` are transitions, all others input events;
+//!   `schemas/examples/transitions/` are transitions, files under `schemas/examples/segment/`
+//!   messages of the Segment Spec (`segment-spec.schema.json`), all others input events;
 //! - one-rule-at-a-time mutations of a valid event or transition are rejected;
 //! - the funnel simulator (`segstream::generator`) only produces valid events.
 //!
@@ -22,9 +23,10 @@ use serde_json::{json, Value};
 const BASE_URI: &str = "https://segstream.dev/schemas/";
 const EVENT_SCHEMA: &str = "event.schema.json";
 const TRANSITION_SCHEMA: &str = "transition.schema.json";
+const SEGMENT_SCHEMA: &str = "segment-spec.schema.json";
 
 /// The schemas the contract consists of. Every one must exist; no other may.
-const SCHEMA_FILES: [&str; 9] = [
+const SCHEMA_FILES: [&str; 11] = [
     "event.schema.json",
     "clickstream.schema.json",
     "email.schema.json",
@@ -32,12 +34,14 @@ const SCHEMA_FILES: [&str; 9] = [
     "purchase.schema.json",
     "crm.schema.json",
     "forget.schema.json",
+    "identity.schema.json",
     "custom.schema.json",
     "transition.schema.json",
+    "segment-spec.schema.json",
 ];
 
 /// Event-family schemas: their examples must also pass the `event.schema.json` envelope.
-const EVENT_FAMILY_SCHEMAS: [&str; 8] = [
+const EVENT_FAMILY_SCHEMAS: [&str; 9] = [
     "event.schema.json",
     "clickstream.schema.json",
     "email.schema.json",
@@ -45,6 +49,7 @@ const EVENT_FAMILY_SCHEMAS: [&str; 8] = [
     "purchase.schema.json",
     "crm.schema.json",
     "forget.schema.json",
+    "identity.schema.json",
     "custom.schema.json",
 ];
 
@@ -127,6 +132,11 @@ fn event_validator() -> &'static Validator {
 fn transition_validator() -> &'static Validator {
     static V: OnceLock<Validator> = OnceLock::new();
     V.get_or_init(|| build_validator(TRANSITION_SCHEMA))
+}
+
+fn segment_validator() -> &'static Validator {
+    static V: OnceLock<Validator> = OnceLock::new();
+    V.get_or_init(|| build_validator(SEGMENT_SCHEMA))
 }
 
 /// All validation errors of `instance`, one per line, or `None` if it is valid.
@@ -261,9 +271,11 @@ fn example_files_are_valid_or_rejected_as_labelled() {
     let (mut accepted, mut rejected) = (0usize, 0usize);
     for path in &files {
         let rel = path.strip_prefix(&root).unwrap_or(path);
-        let is_transition = rel.components().any(|c| c.as_os_str() == "transitions");
-        let validator = if is_transition {
+        let in_dir = |name: &str| rel.components().any(|c| c.as_os_str() == name);
+        let validator = if in_dir("transitions") {
             transition_validator()
+        } else if in_dir("segment") {
+            segment_validator()
         } else {
             event_validator()
         };
@@ -403,6 +415,17 @@ const VALID_EVENTS: &[&str] = &[
     r#"{"event_id": "e-10", "customer_id": "c-1", "type": "purchase",
         "timestamp": "2026-11-22T10:00:00Z",
         "properties": {"amount": 0, "currency": "CHF", "discount_code": null, "quantity": 2.5}}"#,
+    // 11: an anonymous page view (no customer_id)
+    r#"{"event_id": "e-11", "anonymous_id": "anon-1", "type": "page_view",
+        "timestamp": "2026-11-22T10:00:00Z", "properties": {"url": "/"}}"#,
+    // 12: both ids (a link), customer_id null counts as absent on 13
+    r#"{"event_id": "e-12", "customer_id": "c-1", "anonymous_id": "anon-1", "type": "click",
+        "timestamp": "2026-11-22T10:00:00Z"}"#,
+    r#"{"event_id": "e-13", "customer_id": null, "anonymous_id": "anon-1", "type": "click",
+        "timestamp": "2026-11-22T10:00:00Z"}"#,
+    // 14: alias
+    r#"{"event_id": "e-14", "customer_id": "c-1", "previous_id": "anon-1", "type": "alias",
+        "timestamp": "2026-11-22T10:00:00Z"}"#,
 ];
 
 const PAGE_VIEW: usize = 0;
@@ -414,6 +437,8 @@ const IDENTIFY: usize = 5;
 const FORGET: usize = 6;
 const CUSTOM: usize = 7;
 const CLICK: usize = 8;
+const ANONYMOUS: usize = 11;
+const ALIAS: usize = 14;
 
 fn valid_event(index: usize) -> Value {
     serde_json::from_str(VALID_EVENTS[index]).expect("VALID_EVENTS entries are JSON")
@@ -466,6 +491,58 @@ const EVENT_MUTATIONS: &[Mutation] = &[
     ("null event_id", FORGET, "/event_id", Some("null")),
     ("numeric event_id", FORGET, "/event_id", Some("17")),
     ("missing customer_id", FORGET, "/customer_id", None),
+    ("null customer_id", FORGET, "/customer_id", Some("null")),
+    ("numeric customer_id", FORGET, "/customer_id", Some("17")),
+    ("missing anonymous_id", ANONYMOUS, "/anonymous_id", None),
+    (
+        "null anonymous_id",
+        ANONYMOUS,
+        "/anonymous_id",
+        Some("null"),
+    ),
+    (
+        "empty anonymous_id",
+        ANONYMOUS,
+        "/anonymous_id",
+        Some(r#""""#),
+    ),
+    (
+        "blank anonymous_id",
+        ANONYMOUS,
+        "/anonymous_id",
+        Some(r#"" ""#),
+    ),
+    (
+        "anonymous_id with a control character",
+        ANONYMOUS,
+        "/anonymous_id",
+        Some(r#""a\u0007""#),
+    ),
+    (
+        "numeric anonymous_id",
+        ANONYMOUS,
+        "/anonymous_id",
+        Some("7"),
+    ),
+    ("alias without previous_id", ALIAS, "/previous_id", None),
+    (
+        "alias with null previous_id",
+        ALIAS,
+        "/previous_id",
+        Some("null"),
+    ),
+    (
+        "alias with empty previous_id",
+        ALIAS,
+        "/previous_id",
+        Some(r#""""#),
+    ),
+    (
+        "alias with numeric previous_id",
+        ALIAS,
+        "/previous_id",
+        Some("1"),
+    ),
     ("empty customer_id", FORGET, "/customer_id", Some(r#""""#)),
     ("blank customer_id", FORGET, "/customer_id", Some(r#""\t""#)),
     (
@@ -717,9 +794,9 @@ fn events_breaking_one_rule_are_rejected() {
         }
     }
     let long = "x".repeat(257);
-    for field in ["event_id", "customer_id"] {
+    for field in ["event_id", "customer_id", "anonymous_id", "previous_id"] {
         let event = mutate(
-            valid_event(FORGET),
+            valid_event(ALIAS),
             &format!("/{field}"),
             Some(&json!(long).to_string()),
         );
@@ -753,6 +830,9 @@ const TRANSITION_CAUSES_ACCEPTED: &[&str] = &[
     "timer:score@2026-11-22T10:00:00.000Z",
     "timer:ttl@2026-11-22T10:00:00.000Z",
     "reload:0123456789ab",
+    "merge:c-000042",
+    "merge:anon with spaces",
+    "evicted",
 ];
 
 const TRANSITION_MUTATIONS: &[(&str, &str, Option<&str>)] = &[
@@ -771,6 +851,26 @@ const TRANSITION_MUTATIONS: &[(&str, &str, Option<&str>)] = &[
     ),
     ("missing customer_id", "/customer_id", None),
     ("empty customer_id", "/customer_id", Some(r#""""#)),
+    ("missing anonymous_ids", "/anonymous_ids", None),
+    (
+        "anonymous_ids a string",
+        "/anonymous_ids",
+        Some(r#""anon-1""#),
+    ),
+    (
+        "anonymous_ids with an empty id",
+        "/anonymous_ids",
+        Some(r#"["a", ""]"#),
+    ),
+    (
+        "anonymous_ids twice the same",
+        "/anonymous_ids",
+        Some(r#"["a", "a"]"#),
+    ),
+    ("missing known", "/known", None),
+    ("known a string", "/known", Some(r#""true""#)),
+    ("empty merge cause", "/cause", Some(r#""merge:""#)),
+    ("evicted with a suffix", "/cause", Some(r#""evicted:x""#)),
     ("missing segment", "/segment", None),
     ("empty segment", "/segment", Some(r#""""#)),
     ("missing direction", "/direction", None),
@@ -879,7 +979,8 @@ fn generated_funnel_events_are_valid() {
 }
 
 /// JSON examples in the documentation (```json blocks in README.md and docs/*.md) are
-/// examples in the repository too: events validate as events, transitions as transitions.
+/// examples in the repository too: events validate as events, transitions as transitions,
+/// Segment Spec messages (with a `messageId`) against `segment-spec.schema.json`.
 #[test]
 fn documentation_examples_are_valid() {
     let root = repo_root();
@@ -904,6 +1005,8 @@ fn documentation_examples_are_valid() {
                     });
                     let (name, validator) = if doc.get("transition_id").is_some() {
                         ("transition", transition_validator())
+                    } else if doc.get("messageId").is_some() {
+                        ("Segment Spec message", segment_validator())
                     } else {
                         ("event", event_validator())
                     };

@@ -158,8 +158,8 @@ fn on_idle(shared: &Shared, progress: &Progress, out: &mut Vec<Transition>) {
     }
 }
 
-/// Applies one message to the engine (or makes it a dead letter) and moves its shard's
-/// watermark.
+/// Applies one message, parsed in its topic's format (`kafka.input_formats`), to the engine
+/// (or makes it a dead letter) and moves its shard's watermark.
 fn apply_message(
     shared: &Shared,
     progress: &mut Progress,
@@ -184,7 +184,8 @@ fn apply_message(
             ),
         ))
     } else {
-        let parsed = segstream_core::event::parse_event(payload).and_then(|event| {
+        let format = config.kafka.input_format(msg.topic());
+        let parsed = format.parse(payload).and_then(|event| {
             check_not_future(
                 event.timestamp,
                 crate::clock::now_millis(),

@@ -1,5 +1,10 @@
 //! The input contract: one JSON object per event, parsed and validated into a typed [`Event`].
 //!
+//! Two wire formats map onto the same [`Event`] ([`InputFormat`]): segstream's own
+//! ([`parse_event`], `schemas/event.schema.json`) and the Segment Spec written by analytics
+//! pipelines such as Twilio Segment and RudderStack ([`parse_segment_event`],
+//! `schemas/segment-spec.schema.json`; the mapping is in [`segment_spec`]).
+//!
 //! Parsing borrows from the input buffer wherever the JSON has no escapes, so the hot path
 //! allocates only the two small property vectors. Validation is done on a lenient
 //! intermediate form so that every rejection has a precise, low-cardinality
@@ -12,6 +17,10 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::time::{parse_rfc3339, Millis};
+
+pub mod segment_spec;
+
+pub use segment_spec::parse_segment_event;
 
 /// Largest accepted event timestamp: 2106-02-07, where profile timestamps (u32 seconds) end.
 pub const MAX_TIMESTAMP_MS: Millis = u32::MAX as Millis * 1000;
@@ -420,6 +429,69 @@ pub fn check_not_future(
 
 /// Parses and validates one event.
 pub fn parse_event(input: &[u8]) -> Result<Event<'_>, EventError> {
+    let wire: Wire<'_> = deserialize_object(input)?;
+    wire.validate()
+}
+
+/// The wire formats segstream reads: its own contract, or the Segment Spec (see
+/// [`segment_spec`]). Both produce the same [`Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum InputFormat {
+    /// segstream's own contract ([`parse_event`], `schemas/event.schema.json`).
+    #[default]
+    Segstream,
+    /// The Segment Spec as written by Twilio Segment, RudderStack and others
+    /// ([`parse_segment_event`], `schemas/segment-spec.schema.json`).
+    SegmentSpec,
+}
+
+impl InputFormat {
+    /// Every format, in declaration order.
+    pub const ALL: [InputFormat; 2] = [InputFormat::Segstream, InputFormat::SegmentSpec];
+
+    /// The name used in the configuration and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            InputFormat::Segstream => "segstream",
+            InputFormat::SegmentSpec => "segment",
+        }
+    }
+
+    /// The format called `name` (see [`InputFormat::name`]).
+    pub fn from_name(name: &str) -> Option<InputFormat> {
+        InputFormat::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Parses and validates one event in this format.
+    pub fn parse(self, input: &[u8]) -> Result<Event<'_>, EventError> {
+        match self {
+            InputFormat::Segstream => parse_event(input),
+            InputFormat::SegmentSpec => parse_segment_event(input),
+        }
+    }
+}
+
+impl fmt::Display for InputFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for InputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        InputFormat::from_name(s).ok_or_else(|| {
+            format!(
+                "unknown input format `{s}`; expected one of: {}",
+                InputFormat::ALL.map(InputFormat::name).join(", ")
+            )
+        })
+    }
+}
+
+/// Deserializes the lenient wire form of one JSON object: not an object is `not_an_object`,
+/// broken JSON `invalid_json`, a value serde refuses (a duplicate key) `invalid_value`.
+fn deserialize_object<'a, T: Deserialize<'a>>(input: &'a [u8]) -> Result<T, EventError> {
     let first = input.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         return Err(match serde_json::from_slice::<IgnoredAny>(input) {
@@ -427,14 +499,11 @@ pub fn parse_event(input: &[u8]) -> Result<Event<'_>, EventError> {
             Err(e) => EventError::new(RejectReason::InvalidJson, e.to_string()),
         });
     }
-    let wire: Wire<'_> = match serde_json::from_slice(input) {
-        Ok(w) => w,
-        Err(e) if e.is_data() => {
-            return Err(EventError::new(RejectReason::InvalidValue, e.to_string()))
-        }
-        Err(e) => return Err(EventError::new(RejectReason::InvalidJson, e.to_string())),
-    };
-    wire.validate()
+    match serde_json::from_slice(input) {
+        Ok(w) => Ok(w),
+        Err(e) if e.is_data() => Err(EventError::new(RejectReason::InvalidValue, e.to_string())),
+        Err(e) => Err(EventError::new(RejectReason::InvalidJson, e.to_string())),
+    }
 }
 
 fn required_str<'a>(
@@ -484,6 +553,83 @@ fn optional_id<'a>(field: &str, v: Option<Value<'a>>) -> Result<Option<Cow<'a, s
     }
 }
 
+/// The value of a timestamp field (`field` names it in rejections): an RFC 3339 string
+/// with an offset, or integer epoch milliseconds, between 1970 and 2106.
+fn timestamp_field(field: &str, v: Value<'_>) -> Result<Millis, EventError> {
+    Ok(match v {
+        Value::Str(s) => match parse_rfc3339(&s) {
+            Some(ms) if (0..=MAX_TIMESTAMP_MS).contains(&ms) => ms,
+            Some(_) => {
+                return Err(EventError::new(
+                    RejectReason::InvalidTimestamp,
+                    format!("`{field}` {s:?} is outside 1970-01-01..2106-02-07"),
+                ))
+            }
+            None => {
+                return Err(EventError::new(
+                    RejectReason::InvalidTimestamp,
+                    format!(
+                    "`{field}` {s:?} is not RFC 3339 with an offset (e.g. 2026-11-22T10:00:00Z)"
+                ),
+                ))
+            }
+        },
+        Value::Int(ms) if (0..=MAX_TIMESTAMP_MS).contains(&ms) => ms,
+        Value::Int(ms) => {
+            return Err(EventError::new(
+                RejectReason::InvalidTimestamp,
+                format!(
+                    "`{field}` {ms} is outside the epoch-millisecond range 0..={MAX_TIMESTAMP_MS}"
+                ),
+            ))
+        }
+        Value::Float(f) if f.fract() == 0.0 && (0.0..=MAX_TIMESTAMP_MS as f64).contains(&f) => {
+            f as Millis
+        }
+        Value::Float(f) => {
+            return Err(EventError::new(
+                RejectReason::InvalidTimestamp,
+                format!("`{field}` {f} must be integer epoch milliseconds or an RFC 3339 string"),
+            ))
+        }
+        other => {
+            return Err(EventError::new(
+                RejectReason::WrongType,
+                format!(
+                    "`{field}` must be an RFC 3339 string or integer epoch milliseconds, found {}",
+                    other.type_name()
+                ),
+            ))
+        }
+    })
+}
+
+/// Traits are flat (scalars or null) with non-empty names; the well-known CRM traits have
+/// their types.
+fn check_traits(traits: &Fields<'_>) -> Result<(), EventError> {
+    for (k, v) in traits {
+        if matches!(v, Value::Array | Value::Object) {
+            return Err(EventError::new(
+                RejectReason::WrongType,
+                format!(
+                    "trait `{k}` must be a string, number, boolean or null, found {}",
+                    v.type_name()
+                ),
+            ));
+        }
+        if k.is_empty() {
+            return Err(EventError::new(
+                RejectReason::InvalidValue,
+                "trait names must not be empty",
+            ));
+        }
+    }
+    for (k, v) in traits {
+        check_well_known_trait(k, v)?;
+    }
+    Ok(())
+}
+
 impl<'a> Wire<'a> {
     fn validate(self) -> Result<Event<'a>, EventError> {
         let event_id = required_str("event_id", self.event_id, MAX_ID_LEN)?;
@@ -512,48 +658,7 @@ impl<'a> Wire<'a> {
                     "`timestamp` is required",
                 ))
             }
-            Some(Value::Str(s)) => match parse_rfc3339(&s) {
-                Some(ms) if (0..=MAX_TIMESTAMP_MS).contains(&ms) => ms,
-                Some(_) => {
-                    return Err(EventError::new(
-                        RejectReason::InvalidTimestamp,
-                        format!("`timestamp` {s:?} is outside 1970-01-01..2106-02-07"),
-                    ))
-                }
-                None => {
-                    return Err(EventError::new(
-                        RejectReason::InvalidTimestamp,
-                        format!("`timestamp` {s:?} is not RFC 3339 with an offset (e.g. 2026-11-22T10:00:00Z)"),
-                    ))
-                }
-            },
-            Some(Value::Int(ms)) if (0..=MAX_TIMESTAMP_MS).contains(&ms) => ms,
-            Some(Value::Int(ms)) => {
-                return Err(EventError::new(
-                    RejectReason::InvalidTimestamp,
-                    format!("`timestamp` {ms} is outside the epoch-millisecond range 0..={MAX_TIMESTAMP_MS}"),
-                ))
-            }
-            Some(Value::Float(f))
-                if f.fract() == 0.0 && (0.0..=MAX_TIMESTAMP_MS as f64).contains(&f) =>
-            {
-                f as Millis
-            }
-            Some(Value::Float(f)) => {
-                return Err(EventError::new(
-                    RejectReason::InvalidTimestamp,
-                    format!("`timestamp` {f} must be integer epoch milliseconds or an RFC 3339 string"),
-                ))
-            }
-            Some(other) => {
-                return Err(EventError::new(
-                    RejectReason::WrongType,
-                    format!(
-                        "`timestamp` must be an RFC 3339 string or integer epoch milliseconds, found {}",
-                        other.type_name()
-                    ),
-                ))
-            }
+            Some(v) => timestamp_field("timestamp", v)?,
         };
         let kind = EventKind::from_type(&event_type);
         let previous_id = if kind == EventKind::Alias {
@@ -594,26 +699,7 @@ impl<'a> Wire<'a> {
                 ))
             }
         };
-        for (k, v) in &traits {
-            if matches!(v, Value::Array | Value::Object) {
-                return Err(EventError::new(
-                    RejectReason::WrongType,
-                    format!(
-                        "trait `{k}` must be a string, number, boolean or null, found {}",
-                        v.type_name()
-                    ),
-                ));
-            }
-            if k.is_empty() {
-                return Err(EventError::new(
-                    RejectReason::InvalidValue,
-                    "trait names must not be empty",
-                ));
-            }
-        }
-        for (k, v) in &traits {
-            check_well_known_trait(k, v)?;
-        }
+        check_traits(&traits)?;
         if kind == EventKind::Identify && traits.is_empty() {
             return Err(EventError::new(
                 RejectReason::MissingField,
