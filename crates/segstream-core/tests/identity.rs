@@ -473,3 +473,317 @@ fn runaway_merges_are_refused() {
         .is_err());
     let _ = at;
 }
+
+// ---------------------------------------------------------------------------------------
+// Persons spread over instances: the same events through a simulated cluster.
+// ---------------------------------------------------------------------------------------
+
+use std::collections::VecDeque;
+
+use segstream_core::engine::{home, Blocklist, Handed, Handoff, Route};
+
+/// A record on the simulated persons topic.
+#[derive(Debug, Clone)]
+enum Record {
+    Event(String),
+    Handoff(Handoff),
+}
+
+/// Two instances sharing the partitions of a persons topic, with the topic itself as one
+/// queue per partition (in order within a partition, as Kafka keeps it).
+struct Cluster {
+    partitions: u16,
+    engines: Vec<Engine>,
+    /// The instance that owns each partition.
+    owner: Vec<usize>,
+    queues: Vec<VecDeque<Record>>,
+    blocklist: Blocklist,
+    /// Every transition in the order the instances emitted them.
+    out: Vec<Transition>,
+    forwarded: usize,
+    handoffs: usize,
+}
+
+impl Cluster {
+    fn new(partitions: u16, owner: Vec<usize>, config: EngineConfig) -> Self {
+        let engines = (0..2)
+            .map(|i| {
+                let mut e = Engine::from_source("properties.toml", DEFS, config.clone())
+                    .unwrap()
+                    .with_partitions(partitions);
+                e.own_shards((0..partitions).filter(|p| owner[usize::from(*p)] == i));
+                e
+            })
+            .collect();
+        Cluster {
+            partitions,
+            engines,
+            owner,
+            queues: vec![VecDeque::new(); usize::from(partitions)],
+            blocklist: Blocklist::new(&config.identity),
+            out: Vec::new(),
+            forwarded: 0,
+            handoffs: 0,
+        }
+    }
+
+    /// The router: an input event goes to the home partition of the id it is recorded under.
+    fn route_input(&mut self, raw: &str) {
+        let event = parse_event(raw.as_bytes()).unwrap();
+        let subject = self.blocklist.subject(&event).expect("an id");
+        let p = home(subject, self.partitions);
+        self.queues[usize::from(p)].push_back(Record::Event(raw.to_string()));
+    }
+
+    /// Processes the next record of partition `p` in its owner.
+    fn step(&mut self, p: usize) {
+        let Some(record) = self.queues[p].pop_front() else {
+            return;
+        };
+        let i = self.owner[p];
+        let shard = p as u16;
+        let engine = &mut self.engines[i];
+        let mut out = Vec::new();
+        match record {
+            Record::Event(raw) => {
+                let event = parse_event(raw.as_bytes()).unwrap();
+                match engine.route(&event).expect("routable") {
+                    Route::Apply => {
+                        engine
+                            .apply_and_advance(shard, &event, &mut out)
+                            .unwrap_or_else(|e| panic!("rejected ({e}): {raw}"));
+                    }
+                    Route::Forward { shard: to, .. } => {
+                        assert_ne!(
+                            self.owner[usize::from(to)],
+                            i,
+                            "an event forwarded within one instance"
+                        );
+                        self.forwarded += 1;
+                        self.queues[usize::from(to)].push_back(Record::Event(raw));
+                    }
+                }
+            }
+            Record::Handoff(h) => {
+                self.handoffs += 1;
+                assert_eq!(h.shard(), shard);
+                match h {
+                    Handoff::MergeRequest(r) => {
+                        let handed = engine.accept_merge_request(r, &mut out);
+                        assert!(!matches!(handed, Handed::Refused(_)), "{handed:?}");
+                    }
+                    Handoff::Transfer(t) => engine.accept_transfer(t, &mut out).unwrap(),
+                    Handoff::ForgetId { id, .. } => engine.accept_forget_id(&id),
+                }
+            }
+        }
+        self.out.append(&mut out);
+        self.post(i);
+    }
+
+    /// Puts an instance's handoffs on the topic.
+    fn post(&mut self, i: usize) {
+        let mut handoffs = Vec::new();
+        self.engines[i].drain_handoffs(&mut handoffs);
+        for h in handoffs {
+            self.queues[usize::from(h.shard())].push_back(Record::Handoff(h));
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.queues.iter().any(|q| !q.is_empty())
+    }
+}
+
+/// Follows `id` from its home instance to its person's canonical id, across instances.
+fn person_of(cluster: &Cluster, id: &str) -> String {
+    let mut id = id.to_string();
+    for _ in 0..8 {
+        let engine = &cluster.engines[cluster.owner[usize::from(home(&id, cluster.partitions))]];
+        let next = engine.canonical_id(&id).to_string();
+        if next == id {
+            return id;
+        }
+        id = next;
+    }
+    panic!("the identity chain of {id} does not end");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The events of the property above, routed to the home partitions of their ids, two
+    /// instances owning the partitions, and the records of the partitions processed in
+    /// every interleaving: the person ends as one profile in the home instance of its
+    /// customer id, exactly the one-id profile, and every id leads to it.
+    #[test]
+    fn across_instances_events_spread_over_ids_merge_into_the_profile_of_one_id(
+        steps in prop::collection::vec(step(), 1..80),
+        partitions in prop_oneof![Just(2u16), Just(4), Just(8)],
+        owner_bits in any::<u8>(),
+        schedule in prop::collection::vec(any::<u16>(), 1..64),
+    ) {
+        // Lateness plays no part: a forwarded event reaches its shard after the events the
+        // shard read meanwhile, which the simulation lets run arbitrarily far ahead.
+        let config = EngineConfig {
+            allowed_lateness: 100_000 * 3_600_000,
+            ..config()
+        };
+        let owner = (0..partitions).map(|p| usize::from((owner_bits >> (p % 8)) & 1)).collect();
+        let (split_events, whole_events) = streams(&steps);
+        let mut cluster = Cluster::new(partitions, owner, config.clone());
+        let mut next = 0;
+        let mut k = 0;
+        while next < split_events.len() || cluster.busy() {
+            let choice = usize::from(schedule[k % schedule.len()]);
+            k += 1;
+            if next < split_events.len() && (choice % 3 == 0 || !cluster.busy()) {
+                cluster.route_input(&split_events[next]);
+                next += 1;
+                continue;
+            }
+            let busy: Vec<usize> = (0..cluster.queues.len()).filter(|p| !cluster.queues[*p].is_empty()).collect();
+            cluster.step(busy[(choice / 3 + k) % busy.len()]);
+        }
+        let end = START + 1000 * 3_600_000;
+        for i in 0..2 {
+            let mut out = Vec::new();
+            cluster.engines[i].advance_watermark(end, &mut out);
+            cluster.out.append(&mut out);
+            cluster.post(i);
+        }
+        prop_assert!(!cluster.busy(), "time passing sends no handoffs here");
+
+        let mut whole = Engine::from_source("properties.toml", DEFS, config).unwrap();
+        let whole_out = whole_out_of(&mut whole, &whole_events, end);
+
+        // One person, under the customer id, in the home instance of the customer id.
+        for id in IDS {
+            prop_assert_eq!(person_of(&cluster, id), "c");
+        }
+        let total: usize = cluster.engines.iter().map(|e| e.profile_count()).sum();
+        prop_assert_eq!(total, 1);
+        let home_c = &cluster.engines[cluster.owner[usize::from(home("c", partitions))]];
+        let mut others: Vec<String> = home_c.other_ids("c").iter().map(|s| s.to_string()).collect();
+        others.sort();
+        prop_assert_eq!(others, vec!["a1", "a2", "a3"]);
+
+        let mut names = Symbols::new();
+        let mut merged = canonical(home_c, "c", &mut names).expect("a merged profile");
+        let one = canonical(&whole, "c", &mut names).expect("the one-id profile");
+        prop_assert!((merged.score - one.score).abs() <= 1e-4 * one.score.abs().max(1.0), "{} vs {}", merged.score, one.score);
+        merged.score = one.score;
+        prop_assert_eq!(merged, one);
+
+        // Per id, entered and exited alternate (merges included), across instances.
+        let mut state: BTreeMap<(String, String), Direction> = BTreeMap::new();
+        for t in &cluster.out {
+            let k = (t.customer_id.to_string(), t.segment.to_string());
+            if let Some(prev) = state.get(&k) {
+                prop_assert_ne!(*prev, t.direction, "{} {}", k.0, k.1);
+            } else {
+                prop_assert_eq!(t.direction, Direction::Entered);
+            }
+            state.insert(k, t.direction);
+        }
+        // The person's memberships in the end are the one-id person's.
+        let members = |out: &[Transition], id: &str| {
+            let mut m: BTreeMap<String, Direction> = BTreeMap::new();
+            for t in out.iter().filter(|t| &*t.customer_id == id) {
+                m.insert(t.segment.to_string(), t.direction);
+            }
+            m.into_iter().filter(|(_, d)| *d == Direction::Entered).map(|(s, _)| s).collect::<Vec<_>>()
+        };
+        prop_assert_eq!(members(&cluster.out, "c"), members(&whole_out, "c"));
+        for id in ["a1", "a2", "a3"] {
+            prop_assert_eq!(members(&cluster.out, id), Vec::<String>::new(), "{} left every segment", id);
+        }
+    }
+}
+
+/// Every transition of a run of `events` in one engine, up to `end`.
+fn whole_out_of(engine: &mut Engine, events: &[String], end: Millis) -> Vec<Transition> {
+    let (per_event, _) = run(engine, events);
+    let mut out: Vec<Transition> = per_event.into_iter().flatten().collect();
+    engine.advance_watermark(end, &mut out);
+    out
+}
+
+/// An id homed in the other instance's partition than `of`'s (2 partitions, one each).
+fn elsewhere(prefix: &str, of: &str) -> String {
+    (0..)
+        .map(|n| format!("{prefix}-{n}"))
+        .find(|id| home(id, 2) != home(of, 2))
+        .unwrap()
+}
+
+fn drain(cluster: &mut Cluster) {
+    while cluster.busy() {
+        let p = (0..cluster.queues.len())
+            .find(|p| !cluster.queues[*p].is_empty())
+            .unwrap();
+        cluster.step(p);
+    }
+}
+
+#[test]
+fn across_instances_a_forget_of_any_id_erases_the_whole_person() {
+    let mut cluster = Cluster::new(2, vec![0, 1], config());
+    let customer = "c-1";
+    let phone = elsewhere("phone", customer);
+    let laptop = elsewhere("laptop", customer);
+    let ev = |n: u32, ids: Value| {
+        let mut e = json!({"event_id": format!("e{n}"), "type": "page_view",
+            "timestamp": format_rfc3339(START + Millis::from(n) * MINUTE), "properties": {"url": "/"}});
+        for (k, v) in ids.as_object().unwrap() {
+            e[k] = v.clone();
+        }
+        e.to_string()
+    };
+    let events = [
+        ev(1, json!({"anonymous_id": phone})),
+        ev(2, json!({"anonymous_id": laptop})),
+        ev(3, json!({"customer_id": customer})),
+        // The customer logs in on both devices: two merges across instances.
+        ev(4, json!({"customer_id": customer, "anonymous_id": phone})),
+        ev(5, json!({"customer_id": customer, "anonymous_id": laptop})),
+        // A later event of a device is forwarded to the person.
+        ev(6, json!({"anonymous_id": phone})),
+    ];
+    for e in &events {
+        cluster.route_input(e);
+        drain(&mut cluster);
+    }
+    assert!(cluster.forwarded >= 1 && cluster.handoffs >= 4);
+    let home_c = &cluster.engines[cluster.owner[usize::from(home(customer, 2))]];
+    assert_eq!(
+        home_c
+            .profile(customer)
+            .and_then(|p| p.type_stats(0))
+            .map(|s| s.count),
+        Some(6),
+        "six page views on one profile"
+    );
+    assert_eq!(person_of(&cluster, &phone), customer);
+    assert_eq!(person_of(&cluster, &laptop), customer);
+
+    // Forgetting the phone (homed in the other instance) erases the person everywhere.
+    let forget = json!({"event_id": "f", "anonymous_id": phone, "type": "forget",
+        "timestamp": format_rfc3339(START + 10 * MINUTE)});
+    cluster.route_input(&forget.to_string());
+    drain(&mut cluster);
+    let total: usize = cluster.engines.iter().map(|e| e.profile_count()).sum();
+    assert_eq!(total, 0);
+    for id in [customer, phone.as_str(), laptop.as_str()] {
+        assert_eq!(person_of(&cluster, id), id, "{id} points nowhere");
+    }
+    let exits = cluster
+        .out
+        .iter()
+        .filter(|t| &*t.customer_id == customer && t.cause == Cause::Event("f".into()))
+        .count();
+    assert!(
+        exits > 0,
+        "the person exited its segments with the forget as cause"
+    );
+}

@@ -99,9 +99,18 @@ pub enum Handed {
     Transferred,
     /// Asked again after a crash: it was handed over before.
     Already,
-    /// Refused: the id belongs to another person already, or the merged person would have
-    /// too many ids.
+    /// The request went on to another shard: the id had joined another person meanwhile,
+    /// or the person here is known and the survivor is not (the survivor's shard is asked
+    /// to hand over its person instead).
+    Forwarded,
+    /// Refused: the merged person would have too many ids.
     Refused(Refusal),
+}
+
+/// A request that hops more than a few times within one instance: the identity map holds a
+/// cycle, which merges never create.
+fn warn_loop() {
+    debug_assert!(false, "a merge request looped within one instance");
 }
 
 impl Engine {
@@ -155,47 +164,96 @@ impl Engine {
         out.append(&mut self.handoffs);
     }
 
-    /// Step 2, in the home shard of `req.absorbed`.
-    pub fn accept_merge_request(&mut self, req: MergeRequest, out: &mut Vec<Transition>) -> Handed {
-        let current = Arc::<str>::from(self.identities.canonical(&req.absorbed));
-        if current == req.survivor {
-            return Handed::Already;
+    /// Step 2, in the home shard of `req.absorbed`. When the id has joined another person
+    /// meanwhile, the request follows it there (that person is the one to merge); when the
+    /// person here is known and the survivor is not, the request turns around (a known
+    /// person never joins an anonymous one: the survivor's shard is asked to hand its
+    /// person over instead).
+    pub fn accept_merge_request(
+        &mut self,
+        mut req: MergeRequest,
+        out: &mut Vec<Transition>,
+    ) -> Handed {
+        // Hops within this instance are taken at once; a bounded number, since each
+        // follows the identity map towards a canonical id or turns around once.
+        for _ in 0..8 {
+            let current = Arc::<str>::from(self.identities.canonical(&req.absorbed));
+            if current == req.survivor {
+                return Handed::Already;
+            }
+            if current != req.absorbed {
+                // The id joined `current`'s person: that person merges with the survivor.
+                req.absorbed = current.clone();
+                req.shard = self.person_shard(&current, req.shard);
+                if self.is_local(&current) {
+                    continue;
+                }
+                self.handoffs.push(Handoff::MergeRequest(req));
+                return Handed::Forwarded;
+            }
+            let would_have = self.identities.count(&req.absorbed) + req.survivor_ids;
+            if would_have > self.config.identity.max_ids {
+                self.stats.links_refused_too_many += 1;
+                return Handed::Refused(Refusal::TooManyIds {
+                    would_have,
+                    max: self.config.identity.max_ids,
+                });
+            }
+            let absorbed_known = self.profiles.get(&*req.absorbed).is_some_and(|p| p.known);
+            if absorbed_known && !req.survivor_known {
+                // Turn around: the survivor's person joins this known one.
+                let here = self.person_shard(&req.absorbed, req.shard);
+                req = MergeRequest {
+                    shard: self.person_shard(&req.survivor, req.survivor_shard),
+                    absorbed: req.survivor,
+                    survivor_ids: self.identities.count(&req.absorbed),
+                    survivor_known: true,
+                    survivor_shard: here,
+                    survivor: req.absorbed,
+                    at: req.at,
+                };
+                if self.is_local(&req.absorbed) {
+                    continue;
+                }
+                self.handoffs.push(Handoff::MergeRequest(req));
+                return Handed::Forwarded;
+            }
+            self.hand_over(req, out);
+            return Handed::Transferred;
         }
-        if current != req.absorbed {
-            // The id joined another person meanwhile: two persons claim it.
-            self.stats.links_refused_claimed += 1;
-            return Handed::Refused(Refusal::Claimed(current.to_string()));
-        }
-        let would_have = self.identities.count(&req.absorbed) + req.survivor_ids;
-        if would_have > self.config.identity.max_ids {
-            self.stats.links_refused_too_many += 1;
-            return Handed::Refused(Refusal::TooManyIds {
-                would_have,
-                max: self.config.identity.max_ids,
-            });
-        }
-        if !req.survivor_known && self.profiles.get(&*req.absorbed).is_some_and(|p| p.known) {
-            // A known person does not join an anonymous one: the requester is told by the
-            // opposite request, which the known side sends when it sees the link itself.
-            return Handed::Refused(Refusal::Claimed(req.absorbed.to_string()));
-        }
+        warn_loop();
+        Handed::Already
+    }
+
+    /// Takes the person `req.absorbed` (canonical, living here) out and sends it to the
+    /// survivor's shard, or merges it here when the survivor lives here too.
+    fn hand_over(&mut self, req: MergeRequest, out: &mut Vec<Transition>) {
         self.catch_up(
             &super::persons::Person::Owned(req.absorbed.clone()),
             req.at,
             out,
         );
         let cause = Cause::Merge(req.survivor.clone());
-        let mut record = None;
+        let mut gone = None;
         if let Some((id, mut profile)) = self.profiles.remove_entry(&*req.absorbed) {
             let when = profile.clock.max(req.at);
             let (_, mut ev) = self.split();
             ev.exit_all(&mut profile, &id, when, cause, out);
             ev.changes.remove(&id, profile.shard);
-            let mut buf = Vec::new();
-            self.codec.encode(&self.symbols, &profile, &mut buf);
-            record = Some(buf);
+            gone = Some(profile);
         }
         let ids = self.identities.remove(&req.absorbed);
+        self.stats.merges += 1;
+        if self.is_local(&req.survivor) {
+            let shard = self.person_shard(&req.survivor, req.survivor_shard);
+            self.catch_up(
+                &super::persons::Person::Owned(req.survivor.clone()),
+                req.at,
+                out,
+            );
+            self.absorb(shard, &req.survivor, &ids, gone, false, req.at, out);
+            return;
+        }
         for id in &ids {
             // Here, every id of the person points to the survivor (events of them are
             // forwarded); in the changelog, each id's home (when it is one of this
@@ -208,7 +266,11 @@ impl Engine {
                     .identity(id.clone(), Some(req.survivor.clone()), home);
             }
         }
-        self.stats.merges += 1;
+        let record = gone.map(|profile| {
+            let mut buf = Vec::new();
+            self.codec.encode(&self.symbols, &profile, &mut buf);
+            buf
+        });
         self.handoffs.push(Handoff::Transfer(Transfer {
             survivor: req.survivor,
             from: req.absorbed,
@@ -217,7 +279,6 @@ impl Engine {
             at: req.at,
             shard: req.survivor_shard,
         }));
-        Handed::Transferred
     }
 
     /// Step 3, in the survivor's shard: merges the transferred person.
@@ -226,11 +287,24 @@ impl Engine {
         t: Transfer,
         out: &mut Vec<Transition>,
     ) -> Result<(), DecodeError> {
-        if self.identities.canonical(&t.from) == &*t.survivor
-            && self.identities.others(&t.survivor).contains(&t.from)
+        let current = Arc::<str>::from(self.identities.canonical(&t.survivor));
+        if t.from != current
+            && self.identities.canonical(&t.from) == &*current
+            && self.identities.others(&current).contains(&t.from)
         {
             // Delivered again after a crash: merged before.
             return Ok(());
+        }
+        if current != t.survivor {
+            // The survivor joined another person meanwhile: the transfer follows it.
+            let mut t = t;
+            t.shard = self.person_shard(&current, t.shard);
+            t.survivor = current;
+            if !self.is_local(&t.survivor) {
+                self.handoffs.push(Handoff::Transfer(t));
+                return Ok(());
+            }
+            return self.accept_transfer(t, out);
         }
         let gone = match &t.record {
             Some(bytes) => {

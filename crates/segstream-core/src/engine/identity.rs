@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::Event;
 use crate::transition::Ids;
 
 /// Identity-resolution settings (`[engine.identity]`).
@@ -71,8 +72,6 @@ pub enum Refusal {
     Blocked(String),
     /// The merged person would have more than `max_ids` ids.
     TooManyIds { would_have: usize, max: usize },
-    /// The id belongs to another person already (two persons claim it).
-    Claimed(String),
 }
 
 impl Refusal {
@@ -81,7 +80,6 @@ impl Refusal {
         match self {
             Refusal::Blocked(_) => "blocked_id",
             Refusal::TooManyIds { .. } => "too_many_ids",
-            Refusal::Claimed(_) => "claimed",
         }
     }
 }
@@ -94,7 +92,6 @@ impl std::fmt::Display for Refusal {
                 f,
                 "the merged person would have {would_have} ids, more than engine.identity.max_ids = {max}"
             ),
-            Refusal::Claimed(owner) => write!(f, "the id belongs to another person already ({owner})"),
         }
     }
 }
@@ -138,6 +135,34 @@ pub fn murmur2(data: &[u8]) -> i32 {
     h as i32
 }
 
+/// The blocked id values, compared case-insensitively.
+#[derive(Debug, Clone, Default)]
+pub struct Blocklist(HashSet<Box<str>>);
+
+impl Blocklist {
+    pub fn new(config: &IdentityConfig) -> Self {
+        Blocklist(
+            config
+                .blocked_ids
+                .iter()
+                .map(|b| b.to_lowercase().into_boxed_str())
+                .collect(),
+        )
+    }
+
+    /// Whether `id` is blocked.
+    pub fn contains(&self, id: &str) -> bool {
+        !self.0.is_empty() && (self.0.contains(id) || self.0.contains(id.to_lowercase().as_str()))
+    }
+
+    /// The id an event is recorded under before resolution: its customer id, else its
+    /// anonymous id, blocked ids left out. `None` if every id it has is blocked.
+    pub fn subject<'e>(&self, event: &'e Event<'_>) -> Option<&'e str> {
+        let usable = |id: Option<&'e str>| id.filter(|i| !self.contains(i));
+        usable(event.customer_id.as_deref()).or(usable(event.anonymous_id.as_deref()))
+    }
+}
+
 /// The identity map. See the module documentation.
 #[derive(Debug, Default)]
 pub struct Identities {
@@ -145,18 +170,14 @@ pub struct Identities {
     alias: hashbrown::HashMap<Arc<str>, Arc<str>>,
     /// Per canonical id with other ids: those ids, in the order they joined.
     others: hashbrown::HashMap<Arc<str>, Ids>,
-    blocked: HashSet<Box<str>>,
+    blocked: Blocklist,
     max_ids: usize,
 }
 
 impl Identities {
     pub fn new(config: &IdentityConfig) -> Self {
         Identities {
-            blocked: config
-                .blocked_ids
-                .iter()
-                .map(|b| b.to_lowercase().into_boxed_str())
-                .collect(),
+            blocked: Blocklist::new(config),
             max_ids: config.max_ids.max(1),
             ..Identities::default()
         }
@@ -164,8 +185,12 @@ impl Identities {
 
     /// Whether `id` is on the blocked list (compared case-insensitively).
     pub fn is_blocked(&self, id: &str) -> bool {
-        !self.blocked.is_empty()
-            && (self.blocked.contains(id) || self.blocked.contains(id.to_lowercase().as_str()))
+        self.blocked.contains(id)
+    }
+
+    /// The blocked values.
+    pub fn blocklist(&self) -> &Blocklist {
+        &self.blocked
     }
 
     /// The canonical id of `id`'s person (`id` itself when it is canonical or unknown).

@@ -59,7 +59,8 @@ use crate::time::{format_duration, format_rfc3339, Millis, DAY, MINUTE, SECOND};
 use crate::transition::{Cause, TimerKind, Transition};
 
 pub use changes::{IdentityChange, StateChange};
-pub use identity::{IdentityConfig, Refusal};
+pub use handoff::{Handed, Handoff, MergeRequest, Route, Transfer};
+pub use identity::{home, Blocklist, IdentityConfig, Refusal};
 pub use persons::{Applied, Link};
 pub use reload::ReloadReport;
 
@@ -148,8 +149,6 @@ pub struct EngineStats {
     pub links_refused_blocked: u64,
     /// Links refused: the person would have too many ids.
     pub links_refused_too_many: u64,
-    /// Links refused: the id belongs to another person already.
-    pub links_refused_claimed: u64,
 }
 
 /// The profiles by customer id.

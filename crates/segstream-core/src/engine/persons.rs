@@ -84,10 +84,9 @@ impl Engine {
     /// event whose every id is blocked is rejected.
     pub(super) fn resolve<'e>(&self, event: &'e Event<'_>) -> Result<Resolved<'e>, EventError> {
         let ids = &self.identities;
-        let usable = |id: Option<&'e str>| id.filter(|i| !ids.is_blocked(i));
         let customer = event.customer_id.as_deref();
         let anonymous = event.anonymous_id.as_deref();
-        let Some(subject) = usable(customer).or(usable(anonymous)) else {
+        let Some(subject) = ids.blocklist().subject(event) else {
             return Err(EventError::new(
                 RejectReason::InvalidValue,
                 format!(
@@ -142,7 +141,6 @@ impl Engine {
             match refusal {
                 Refusal::Blocked(_) => self.stats.links_refused_blocked += 1,
                 Refusal::TooManyIds { .. } => self.stats.links_refused_too_many += 1,
-                Refusal::Claimed(_) => self.stats.links_refused_claimed += 1,
             }
             return Link::Refused(refusal);
         }
@@ -160,8 +158,9 @@ impl Engine {
         *person = Person::Owned(survivor.clone());
         if !self.is_local(&absorbed) || !self.is_local(&survivor) {
             // The other person lives in another instance's shard: ask its home for it. The
-            // survivor must be the person here (the event's); a survivor elsewhere takes the
-            // person here when its own shard sees the link (the event is forwarded there).
+            // survivor is the person here (the event's: events are routed to the instance of
+            // their person); if the other person turns out to be known and this one is not,
+            // its shard turns the request around and this person is handed over instead.
             let survivor_shard = self.person_shard(&survivor, shard);
             let request = super::handoff::MergeRequest {
                 shard: self.person_shard(&absorbed, shard),
