@@ -61,6 +61,21 @@ pub struct KafkaConfig {
     /// The compacted topic holding every customer's profile (keyed by customer id, one
     /// partition per input partition). Created at start-up if missing.
     pub changelog_topic: String,
+    /// Route events through `persons_topic` (the default): a router stage re-keys every
+    /// event by the id it is recorded under to that id's home partition, so one person's
+    /// events meet whatever the producers keyed them by, and persons whose ids live in
+    /// different partitions and instances are merged by handoffs on that topic. `false`:
+    /// the input topics are read directly and must be co-partitioned, every event of a
+    /// person keyed by one and the same id.
+    pub router: bool,
+    /// The internal topic between the router and the segment stage (events by person,
+    /// forwards and merge handoffs). Created at start-up if missing, with as many
+    /// partitions as the changelog.
+    pub persons_topic: String,
+    /// Partitions of the persons and changelog topics when segstream creates them (with
+    /// `router`). Default: the most partitions of any input topic. They bound how many
+    /// instances share the work; they cannot change later without a new changelog.
+    pub partitions: Option<i32>,
     /// Exactly-once: the transitions, dead letters, changelog records and input offsets of
     /// a batch are committed in one Kafka transaction (the broker must support
     /// transactions; readers of the output use `isolation.level=read_committed`).
@@ -106,6 +121,9 @@ impl Default for KafkaConfig {
             output_topic: "segment-transitions".into(),
             dead_letter_topic: "segstream-dead-letters".into(),
             changelog_topic: "segstream-changelog".into(),
+            router: true,
+            persons_topic: "segstream-persons".into(),
+            partitions: None,
             exactly_once: false,
             transactional_id: None,
             max_message_bytes: 1 << 20,
@@ -326,6 +344,28 @@ impl Config {
                     .into(),
             );
         }
+        if k.router {
+            let t = &k.persons_topic;
+            if t.trim().is_empty() {
+                errors.push("kafka.persons_topic must not be empty".into());
+            } else if k.input_topics.contains(t) {
+                errors.push(format!(
+                    "kafka.persons_topic `{t}` is also an input topic (a loop)"
+                ));
+            } else if [&k.output_topic, &k.dead_letter_topic, &k.changelog_topic].contains(&t) {
+                errors.push(format!(
+                    "kafka.persons_topic `{t}` must differ from the output, dead-letter and changelog topics"
+                ));
+            }
+        }
+        if let Some(n) = k.partitions {
+            if !(1..=i32::from(u16::MAX)).contains(&n) {
+                errors.push(format!(
+                    "kafka.partitions ({n}) must be between 1 and {}",
+                    u16::MAX
+                ));
+            }
+        }
         if k.batch_size == 0 {
             errors.push("kafka.batch_size must be at least 1".into());
         }
@@ -429,6 +469,9 @@ fn check_keys(table: &toml::Table, origin: &str, errors: &mut Vec<String>) {
                 "output_topic",
                 "dead_letter_topic",
                 "changelog_topic",
+                "router",
+                "persons_topic",
+                "partitions",
                 "exactly_once",
                 "transactional_id",
                 "max_message_bytes",

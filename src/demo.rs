@@ -243,8 +243,9 @@ pub fn run(options: DemoOptions, mut config: Config) -> anyhow::Result<()> {
     config.kafka.input_topics = INPUTS.map(String::from).to_vec();
     cluster.create_topic(&config.kafka.output_topic, 4, 1)?;
     cluster.create_topic(&config.kafka.dead_letter_topic, 1, 1)?;
-    // The mock cluster does not implement CreateTopics: the changelog is made here.
+    // The mock cluster does not implement CreateTopics: the internal topics are made here.
     cluster.create_topic(&config.kafka.changelog_topic, 4, 1)?;
+    cluster.create_topic(&config.kafka.persons_topic, 4, 1)?;
     config.kafka.group_id = "segstream-demo".into();
     config.http.listen = options.listen;
     config.engine.allowed_lateness = 5 * SECOND;

@@ -69,6 +69,24 @@ label_enum! {
 }
 
 label_enum! {
+    /// A record written to the persons topic (`kafka.router`).
+    PersonsKind {
+        /// An input event the router put on its person's partition.
+        Event => "event",
+        /// An event forwarded to the shard its person lives in now.
+        Forward => "forward",
+        /// A merge handoff: asking an id's home for its person.
+        MergeRequest => "merge_request",
+        /// A merge handoff: a person handed over to the survivor's shard.
+        Transfer => "transfer",
+        /// A forget handoff: an id homed elsewhere points nowhere any more.
+        ForgetId => "forget_id",
+        /// A merge request ended without a transfer: the survivor's held events go on.
+        Release => "release",
+    }
+}
+
+label_enum! {
     /// A changelog entry written.
     ChangelogKind {
         /// A customer's profile record.
@@ -87,8 +105,6 @@ label_enum! {
         BlockedId => "blocked_id",
         /// The person would have more than `engine.identity.max_ids` ids.
         TooManyIds => "too_many_ids",
-        /// The id belongs to another person already.
-        Claimed => "claimed",
     }
 }
 
@@ -98,7 +114,6 @@ impl RefusalLabel {
         match r {
             segstream_core::engine::Refusal::Blocked(_) => RefusalLabel::BlockedId,
             segstream_core::engine::Refusal::TooManyIds { .. } => RefusalLabel::TooManyIds,
-            segstream_core::engine::Refusal::Claimed(_) => RefusalLabel::Claimed,
         }
     }
 }
@@ -155,6 +170,10 @@ pub struct Metrics {
     pub dead_letters_degraded: IntCounter,
     pub timers_fired: IntCounter,
     pub profiles_evicted: IntCounter,
+    pub persons_records: IntCounterVec,
+    pub duplicates_skipped: IntCounter,
+    pub held_events: IntGauge,
+    pub waiting_persons: IntGauge,
     pub links: IntCounter,
     pub merges: IntCounter,
     pub links_refused: IntCounterVec,
@@ -297,6 +316,23 @@ impl Metrics {
                 "Dead letters sent in a smaller form (value cut or left out) because the producer or the broker refused the full one.",
             ),
             timers_fired: counter("timers_fired_total", "Customer timers fired."),
+            persons_records: counter_vec(
+                "persons_records_total",
+                "Records written to the persons topic, by kind (event: routed by the router; forward; merge_request, transfer, forget_id, release: handoffs between shards).",
+                &["kind"],
+            ),
+            held_events: gauge(
+                "identity_held_events",
+                "Events held while their person is being merged with a person of another instance.",
+            ),
+            waiting_persons: gauge(
+                "identity_waiting_persons",
+                "Persons waiting for a merge with a person of another instance (their events are held).",
+            ),
+            duplicates_skipped: counter(
+                "duplicates_skipped_total",
+                "Routed or forwarded events read again after a crash upstream and skipped (applied before).",
+            ),
             links: counter(
                 "identity_links_total",
                 "Events that linked two ids (an event with a customer and an anonymous id, or an alias).",
@@ -371,6 +407,7 @@ impl Metrics {
         all::<ChangelogKind>(&self.changelog_records);
         all::<RestoreOutcome>(&self.restore_records);
         all::<RefusalLabel>(&self.links_refused);
+        all::<PersonsKind>(&self.persons_records);
     }
 
     /// Sets the population of every segment; segments no longer defined lose their series

@@ -97,13 +97,16 @@ async fn instances_killed_and_added_mid_stream_give_the_single_instance_transiti
     stop(c).await;
 }
 
-/// The partitioning contract is checked at start-up, every violation listed: input topics
-/// with different partition counts, a changelog with another count than the inputs.
+/// The partitioning contract is checked at start-up, every violation listed: read directly,
+/// input topics with different partition counts, a changelog with another count than the
+/// inputs; routed, a changelog with another count than the persons topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_refuses_inputs_that_are_not_co_partitioned() {
     let (cluster, mut cfg, input) = setup(2, "segments/library.toml");
     let other = unique("other");
     cluster.create_topic(&other, 3, 1).unwrap();
+    // Read directly (no router), the inputs must be co-partitioned.
+    cfg.kafka.router = false;
     cfg.kafka.input_topics = vec![input.clone(), other.clone()];
     let err = service::run(cfg.clone(), std::future::pending(), None)
         .await
@@ -120,13 +123,28 @@ async fn start_up_refuses_inputs_that_are_not_co_partitioned() {
     cluster.create_topic(&changelog, 5, 1).unwrap();
     cfg.kafka.input_topics = vec![input];
     cfg.kafka.changelog_topic = changelog.clone();
-    let err = service::run(cfg, std::future::pending(), None)
+    let err = service::run(cfg.clone(), std::future::pending(), None)
         .await
         .expect_err("refused");
     let msg = format!("{err:#}");
     assert!(
         msg.contains(&format!(
             "changelog topic `{changelog}` has 5 partitions; the input topics have 2"
+        )),
+        "{msg}"
+    );
+
+    // Routed, inputs of any counts are fine, but the persons topic and the changelog must
+    // have as many partitions as each other.
+    cfg.kafka.router = true;
+    cfg.kafka.input_topics = vec![other];
+    let err = service::run(cfg, std::future::pending(), None)
+        .await
+        .expect_err("refused");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains(&format!(
+            "changelog topic `{changelog}` has 5 partitions, but the persons topic has 2"
         )),
         "{msg}"
     );

@@ -118,13 +118,15 @@ pub struct ServiceTopics {
     pub dead: String,
     /// As many partitions as each input topic (the service checks that at start-up).
     pub changelog: String,
+    /// The persons topic (`kafka.router`), as many partitions as the changelog.
+    pub persons: String,
 }
 
 impl ServiceTopics {
     /// Creates `inputs` input topics, the output topic (all of `partitions` partitions), a
-    /// dead-letter topic of one partition and the changelog (compacted, as many partitions
-    /// as the inputs: the service would create it itself, but the MockCluster does not
-    /// implement CreateTopics).
+    /// dead-letter topic of one partition, the changelog (compacted) and the persons topic,
+    /// as many partitions as the inputs (the service would create those two itself, but the
+    /// MockCluster does not implement CreateTopics).
     pub async fn create(
         broker: &Broker,
         prefix: &str,
@@ -138,6 +140,7 @@ impl ServiceTopics {
             output: unique(&format!("{prefix}-transitions")),
             dead: unique(&format!("{prefix}-dead-letters")),
             changelog: unique(&format!("{prefix}-changelog")),
+            persons: unique(&format!("{prefix}-persons")),
         };
         for input in &t.inputs {
             broker.create_topic(input, partitions, false).await?;
@@ -145,6 +148,7 @@ impl ServiceTopics {
         broker.create_topic(&t.output, partitions, false).await?;
         broker.create_topic(&t.dead, 1, false).await?;
         broker.create_topic(&t.changelog, partitions, true).await?;
+        broker.create_topic(&t.persons, partitions, false).await?;
         Ok(t)
     }
 
@@ -154,6 +158,7 @@ impl ServiceTopics {
         k.output_topic = self.output.clone();
         k.dead_letter_topic = self.dead.clone();
         k.changelog_topic = self.changelog.clone();
+        k.persons_topic = self.persons.clone();
     }
 }
 

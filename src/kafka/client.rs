@@ -65,13 +65,14 @@ pub fn transactional_id(k: &KafkaConfig) -> String {
     })
 }
 
-/// Cooperative-sticky for one input topic: a rebalance moves only the partitions that
+/// Cooperative-sticky for one input topic (or the persons topic): a rebalance moves only the partitions that
 /// change owner and the others keep running. With several input topics, `range`: it is the
 /// assignor that gives partition N of every co-partitioned topic to the same instance (the
 /// customer's events of all topics must meet in one profile); its rebalances are eager, but
 /// partitions that come back to the same instance keep their state.
 pub fn assignment_strategy(k: &KafkaConfig) -> &'static str {
-    if k.input_topics.len() > 1 {
+    // Routed, the segment stage reads one topic (the persons topic).
+    if !k.router && k.input_topics.len() > 1 {
         "range"
     } else {
         "cooperative-sticky"
@@ -105,6 +106,23 @@ pub fn consumer(
     consumer_config(k).create_with_context(ctx)
 }
 
+/// The router's consumer group: `{group_id}-router`.
+pub fn router_group(k: &KafkaConfig) -> String {
+    format!("{}-router", k.group_id)
+}
+
+/// The router's consumer: the service consumer's settings in a group of its own, always
+/// cooperative-sticky (the router keeps no state: any partition may go anywhere).
+pub fn router_consumer(
+    k: &KafkaConfig,
+    ctx: KafkaContext,
+) -> Result<StreamConsumer<KafkaContext>, KafkaError> {
+    let mut c = consumer_config(k);
+    c.set("group.id", router_group(k))
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    c.create_with_context(ctx)
+}
+
 /// A producer that waits for all in-sync replicas and keeps per-partition order with one
 /// request in flight per connection. Not the idempotent producer: its producer-id state does
 /// not survive a broker that lost it (seen with tansu's in-memory storage), and a retried
@@ -113,6 +131,22 @@ pub fn consumer(
 pub fn producer(
     k: &KafkaConfig,
     ctx: KafkaContext,
+) -> Result<FutureProducer<KafkaContext>, KafkaError> {
+    producer_with_id(k, ctx, transactional_id(k))
+}
+
+/// The router's producer: like the service's, its `transactional.id` suffixed `-router`.
+pub fn router_producer(
+    k: &KafkaConfig,
+    ctx: KafkaContext,
+) -> Result<FutureProducer<KafkaContext>, KafkaError> {
+    producer_with_id(k, ctx, format!("{}-router", transactional_id(k)))
+}
+
+fn producer_with_id(
+    k: &KafkaConfig,
+    ctx: KafkaContext,
+    transactional_id: String,
 ) -> Result<FutureProducer<KafkaContext>, KafkaError> {
     let mut base = base_config(k);
     for (key, value) in [
@@ -126,7 +160,7 @@ pub fn producer(
         }
     }
     if k.exactly_once {
-        base.set("transactional.id", transactional_id(k));
+        base.set("transactional.id", transactional_id);
         if !k.librdkafka.contains_key("transaction.timeout.ms") {
             // Bounds how long a crashed instance's open transaction holds readers back.
             base.set("transaction.timeout.ms", "10000");

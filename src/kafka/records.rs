@@ -63,6 +63,98 @@ const MAX_DETAIL: usize = 1024;
 /// Longest key a dead letter's last-resort form keeps.
 const MAX_MINIMAL_KEY: usize = 1024;
 
+/// Headers the router adds to an event on the persons topic (and removes again from a
+/// dead letter): where the event came from, and what kind of record it is.
+pub mod routing_headers {
+    /// `event` (from the router), `forward`, `merge_request`, `transfer`, `forget_id`.
+    pub const KIND: &str = "segstream_kind";
+    pub const SOURCE_TOPIC: &str = "segstream_src_topic";
+    pub const SOURCE_PARTITION: &str = "segstream_src_partition";
+    pub const SOURCE_OFFSET: &str = "segstream_src_offset";
+    /// The original message's key (the persons record is keyed by the person's id).
+    pub const SOURCE_KEY: &str = "segstream_src_key";
+    /// The input format, when it is not segstream's own (`segment`).
+    pub const FORMAT: &str = "segstream_format";
+    /// A forwarded event: the shard that forwarded it.
+    pub const FROM_SHARD: &str = "segstream_from_shard";
+    /// A forwarded event: the sequence it was read in at the forwarding shard (how the
+    /// receiver recognises a forward it has applied; see `service::persons`).
+    pub const VIA: &str = "segstream_via";
+    /// A handoff's meta data (JSON).
+    pub const HANDOFF: &str = "segstream_handoff";
+
+    /// Whether a header is one of these.
+    pub fn is_routing(name: &str) -> bool {
+        matches!(
+            name,
+            KIND | SOURCE_TOPIC
+                | SOURCE_PARTITION
+                | SOURCE_OFFSET
+                | SOURCE_KEY
+                | FORMAT
+                | FROM_SHARD
+                | VIA
+                | HANDOFF
+        )
+    }
+}
+
+/// An input message as it came: what a dead letter keeps. For an event that went through
+/// the persons topic, the router's headers give its origin back.
+#[derive(Debug, Clone)]
+pub struct Original<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+    pub timestamp: Option<i64>,
+}
+
+impl<'a> Original<'a> {
+    /// A message read from an input topic.
+    pub fn of<M: Message>(m: &'a M) -> Self {
+        Original {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            payload: m.payload(),
+            headers: m
+                .headers()
+                .map(|hs| hs.iter().map(|h| (h.key, h.value)).collect())
+                .unwrap_or_default(),
+            timestamp: m.timestamp().to_millis(),
+        }
+    }
+
+    /// An event read from the persons topic: the input message the router copied.
+    pub fn routed<M: Message>(m: &'a M) -> Self {
+        let mut o = Original::of(m);
+        let header = |name: &str| {
+            o.headers
+                .iter()
+                .find(|(k, _)| *k == name)
+                .and_then(|(_, v)| *v)
+        };
+        let text = |name: &str| header(name).and_then(|v| std::str::from_utf8(v).ok());
+        use routing_headers as rh;
+        let topic = text(rh::SOURCE_TOPIC);
+        let partition = text(rh::SOURCE_PARTITION).and_then(|v| v.parse().ok());
+        let offset = text(rh::SOURCE_OFFSET).and_then(|v| v.parse().ok());
+        let key = header(rh::SOURCE_KEY);
+        if let (Some(t), Some(p), Some(off)) = (topic, partition, offset) {
+            o.topic = t;
+            o.partition = p;
+            o.offset = off;
+            o.key = key;
+        }
+        o.headers.retain(|(k, _)| !rh::is_routing(k));
+        o
+    }
+}
+
 /// Why a message became a dead letter.
 #[derive(Debug, Clone, Copy)]
 pub struct Rejection<'a> {
@@ -125,14 +217,14 @@ impl Outgoing {
     /// producer or the broker still refuse it (a topic with a lower limit), its fallback is
     /// sent instead: no value and none of the original headers, only the origin, the reason
     /// and the original size. Bad input can therefore never stop the service.
-    pub fn dead_letter<M: Message>(
+    pub fn dead_letter(
         topic: &str,
-        original: &M,
+        original: &Original<'_>,
         why: Rejection<'_>,
         max_bytes: usize,
     ) -> Self {
         use dead_letter_headers as dl;
-        let payload = original.payload();
+        let payload = original.payload;
         let size = payload.map_or(0, <[u8]>::len);
         let origin: Vec<OutgoingHeader> = vec![
             (dl::REASON.into(), Some(why.reason.as_bytes().to_vec())),
@@ -142,19 +234,19 @@ impl Outgoing {
             ),
             (
                 dl::SOURCE_TOPIC.into(),
-                Some(original.topic().as_bytes().to_vec()),
+                Some(original.topic.as_bytes().to_vec()),
             ),
             (
                 dl::SOURCE_PARTITION.into(),
-                Some(original.partition().to_string().into_bytes()),
+                Some(original.partition.to_string().into_bytes()),
             ),
             (
                 dl::SOURCE_OFFSET.into(),
-                Some(original.offset().to_string().into_bytes()),
+                Some(original.offset.to_string().into_bytes()),
             ),
         ];
-        let timestamp = original.timestamp().to_millis();
-        let key = original.key().map(<[u8]>::to_vec);
+        let timestamp = original.timestamp;
+        let key = original.key.map(<[u8]>::to_vec);
         let minimal_key = key.clone().filter(|k| k.len() <= MAX_MINIMAL_KEY);
         let mut minimal_headers = origin.clone();
         minimal_headers.push((dl::VALUE_DROPPED.into(), Some(b"true".to_vec())));
@@ -171,13 +263,10 @@ impl Outgoing {
         };
 
         let mut headers: Vec<OutgoingHeader> = original
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| (Cow::Owned(h.key.to_string()), h.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .headers
+            .iter()
+            .map(|(k, v)| (Cow::Owned(k.to_string()), v.map(<[u8]>::to_vec)))
+            .collect();
         headers.extend(origin);
         let mut full = Outgoing {
             key,
@@ -204,6 +293,109 @@ impl Outgoing {
             ));
         }
         full
+    }
+
+    /// An input message on its way to the persons topic: keyed by the id it is recorded
+    /// under, in that id's home partition, the original value, headers and timestamp kept,
+    /// its origin (and format, unless segstream's own) in routing headers.
+    pub fn routed<M: Message>(
+        topic: &str,
+        partition: i32,
+        key: &str,
+        original: &M,
+        format: Option<&str>,
+    ) -> Self {
+        use routing_headers as rh;
+        let mut headers: Vec<OutgoingHeader> = original
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .filter(|h| !rh::is_routing(h.key))
+                    .map(|h| (Cow::Owned(h.key.to_string()), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        headers.push((rh::KIND.into(), Some(b"event".to_vec())));
+        headers.push((
+            rh::SOURCE_TOPIC.into(),
+            Some(original.topic().as_bytes().to_vec()),
+        ));
+        headers.push((
+            rh::SOURCE_PARTITION.into(),
+            Some(original.partition().to_string().into_bytes()),
+        ));
+        headers.push((
+            rh::SOURCE_OFFSET.into(),
+            Some(original.offset().to_string().into_bytes()),
+        ));
+        if let Some(k) = original.key() {
+            headers.push((rh::SOURCE_KEY.into(), Some(k.to_vec())));
+        }
+        if let Some(f) = format {
+            headers.push((rh::FORMAT.into(), Some(f.as_bytes().to_vec())));
+        }
+        Outgoing {
+            partition: Some(partition),
+            key: Some(key.as_bytes().to_vec()),
+            payload: original.payload().map(<[u8]>::to_vec),
+            headers,
+            timestamp: original.timestamp().to_millis(),
+            ..Outgoing::new(topic)
+        }
+    }
+
+    /// A persons-topic event forwarded to the shard of its person: the same record, keyed
+    /// by the person's canonical id, marked as forwarded by `from_shard`, which read it in
+    /// the sequence `via`.
+    pub fn forwarded<M: Message>(
+        topic: &str,
+        shard: i32,
+        canonical: &str,
+        record: &M,
+        from_shard: i32,
+        via: &str,
+    ) -> Self {
+        use routing_headers as rh;
+        let mut headers: Vec<OutgoingHeader> = record
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .filter(|h| !matches!(h.key, rh::KIND | rh::FROM_SHARD | rh::VIA))
+                    .map(|h| (Cow::Owned(h.key.to_string()), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        headers.push((rh::KIND.into(), Some(b"forward".to_vec())));
+        headers.push((
+            rh::FROM_SHARD.into(),
+            Some(from_shard.to_string().into_bytes()),
+        ));
+        headers.push((rh::VIA.into(), Some(via.as_bytes().to_vec())));
+        Outgoing {
+            partition: Some(shard),
+            key: Some(canonical.as_bytes().to_vec()),
+            payload: record.payload().map(<[u8]>::to_vec),
+            headers,
+            timestamp: record.timestamp().to_millis(),
+            ..Outgoing::new(topic)
+        }
+    }
+
+    /// A message from one shard to another (see `segstream_core::engine::handoff`).
+    pub fn handoff(topic: &str, handoff: &segstream_core::engine::Handoff) -> Self {
+        use crate::metrics::Label;
+        use routing_headers as rh;
+        let (kind, key, meta, payload) = crate::service::handoffs::encode(handoff);
+        Outgoing {
+            partition: Some(i32::from(handoff.shard())),
+            key: Some(key.into_bytes()),
+            payload,
+            headers: vec![
+                (rh::KIND.into(), Some(kind.as_str().as_bytes().to_vec())),
+                (rh::HANDOFF.into(), Some(meta)),
+            ],
+            ..Outgoing::new(topic)
+        }
     }
 
     /// A changelog entry: the customer's record (or tombstone) in the partition numbered
@@ -336,7 +528,7 @@ mod tests {
                 value: None,
             });
         let m = message(b"not json".to_vec(), headers);
-        let d = Outgoing::dead_letter("dlq", &m, why(), 1 << 20);
+        let d = Outgoing::dead_letter("dlq", &Original::of(&m), why(), 1 << 20);
         assert_eq!(d.topic, "dlq");
         assert_eq!(d.key.as_deref(), Some(&b"c-1"[..]));
         assert_eq!(d.payload.as_deref(), Some(&b"not json"[..]));
@@ -369,7 +561,7 @@ mod tests {
         let big = vec![b'x'; 1_200_000];
         let m = message(big, OwnedHeaders::new());
         let limit = 900_000;
-        let d = Outgoing::dead_letter("dlq", &m, why(), limit);
+        let d = Outgoing::dead_letter("dlq", &Original::of(&m), why(), limit);
         assert!(d.size() + RECORD_OVERHEAD <= limit, "{}", d.size());
         assert!(d.payload.as_ref().unwrap().len() > 800_000);
         assert_eq!(d.header("segstream_truncated"), Some(&b"true"[..]));
@@ -384,7 +576,7 @@ mod tests {
             value: Some(&vec![b'h'; 5000][..]),
         });
         let m = message(b"{}".to_vec(), headers);
-        let d = Outgoing::dead_letter("dlq", &m, why(), 2000);
+        let d = Outgoing::dead_letter("dlq", &Original::of(&m), why(), 2000);
         assert_eq!(d.payload.as_deref(), Some(&b""[..]));
         assert_eq!(d.header("segstream_value_dropped"), Some(&b"true"[..]));
         assert_eq!(d.header("huge"), None);

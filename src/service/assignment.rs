@@ -47,6 +47,7 @@ pub async fn on_assignment(
         info!(partitions = ?lost, profiles = dropped, "revoked: state dropped");
     }
     progress.owned.retain(|p| now.contains(p));
+    progress.retain_shards(&progress.owned.clone());
     if !gained.is_empty() {
         shared.set_ready(false);
         let started = Instant::now();
@@ -64,11 +65,8 @@ pub async fn on_assignment(
         let mut engine = shared.engine();
         for (p, pos) in restored.positions {
             engine.set_shard_time(p as u16, pos.watermark, pos.max_event_time);
-            for (topic, (next, max_ts)) in pos.inputs {
-                if progress.clocks.contains(&topic, p) {
-                    progress.applied.insert((topic.clone(), p), next - 1);
-                    progress.clocks.restored(&topic, p, max_ts);
-                }
+            for (key, (offset, max_ts)) in pos.inputs {
+                progress.restore_input(p, &key, offset, max_ts);
             }
         }
         drop(engine);
@@ -82,5 +80,9 @@ pub async fn on_assignment(
         );
         progress.owned.extend(gained);
     }
+    // Which persons live here (links to others go through handoffs).
+    shared
+        .engine()
+        .own_shards(progress.owned.iter().map(|p| *p as u16));
     Ok(())
 }

@@ -24,7 +24,7 @@ pub async fn commit(
     kafka::produce_all(&clients.producer, &batch.outgoing, &shared.metrics).await;
     // Only once every record is acknowledged: a marker never stands for a missing record.
     kafka::produce_all(&clients.producer, &batch.markers, &shared.metrics).await;
-    let tpl = batch.owned_offsets(&progress.owned)?;
+    let tpl = batch.owned_offsets(progress)?;
     if tpl.count() > 0 {
         if let Err(e) = clients.consumer.store_offsets(&tpl) {
             // A partition revoked meanwhile: its new owner re-reads from the last commit.

@@ -14,21 +14,21 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
+use crate::kafka::KafkaContext;
 use crate::shared::Shared;
-
-use super::Clients;
 
 /// A commit slower than this pauses the input.
 pub const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
-/// Runs `commit` to its end, pausing the input while it takes longer than [`PAUSE_AFTER`].
+/// Runs `commit` to its end, pausing `consumer`'s input while it takes longer than
+/// [`PAUSE_AFTER`].
 pub async fn while_committing(
-    clients: &Clients,
+    consumer: &StreamConsumer<KafkaContext>,
     shared: &Shared,
     commit: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
@@ -42,9 +42,9 @@ pub async fn while_committing(
         tokio::select! {
             r = &mut commit => break r,
             _ = &mut slow, if paused.is_none() => {
-                match clients.consumer.assignment() {
+                match consumer.assignment() {
                     Ok(tpl) => {
-                        if let Err(e) = clients.consumer.pause(&tpl) {
+                        if let Err(e) = consumer.pause(&tpl) {
                             warn!(error = %e, "pausing the input failed");
                         }
                         warn!(
@@ -59,7 +59,7 @@ pub async fn while_committing(
                     Err(e) => warn!(error = %e, "reading the assignment to pause it failed"),
                 }
             }
-            m = clients.consumer.recv(), if paused.is_some() => {
+            m = consumer.recv(), if paused.is_some() => {
                 if let Ok(m) = m {
                     rewind
                         .entry((m.topic().to_string(), m.partition()))
@@ -71,7 +71,7 @@ pub async fn while_committing(
     };
     if let Some(tpl) = paused {
         for ((topic, partition), offset) in rewind {
-            if let Err(e) = clients.consumer.seek(
+            if let Err(e) = consumer.seek(
                 &topic,
                 partition,
                 Offset::Offset(offset),
@@ -81,7 +81,7 @@ pub async fn while_committing(
                 warn!(error = %e, %topic, partition, "rewinding after the pause failed");
             }
         }
-        if let Err(e) = clients.consumer.resume(&tpl) {
+        if let Err(e) = consumer.resume(&tpl) {
             warn!(error = %e, "resuming the input failed");
         }
         shared.metrics.input_paused.set(0);

@@ -12,11 +12,11 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream_core::changelog::Position;
 use segstream_core::engine::{Applied, IdentityChange, Link, StateChange};
-use segstream_core::event::{check_not_future, EventError, RejectReason};
+use segstream_core::event::{check_not_future, Event, EventError, InputFormat, RejectReason};
 use segstream_core::transition::Transition;
 use tracing::warn;
 
-use crate::kafka::records::Rejection;
+use crate::kafka::records::{Original, Rejection};
 use crate::kafka::Outgoing;
 use crate::metrics::{series, ChangelogKind, EventOutcome, Label, RefusalLabel};
 use crate::shared::Shared;
@@ -39,12 +39,16 @@ pub struct Batch {
 
 impl Batch {
     /// The offsets to commit, for the partitions still owned (a revoked one is read again
-    /// by its new owner from its last commit).
-    pub fn owned_offsets(&self, owned: &BTreeSet<i32>) -> anyhow::Result<TopicPartitionList> {
+    /// by its new owner from its last commit), never beyond a held event (a restart reads
+    /// it again).
+    pub fn owned_offsets(&self, progress: &Progress) -> anyhow::Result<TopicPartitionList> {
         let mut tpl = TopicPartitionList::with_capacity(self.offsets.len());
         for ((topic, partition), offset) in &self.offsets {
-            if owned.contains(partition) {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+            if progress.owned.contains(partition) {
+                let offset = progress
+                    .first_held(*partition)
+                    .map_or(*offset, |h| h.min(*offset));
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(offset))?;
             }
         }
         Ok(tpl)
@@ -122,6 +126,10 @@ pub async fn read_batch(
             break;
         }
     }
+    if k.router {
+        // Timers (a profile expired) can end waits too.
+        super::persons::run_released(shared, progress, &mut batch, &mut transitions);
+    }
     collect_outputs(shared, progress, &mut batch, &transitions);
     if progress
         .last_gauges
@@ -159,7 +167,8 @@ fn on_idle(shared: &Shared, progress: &Progress, out: &mut Vec<Transition>) {
 }
 
 /// Applies one message, parsed in its topic's format (`kafka.input_formats`), to the engine
-/// (or makes it a dead letter) and moves its shard's watermark.
+/// (or makes it a dead letter) and moves its shard's watermark. With the router, the
+/// message is a persons-topic record ([`super::persons`]).
 fn apply_message(
     shared: &Shared,
     progress: &mut Progress,
@@ -168,50 +177,83 @@ fn apply_message(
     out: &mut Vec<Transition>,
 ) {
     let config = &shared.config;
-    let payload = msg.payload().unwrap_or(&[]);
-    let result = if msg.payload().is_none() {
-        Err(EventError::new(
+    if config.kafka.router {
+        super::persons::apply_record(shared, progress, msg, batch, out);
+        return;
+    }
+    let format = config.kafka.input_format(msg.topic());
+    let result = parse_checked(shared, format, msg.payload()).and_then(|event| {
+        let p = msg.partition();
+        let mut engine = shared.engine();
+        let r = engine.apply(p as u16, &event, out);
+        let now = Instant::now();
+        progress
+            .clocks
+            .delivered(msg.topic(), p, event.timestamp, now);
+        advance(shared, progress, &mut engine, p, now, out);
+        r
+    });
+    report(shared, &Original::of(msg), result, batch);
+}
+
+/// Moves shard `p`'s watermark to where its input partitions stand.
+pub(super) fn advance(
+    shared: &Shared,
+    progress: &Progress,
+    engine: &mut segstream_core::engine::Engine,
+    p: i32,
+    now: Instant,
+    out: &mut Vec<Transition>,
+) {
+    let config = &shared.config;
+    let idle = Duration::from_millis(config.kafka.partition_idle_after as u64);
+    let lateness = config.engine.allowed_lateness;
+    if let Some(wm) = progress.clocks.watermark(p, lateness, idle, now) {
+        engine.advance_shard_watermark(p as u16, wm, out);
+    }
+}
+
+/// A message's payload as an event of `format`, if it passes the guards: present, not
+/// larger than `max_message_bytes`, valid, not stamped too far in the future.
+pub(super) fn parse_checked<'a>(
+    shared: &Shared,
+    format: InputFormat,
+    payload: Option<&'a [u8]>,
+) -> Result<Event<'a>, EventError> {
+    let config = &shared.config;
+    let Some(payload) = payload else {
+        return Err(EventError::new(
             RejectReason::InvalidJson,
             "message has no payload",
-        ))
-    } else if payload.len() > config.kafka.max_message_bytes {
-        Err(EventError::new(
+        ));
+    };
+    if payload.len() > config.kafka.max_message_bytes {
+        return Err(EventError::new(
             RejectReason::TooLarge,
             format!(
                 "{} bytes exceed max_message_bytes {}",
                 payload.len(),
                 config.kafka.max_message_bytes
             ),
-        ))
-    } else {
-        let format = config.kafka.input_format(msg.topic());
-        let parsed = format.parse(payload).and_then(|event| {
-            check_not_future(
-                event.timestamp,
-                crate::clock::now_millis(),
-                config.engine.max_future_skew,
-            )
-            .map(|()| event)
-        });
-        match parsed {
-            Err(e) => Err(e),
-            Ok(event) => {
-                let p = msg.partition();
-                let mut engine = shared.engine();
-                let r = engine.apply(p as u16, &event, out);
-                let now = Instant::now();
-                progress
-                    .clocks
-                    .delivered(msg.topic(), p, event.timestamp, now);
-                let idle = Duration::from_millis(config.kafka.partition_idle_after as u64);
-                let lateness = config.engine.allowed_lateness;
-                if let Some(wm) = progress.clocks.watermark(p, lateness, idle, now) {
-                    engine.advance_shard_watermark(p as u16, wm, out);
-                }
-                r
-            }
-        }
-    };
+        ));
+    }
+    let event = format.parse(payload)?;
+    check_not_future(
+        event.timestamp,
+        crate::clock::now_millis(),
+        config.engine.max_future_skew,
+    )?;
+    Ok(event)
+}
+
+/// Counts what became of an input message (by its original topic) and writes the dead
+/// letter of a rejected one, or of an applied one whose link was refused.
+pub(super) fn report(
+    shared: &Shared,
+    original: &Original<'_>,
+    result: Result<Applied, EventError>,
+    batch: &mut Batch,
+) {
     let outcome = match &result {
         Ok(_) => EventOutcome::Accepted,
         Err(e) if e.reason == RejectReason::Late => EventOutcome::Late,
@@ -219,7 +261,7 @@ fn apply_message(
     };
     let m = &shared.metrics;
     m.events_consumed
-        .with_label_values(&[msg.topic(), outcome.as_str()])
+        .with_label_values(&[original.topic, outcome.as_str()])
         .inc();
     match result {
         Err(e) => {
@@ -227,7 +269,7 @@ fn apply_message(
                 m.late_events.inc();
             }
             series(&m.dead_letters, e.reason).inc();
-            batch.outgoing.push(dead_letter(shared, msg, &e));
+            batch.outgoing.push(dead_letter(shared, original, &e));
         }
         Ok(Applied {
             link: Link::Refused(refusal),
@@ -237,7 +279,7 @@ fn apply_message(
             series(&m.links_refused, RefusalLabel::of(&refusal)).inc();
             series(&m.dead_letters, RejectReason::LinkRefused).inc();
             let e = EventError::new(RejectReason::LinkRefused, refusal.to_string());
-            let mut dl = dead_letter(shared, msg, &e);
+            let mut dl = dead_letter(shared, original, &e);
             dl.headers
                 .push(("segstream_applied".into(), Some(b"true".to_vec())));
             batch.outgoing.push(dl);
@@ -246,13 +288,14 @@ fn apply_message(
     }
 }
 
-fn dead_letter(shared: &Shared, msg: &BorrowedMessage<'_>, err: &EventError) -> Outgoing {
+/// The dead letter of `original`, rejected for `err`.
+pub(super) fn dead_letter(shared: &Shared, original: &Original<'_>, err: &EventError) -> Outgoing {
     let k = &shared.config.kafka;
     let why = Rejection {
         reason: err.reason.as_str(),
         detail: &err.detail,
     };
-    Outgoing::dead_letter(&k.dead_letter_topic, msg, why, k.dead_letter_max_bytes)
+    Outgoing::dead_letter(&k.dead_letter_topic, original, why, k.dead_letter_max_bytes)
 }
 
 /// After the messages: the batch's transitions, then one changelog entry per customer it
@@ -278,6 +321,14 @@ fn collect_outputs(
         let mut engine = shared.engine();
         engine.drain_changes(&mut changes);
         engine.drain_identity_changes(&mut identities);
+    }
+    if k.router {
+        let mut handoffs = Vec::new();
+        shared.engine().drain_handoffs(&mut handoffs);
+        for h in &handoffs {
+            series(&shared.metrics.persons_records, super::handoffs::kind_of(h)).inc();
+            batch.outgoing.push(Outgoing::handoff(&k.persons_topic, h));
+        }
     }
     for c in identities {
         if progress.owned.contains(&i32::from(c.shard)) {

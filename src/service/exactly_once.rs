@@ -43,7 +43,7 @@ pub async fn commit(
     mut batch: Batch,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    let tpl = batch.owned_offsets(&progress.owned)?;
+    let tpl = batch.owned_offsets(progress)?;
     if batch.outgoing.is_empty() && tpl.count() == 0 {
         return Ok(());
     }

@@ -18,6 +18,7 @@ pub fn refresh(shared: &Shared) {
     catch_up(&m.merges, engine.stats().merges);
     m.identity_linked_ids.set(engine.linked_ids() as i64);
     m.identity_bytes.set(engine.identity_bytes() as i64);
+    m.waiting_persons.set(engine.waiting_persons() as i64);
     let wm = engine.watermark();
     if wm != i64::MIN {
         m.watermark_seconds.set(wm / 1000);

@@ -21,6 +21,9 @@
 //! - [`at_least_once`], [`exactly_once`]: committing a batch, by guarantee;
 //!   [`backpressure`]: input paused while a commit waits for a slow or absent output.
 //! - [`assignment`], [`restore`]: following the group's assignment.
+//! - [`router`], [`persons`], [`handoffs`]: with `kafka.router` (the default), the router
+//!   stage that puts every event on its person's partition of the persons topic, and the
+//!   segment stage's side of that topic (forwarded events, merge handoffs).
 //! - [`reload`], [`gauges`]: reloads and the gauges that scan the engine.
 //! - [`background`]: the service as a task of the current runtime (tests, demo, benches).
 
@@ -31,9 +34,12 @@ pub mod backpressure;
 pub mod batch;
 pub mod exactly_once;
 pub mod gauges;
+pub mod handoffs;
+pub mod persons;
 pub mod progress;
 pub mod reload;
 pub mod restore;
+pub mod router;
 pub mod startup;
 pub mod watermarks;
 
@@ -113,6 +119,9 @@ pub async fn run(
     info!(%http_addr, "http listening");
 
     let clients = startup::clients(&config.kafka, KafkaContext(kstate))?;
+    // The router's clients report to metrics like the others, but their rebalances are
+    // their own (the segment stage follows only its consumer's assignment).
+    let router_state = Arc::new(KafkaState::new(metrics.clone()));
     let Some(partitions) =
         startup::check_topics(&config, &clients.restorer, shutdown.as_mut()).await?
     else {
@@ -125,6 +134,27 @@ pub async fn run(
         strategy = crate::kafka::assignment_strategy(&config.kafka),
         "partitioning checked"
     );
+    let router_stop = tokio_util::sync::CancellationToken::new();
+    let mut router_task = if config.kafka.router {
+        let shards = u16::try_from(partitions).context("too many partitions")?;
+        shared.engine().set_partitions(shards);
+        let router = router::Router {
+            consumer: crate::kafka::router_consumer(
+                &config.kafka,
+                KafkaContext(router_state.clone()),
+            )
+            .context("creating the router's consumer")?,
+            producer: crate::kafka::router_producer(&config.kafka, KafkaContext(router_state))
+                .context("creating the router's producer")?,
+            partitions: shards,
+        };
+        // Aborted with this task (a crash takes the router down with the segment stage).
+        Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+            router::run(router, shared.clone(), router_stop.clone()),
+        )))
+    } else {
+        None
+    };
     if config.kafka.exactly_once {
         clients
             .producer
@@ -135,12 +165,16 @@ pub async fn run(
             "exactly-once: one transaction per batch"
         );
     }
-    let topics: Vec<&str> = config
-        .kafka
-        .input_topics
-        .iter()
-        .map(String::as_str)
-        .collect();
+    let topics: Vec<&str> = if config.kafka.router {
+        vec![config.kafka.persons_topic.as_str()]
+    } else {
+        config
+            .kafka
+            .input_topics
+            .iter()
+            .map(String::as_str)
+            .collect()
+    };
     clients
         .consumer
         .subscribe(&topics)
@@ -159,6 +193,14 @@ pub async fn run(
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
+                r = async { router_task.as_mut().expect("guarded").await }, if router_task.is_some() => {
+                    router_task = None;
+                    match r {
+                        Ok(Ok(())) => anyhow::bail!("the router stopped"),
+                        Ok(Err(e)) => return Err(e.context("the router failed")),
+                        Err(e) => anyhow::bail!("the router panicked: {e}"),
+                    }
+                }
                 Some(req) = reload_rx.recv() => {
                     let outcome = reload::reload(&clients, &shared).await;
                     let _ = req.reply.send(outcome);
@@ -167,10 +209,10 @@ pub async fn run(
                     let batch = batch?;
                     if config.kafka.exactly_once {
                         let commit = exactly_once::commit(&clients, &shared, batch, &progress);
-                        backpressure::while_committing(&clients, &shared, commit).await?;
+                        backpressure::while_committing(&clients.consumer, &shared, commit).await?;
                     } else {
                         let commit = at_least_once::commit(&clients, &shared, batch, &progress);
-                        backpressure::while_committing(&clients, &shared, commit).await?;
+                        backpressure::while_committing(&clients.consumer, &shared, commit).await?;
                     }
                 }
             }
@@ -181,6 +223,14 @@ pub async fn run(
 
     info!("shutting down: flushing and committing");
     shared.set_ready(false);
+    router_stop.cancel();
+    if let Some(task) = router_task {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %format!("{e:#}"), "the router stopped with an error"),
+            Err(e) => warn!(error = %e, "the router panicked"),
+        }
+    }
     let _ = clients
         .producer
         .flush(Duration::from_millis(config.shutdown_deadline as u64 / 2));

@@ -2,10 +2,33 @@
 //! numbers it owns (their state is in the engine), the last offset applied per input
 //! partition, and each partition's event time.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
+use rdkafka::message::OwnedMessage;
+
 use super::watermarks::PartitionClocks;
+
+/// A persons-topic event held while its person is being merged.
+#[derive(Debug)]
+pub struct Held {
+    pub record: OwnedMessage,
+    /// The sequence it was read in and its source offset there.
+    pub sequence: Option<(String, i64)>,
+}
+
+impl Held {
+    /// The persons-topic partition it was read from.
+    pub fn shard(&self) -> i32 {
+        rdkafka::message::Message::partition(&self.record)
+    }
+
+    /// Its offset there.
+    pub fn offset(&self) -> i64 {
+        rdkafka::message::Message::offset(&self.record)
+    }
+}
 
 /// The loop's bookkeeping (see the module documentation).
 #[derive(Debug, Default)]
@@ -15,7 +38,17 @@ pub struct Progress {
     /// Highest offset applied to the engine per input partition: a message seen again after
     /// a failure before its offset was stored is not applied twice.
     pub applied: HashMap<(String, i32), i64>,
-    /// Event time per input partition.
+    /// With the router: per (sequence, shard), the highest source offset applied (see
+    /// `service::persons`): an event routed or forwarded again after a crash upstream is
+    /// recognised and skipped.
+    pub routed: HashMap<(String, i32), i64>,
+    /// With the router: events held while their person is being merged with a person of
+    /// another instance, per person, in the order they came (see `service::persons`).
+    pub held: HashMap<Arc<str>, Vec<Held>>,
+    /// Held events a restored position names (sequence, shard, source offset): read again,
+    /// they are not duplicates though below their sequence's highest offset.
+    pub held_sources: HashSet<(String, i32, i64)>,
+    /// Event time per input partition (routed: per source partition and shard).
     pub clocks: PartitionClocks,
     /// When the gauges that scan the profiles were last refreshed.
     pub last_gauges: Option<Instant>,
@@ -38,15 +71,120 @@ impl Progress {
         }
     }
 
-    /// Per input topic of partition number `shard`: the next offset to apply and the
-    /// largest event time seen (what a position marker records).
+    /// Whether the event at `offset` of routed sequence `sequence` is new in `shard`
+    /// (then it is recorded); `false` for one applied before.
+    pub fn first_routed(&mut self, sequence: &str, shard: i32, offset: i64) -> bool {
+        match self.routed.get_mut(&(sequence.to_string(), shard)) {
+            Some(a) if offset <= *a => {
+                // Held when the position was written: not applied yet.
+                self.held_sources
+                    .remove(&(sequence.to_string(), shard, offset))
+            }
+            Some(a) => {
+                *a = offset;
+                true
+            }
+            None => {
+                self.routed.insert((sequence.to_string(), shard), offset);
+                true
+            }
+        }
+    }
+
+    /// The offset of the first event held from partition `shard` (input from there is
+    /// read again from it after a restart).
+    pub fn first_held(&self, shard: i32) -> Option<i64> {
+        self.held
+            .values()
+            .flatten()
+            .filter(|h| h.shard() == shard)
+            .map(Held::offset)
+            .min()
+    }
+
+    /// How many events are held.
+    pub fn held_count(&self) -> usize {
+        self.held.values().map(Vec::len).sum()
+    }
+
+    /// Per input topic of partition number `shard`: the next offset to apply (not beyond
+    /// the first held event) and the largest event time seen (what a position marker
+    /// records); with the router also per routed sequence (keys `src:…`, `fwd:…`): the
+    /// last source offset applied and its largest event time, and per held event (keys
+    /// `held:{source offset}|{sequence}`).
     pub fn inputs_of(&self, shard: i32) -> std::collections::BTreeMap<String, (i64, i64)> {
-        self.applied
+        let first_held = self.first_held(shard);
+        let topics = self
+            .applied
             .iter()
             .filter(|((_, p), _)| *p == shard)
-            .map(|((t, _), o)| (t.clone(), (o + 1, self.clocks.max_event_time(t, shard))))
-            .collect()
+            .map(|((t, _), o)| {
+                let next = first_held.map_or(o + 1, |h| h.min(o + 1));
+                (t.clone(), (next, self.clocks.max_event_time(t, shard)))
+            });
+        let sequences = self
+            .routed
+            .iter()
+            .filter(|((_, p), _)| *p == shard)
+            .map(|((k, _), o)| (k.clone(), (*o, self.clocks.max_event_time(k, shard))));
+        let held = self
+            .held
+            .values()
+            .flatten()
+            .filter(|h| h.shard() == shard)
+            .filter_map(|h| h.sequence.as_ref())
+            .map(|(seq, o)| (format!("{HELD_PREFIX}{o}|{seq}"), (*o, 0)));
+        // Held before a restart and not re-read yet: still held.
+        let unread = self
+            .held_sources
+            .iter()
+            .filter(|(_, p, _)| *p == shard)
+            .map(|(seq, _, o)| (format!("{HELD_PREFIX}{o}|{seq}"), (*o, 0)));
+        topics.chain(sequences).chain(held).chain(unread).collect()
     }
+
+    /// Takes a restored position's entry for `shard`: an input topic's next offset, or a
+    /// routed sequence's last applied source offset (with its largest event time).
+    pub fn restore_input(&mut self, shard: i32, key: &str, offset: i64, max_event_time: i64) {
+        if let Some(held) = key.strip_prefix(HELD_PREFIX) {
+            if let Some((_, sequence)) = held.split_once('|') {
+                self.held_sources
+                    .insert((sequence.to_string(), shard, offset));
+            }
+        } else if is_sequence(key) {
+            self.routed.insert((key.to_string(), shard), offset);
+            if key.starts_with(SOURCE_PREFIX) {
+                self.clocks
+                    .restored_source(key, shard, max_event_time, Instant::now());
+            }
+        } else if self.clocks.contains(key, shard) {
+            self.applied.insert((key.to_string(), shard), offset - 1);
+            self.clocks.restored(key, shard, max_event_time);
+        }
+    }
+
+    /// Forgets what belongs to shards no longer owned.
+    pub fn retain_shards(&mut self, owned: &std::collections::BTreeSet<i32>) {
+        self.routed.retain(|(_, p), _| owned.contains(p));
+        self.held_sources.retain(|(_, p, _)| owned.contains(p));
+        // The new owner of a partition reads its held events again.
+        for held in self.held.values_mut() {
+            held.retain(|h| owned.contains(&h.shard()));
+        }
+        self.held.retain(|_, h| !h.is_empty());
+    }
+}
+
+/// The prefix of a routed sequence read directly from the router: `src:{topic}:{partition}`.
+pub const SOURCE_PREFIX: &str = "src:";
+/// The prefix of a sequence of forwarded events: `fwd:{shard}|{sequence at that shard}`.
+pub const FORWARD_PREFIX: &str = "fwd:";
+/// The prefix of a held event in a position marker: `held:{source offset}|{sequence}`.
+pub const HELD_PREFIX: &str = "held:";
+
+/// Whether a position-marker key is a routed sequence (topic names cannot contain `:`).
+pub fn is_sequence(key: &str) -> bool {
+    key.starts_with(SOURCE_PREFIX) || key.starts_with(FORWARD_PREFIX)
 }
 
 #[cfg(test)]
@@ -64,5 +202,28 @@ mod tests {
         let inputs = p.inputs_of(0);
         assert_eq!(inputs.len(), 1);
         assert_eq!(inputs["a"].0, 7);
+    }
+
+    #[test]
+    fn routed_sequences_are_deduplicated_and_recorded_in_markers() {
+        let mut p = Progress::default();
+        assert!(p.first_routed("src:clicks:3", 0, 10));
+        assert!(!p.first_routed("src:clicks:3", 0, 10));
+        assert!(!p.first_routed("src:clicks:3", 0, 9));
+        assert!(p.first_routed("src:clicks:3", 1, 9), "another shard");
+        assert!(
+            p.first_routed("fwd:2|src:clicks:3", 0, 4),
+            "another sequence"
+        );
+        let inputs = p.inputs_of(0);
+        assert_eq!(inputs["src:clicks:3"].0, 10);
+        assert_eq!(inputs["fwd:2|src:clicks:3"].0, 4);
+        let mut restored = Progress::default();
+        for (k, (o, t)) in inputs {
+            restored.restore_input(0, &k, o, t);
+        }
+        assert!(!restored.first_routed("src:clicks:3", 0, 10));
+        assert!(restored.first_routed("src:clicks:3", 0, 11));
+        assert!(!restored.first_routed("fwd:2|src:clicks:3", 0, 4));
     }
 }

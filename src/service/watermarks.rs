@@ -34,7 +34,12 @@ impl PartitionClocks {
     /// Tracks exactly `assigned`; a newly assigned partition starts as "not delivered yet"
     /// (it holds its shard's time back until it delivers or has been idle for `idle`).
     pub fn sync(&mut self, assigned: &[(String, i32)], now: Instant) {
-        self.partitions.retain(|k, _| assigned.contains(k));
+        // A routed source's clock (`src:…`) stays while its shard stays assigned.
+        let shards: std::collections::BTreeSet<i32> = assigned.iter().map(|(_, p)| *p).collect();
+        self.partitions.retain(|k, _| {
+            assigned.contains(k)
+                || (k.0.starts_with(super::progress::SOURCE_PREFIX) && shards.contains(&k.1))
+        });
         for k in assigned {
             self.partitions.entry(k.clone()).or_insert(Seen {
                 max_event_time: Millis::MIN,
@@ -68,6 +73,20 @@ impl PartitionClocks {
         if let Some(seen) = self.partitions.get_mut(&(topic.to_string(), partition)) {
             seen.max_event_time = seen.max_event_time.max(event_time);
         }
+    }
+
+    /// A routed source's largest event time in `shard` as a previous owner left it: tracked
+    /// from now (it holds the shard's time back like a delivering partition until it has
+    /// been quiet for the idle time).
+    pub fn restored_source(&mut self, source: &str, shard: i32, event_time: Millis, now: Instant) {
+        let seen = self
+            .partitions
+            .entry((source.to_string(), shard))
+            .or_insert(Seen {
+                max_event_time: event_time,
+                at: now,
+            });
+        seen.max_event_time = seen.max_event_time.max(event_time);
     }
 
     /// The largest event time `(topic, partition)` delivered (`Millis::MIN` if none).

@@ -26,13 +26,14 @@ pub fn config(brokers: &str, inputs: &[&str], segments: &str) -> Config {
     c.kafka.output_topic = unique("transitions");
     c.kafka.dead_letter_topic = unique("dead-letters");
     c.kafka.changelog_topic = unique("changelog");
+    c.kafka.persons_topic = unique("persons");
     c.segments.file = segments.into();
     c.http.listen = "127.0.0.1:0".parse().unwrap();
     c
 }
 
-/// A mock cluster with an input topic of `partitions` partitions, the output, dead-letter
-/// and changelog topics, and a configuration for them. Returns the input topic's name.
+/// A mock cluster with an input topic of `partitions` partitions, the output, dead-letter,
+/// changelog and persons topics, and a configuration for them. Returns the input topic's name.
 pub fn setup(partitions: i32, segments: &str) -> (Cluster, Config, String) {
     let cluster = MockCluster::new(1).unwrap();
     let input = unique("events");
@@ -44,9 +45,12 @@ pub fn setup(partitions: i32, segments: &str) -> (Cluster, Config, String) {
     cluster
         .create_topic(&cfg.kafka.dead_letter_topic, 1, 1)
         .unwrap();
-    // The mock cluster does not implement CreateTopics: the changelog is made here.
+    // The mock cluster does not implement CreateTopics: the internal topics are made here.
     cluster
         .create_topic(&cfg.kafka.changelog_topic, partitions, 1)
+        .unwrap();
+    cluster
+        .create_topic(&cfg.kafka.persons_topic, partitions, 1)
         .unwrap();
     (cluster, cfg, input)
 }

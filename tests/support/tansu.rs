@@ -325,6 +325,8 @@ pub fn create_topics(tansu: &Tansu) {
     tansu.create_topic("events", 3);
     tansu.create_topic("transitions", 3);
     tansu.create_topic("dead-letters", 1);
-    // The profile changelog: as many partitions as the input (the service checks it).
+    // The internal topics: the profile changelog and the persons topic, with as many
+    // partitions as each other (the service checks it).
     tansu.create_topic("segstream-changelog", 3);
+    tansu.create_topic("segstream-persons", 3);
 }

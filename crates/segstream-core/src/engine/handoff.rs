@@ -21,7 +21,7 @@ use std::sync::Arc;
 use super::identity::{home, Refusal};
 use super::Engine;
 use crate::changelog::DecodeError;
-use crate::event::{Event, EventError};
+use crate::event::{Event, EventError, EventKind};
 use crate::time::Millis;
 use crate::transition::{Cause, Transition};
 
@@ -35,6 +35,9 @@ pub enum Handoff {
     /// To the home shard of `id`: the id's person is gone (forgotten, expired, evicted):
     /// forget where the id points.
     ForgetId { id: Arc<str>, shard: u16 },
+    /// To the survivor's shard: its merge request ended without a transfer (refused, or
+    /// done before): the events it holds go on.
+    Release { survivor: Arc<str>, shard: u16 },
 }
 
 impl Handoff {
@@ -44,6 +47,7 @@ impl Handoff {
             Handoff::MergeRequest(r) => r.shard,
             Handoff::Transfer(t) => t.shard,
             Handoff::ForgetId { shard, .. } => *shard,
+            Handoff::Release { shard, .. } => *shard,
         }
     }
 }
@@ -65,6 +69,8 @@ pub struct MergeRequest {
     pub at: Millis,
     /// The shard the request goes to: the absorbed id's home.
     pub shard: u16,
+    /// Turned around by the other person's shard, which survives: hand over.
+    pub turned: bool,
 }
 
 /// Step 2 of a merge across shards: the absorbed person.
@@ -77,6 +83,9 @@ pub struct Transfer {
     pub ids: Vec<Arc<str>>,
     /// Its profile as a changelog record (`None`: it had none, only ids).
     pub record: Option<Vec<u8>>,
+    /// Whether the survivor is known (its linking event carries its customer id), even
+    /// if it has no profile yet.
+    pub survivor_known: bool,
     /// The linking event's time.
     pub at: Millis,
     /// The survivor's shard.
@@ -90,6 +99,12 @@ pub enum Route {
     Apply,
     /// Its person lives in another shard of another instance: forward it there.
     Forward { canonical: Arc<str>, shard: u16 },
+    /// Its person is being merged with a person of another instance: hold it (and every
+    /// later event of the person) until [`Engine::drain_released`] names the person, then
+    /// route it again. The event that links the two persons is held too, so that it and
+    /// what follows are applied to the merged profile, as if every event had been
+    /// recorded under one id.
+    Hold { person: Arc<str> },
 }
 
 /// What a merge request did.
@@ -118,8 +133,13 @@ impl Engine {
     /// home shard, and links to ids homed in shards this instance does not own go through
     /// [`Handoff`]s. The service calls it once at start-up.
     pub fn with_partitions(mut self, partitions: u16) -> Self {
-        self.partitions = Some(partitions.max(1));
+        self.set_partitions(partitions);
         self
+    }
+
+    /// [`Engine::with_partitions`] on an engine in place.
+    pub fn set_partitions(&mut self, partitions: u16) {
+        self.partitions = Some(partitions.max(1));
     }
 
     /// Declares which shards this instance owns now (assignment, revocation).
@@ -144,19 +164,119 @@ impl Engine {
         }
     }
 
-    /// Where an event arriving in `shard` goes: applied here if its person lives in this
-    /// instance, else forwarded to the shard of its canonical id.
-    pub fn route(&self, event: &Event<'_>) -> Result<Route, EventError> {
+    /// Where an event goes: applied here if its person lives in this instance, forwarded
+    /// to the shard of its canonical id if not, held while its person is being merged
+    /// with a person of another instance. An event that links its person to a person of
+    /// another instance starts that merge (a [`Handoff::MergeRequest`]) and is held.
+    pub fn route(&mut self, event: &Event<'_>) -> Result<Route, EventError> {
         let resolved = self.resolve(event)?;
         let canonical = resolved.person.as_str();
-        if self.is_local(canonical) {
+        if !self.is_local(canonical) {
+            let shard = self.person_shard(canonical, 0);
+            return Ok(Route::Forward {
+                canonical: Arc::from(canonical),
+                shard,
+            });
+        }
+        if self.waiting.contains(canonical) {
+            return Ok(Route::Hold {
+                person: Arc::from(canonical),
+            });
+        }
+        let Some(other) = resolved.linked else {
+            return Ok(Route::Apply);
+        };
+        if event.kind == EventKind::Forget {
             return Ok(Route::Apply);
         }
-        let shard = self.person_shard(canonical, 0);
-        Ok(Route::Forward {
-            canonical: Arc::from(canonical),
-            shard,
-        })
+        let other_person = self.identities.canonical(other);
+        if other_person != canonical && self.waiting.contains(other_person) {
+            // The other person waits for a merge of its own: this one waits for it (the
+            // link is applied after the other's held events).
+            let person: Arc<str> = Arc::from(canonical);
+            let other_person: Arc<str> = Arc::from(other_person);
+            self.waiting.insert(person.clone());
+            self.dependents
+                .entry(other_person)
+                .or_default()
+                .push(person.clone());
+            return Ok(Route::Hold { person });
+        }
+        if other_person == canonical
+            || self.is_local(other_person)
+            || self
+                .identities
+                .check_merge(canonical, other_person)
+                .is_err()
+        {
+            // One person already, a merge within this instance, or a refusal: `apply`.
+            return Ok(Route::Apply);
+        }
+        // The other person's shard decides who survives (it knows whether its person is
+        // known): it hands its person over, or turns the request around.
+        let survivor: Arc<str> = Arc::from(canonical);
+        let survivor_known = self.profiles.get(canonical).map_or_else(
+            || event.customer_id.as_deref() == Some(canonical),
+            |p| p.known,
+        );
+        let absorbed: Arc<str> = Arc::from(other_person);
+        let survivor_shard = self.person_shard(&survivor, 0);
+        self.handoffs.push(Handoff::MergeRequest(MergeRequest {
+            shard: self.person_shard(&absorbed, 0),
+            survivor_ids: self.identities.count(&survivor),
+            survivor_known,
+            survivor_shard,
+            absorbed,
+            survivor: survivor.clone(),
+            at: event.timestamp,
+            turned: false,
+        }));
+        self.waiting.insert(survivor.clone());
+        Ok(Route::Hold { person: survivor })
+    }
+
+    /// The persons whose merges ended since the last drain: the events held for them go
+    /// on (route them again, in the order they came).
+    pub fn drain_released(&mut self, out: &mut Vec<Arc<str>>) {
+        out.append(&mut self.released);
+    }
+
+    /// How many persons wait for a merge with a person of another instance.
+    pub fn waiting_persons(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Ends `person`'s wait, if it waits (its held events go on), and then the waits of
+    /// the persons that waited for it.
+    pub(super) fn release(&mut self, person: &Arc<str>) {
+        if self.waiting.remove(person) {
+            self.released.push(person.clone());
+        }
+        if let Some(dependents) = self.dependents.remove(person) {
+            for d in dependents {
+                self.release(&d);
+            }
+        }
+    }
+
+    /// Tells the survivor of `req` that its request ended without a transfer.
+    fn release_requester(&mut self, req: &MergeRequest) {
+        if self.is_local(&req.survivor) {
+            self.release(&req.survivor);
+        } else {
+            self.handoffs.push(Handoff::Release {
+                survivor: req.survivor.clone(),
+                shard: req.survivor_shard,
+            });
+        }
+        // A turned-around request that ends here: the person here waited for it.
+        self.release(&req.absorbed);
+    }
+
+    /// A [`Handoff::Release`] for a person of this shard.
+    pub fn accept_release(&mut self, survivor: &str) {
+        let survivor = Arc::from(survivor);
+        self.release(&survivor);
     }
 
     /// Every message for another shard since the last drain, in order.
@@ -179,11 +299,14 @@ impl Engine {
         for _ in 0..8 {
             let current = Arc::<str>::from(self.identities.canonical(&req.absorbed));
             if current == req.survivor {
+                self.release_requester(&req);
                 return Handed::Already;
             }
             if current != req.absorbed {
-                // The id joined `current`'s person: that person merges with the survivor.
+                // The id joined `current`'s person: that person merges with the survivor
+                // (whose shard decides anew who survives).
                 req.absorbed = current.clone();
+                req.turned = false;
                 req.shard = self.person_shard(&current, req.shard);
                 if self.is_local(&current) {
                     continue;
@@ -194,23 +317,32 @@ impl Engine {
             let would_have = self.identities.count(&req.absorbed) + req.survivor_ids;
             if would_have > self.config.identity.max_ids {
                 self.stats.links_refused_too_many += 1;
+                self.release_requester(&req);
                 return Handed::Refused(Refusal::TooManyIds {
                     would_have,
                     max: self.config.identity.max_ids,
                 });
             }
             let absorbed_known = self.profiles.get(&*req.absorbed).is_some_and(|p| p.known);
-            if absorbed_known && !req.survivor_known {
-                // Turn around: the survivor's person joins this known one.
+            if !req.turned
+                && super::persons::survives(
+                    absorbed_known,
+                    &req.absorbed,
+                    req.survivor_known,
+                    &req.survivor,
+                )
+            {
+                // Turn around: the requester's person joins this one.
                 let here = self.person_shard(&req.absorbed, req.shard);
                 req = MergeRequest {
                     shard: self.person_shard(&req.survivor, req.survivor_shard),
                     absorbed: req.survivor,
                     survivor_ids: self.identities.count(&req.absorbed),
-                    survivor_known: true,
+                    survivor_known: absorbed_known,
                     survivor_shard: here,
                     survivor: req.absorbed,
                     at: req.at,
+                    turned: true,
                 };
                 if self.is_local(&req.absorbed) {
                     continue;
@@ -222,6 +354,7 @@ impl Engine {
             return Handed::Transferred;
         }
         warn_loop();
+        self.release_requester(&req);
         Handed::Already
     }
 
@@ -244,6 +377,9 @@ impl Engine {
         }
         let ids = self.identities.remove(&req.absorbed);
         self.stats.merges += 1;
+        // A person that waited for a merge of its own joins another: its held events go on
+        // (to the survivor).
+        self.release(&req.absorbed);
         if self.is_local(&req.survivor) {
             let shard = self.person_shard(&req.survivor, req.survivor_shard);
             self.catch_up(
@@ -251,7 +387,16 @@ impl Engine {
                 req.at,
                 out,
             );
-            self.absorb(shard, &req.survivor, &ids, gone, false, req.at, out);
+            self.absorb(
+                shard,
+                &req.survivor,
+                &ids,
+                gone,
+                req.survivor_known,
+                req.at,
+                out,
+            );
+            self.release(&req.survivor);
             return;
         }
         for id in &ids {
@@ -276,6 +421,7 @@ impl Engine {
             from: req.absorbed,
             ids,
             record,
+            survivor_known: req.survivor_known,
             at: req.at,
             shard: req.survivor_shard,
         }));
@@ -293,23 +439,45 @@ impl Engine {
             && self.identities.others(&current).contains(&t.from)
         {
             // Delivered again after a crash: merged before.
+            self.release(&current);
             return Ok(());
         }
         if current != t.survivor {
-            // The survivor joined another person meanwhile: the transfer follows it.
+            // The survivor joined another person meanwhile: the transfer follows it. The
+            // transferred ids point there from here too (events of them that other
+            // instances send to the survivor's home find their person from here).
+            self.release(&t.survivor);
+            let here = self.person_shard(&t.survivor, t.shard);
             let mut t = t;
             t.shard = self.person_shard(&current, t.shard);
-            t.survivor = current;
-            if !self.is_local(&t.survivor) {
-                self.handoffs.push(Handoff::Transfer(t));
-                return Ok(());
+            t.survivor = current.clone();
+            if self.is_local(&current) {
+                return self.accept_transfer(t, out);
             }
-            return self.accept_transfer(t, out);
+            for id in &t.ids {
+                self.identities.restore(id.clone(), current.clone());
+                if self.owned.contains(&here) {
+                    self.changes
+                        .identity(id.clone(), Some(current.clone()), here);
+                }
+            }
+            self.handoffs.push(Handoff::Transfer(t));
+            return Ok(());
         }
         let gone = match &t.record {
             Some(bytes) => {
-                let parsed = self.codec.parse(bytes)?;
-                Some(self.codec.finish(&mut self.symbols, parsed)?.profile)
+                let decoded = self
+                    .codec
+                    .parse(bytes)
+                    .and_then(|parsed| self.codec.finish(&mut self.symbols, parsed));
+                match decoded {
+                    Ok(d) => Some(d.profile),
+                    Err(e) => {
+                        // Not merged (the caller keeps the record); the held events go on.
+                        self.release(&t.survivor);
+                        return Err(e);
+                    }
+                }
             }
             None => None,
         };
@@ -319,7 +487,16 @@ impl Engine {
             t.at,
             out,
         );
-        self.absorb(shard, &t.survivor, &t.ids, gone, false, t.at, out);
+        self.absorb(
+            shard,
+            &t.survivor,
+            &t.ids,
+            gone,
+            t.survivor_known,
+            t.at,
+            out,
+        );
+        self.release(&t.survivor);
         Ok(())
     }
 

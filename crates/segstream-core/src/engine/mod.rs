@@ -183,6 +183,13 @@ pub struct Engine {
     owned: std::collections::BTreeSet<u16>,
     /// Messages for other shards, drained by the service.
     handoffs: Vec<handoff::Handoff>,
+    /// Persons waiting for a merge with a person of another instance (their events are
+    /// held by the caller meanwhile; see [`Route::Hold`]).
+    waiting: std::collections::HashSet<Arc<str>>,
+    /// Per waiting person, the persons waiting for it (to link to it afterwards).
+    dependents: hashbrown::HashMap<Arc<str>, Vec<Arc<str>>>,
+    /// Persons whose wait ended, drained by the caller.
+    released: Vec<Arc<str>>,
 }
 
 impl Engine {
@@ -203,6 +210,9 @@ impl Engine {
             partitions: None,
             owned: Default::default(),
             handoffs: Vec::new(),
+            waiting: Default::default(),
+            dependents: Default::default(),
+            released: Vec::new(),
             config,
         }
     }

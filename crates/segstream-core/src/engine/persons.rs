@@ -79,6 +79,18 @@ pub(super) struct Resolved<'e> {
     pub refused: Option<Refusal>,
 }
 
+/// Whether person `a` survives a merge with person `b`: the known one survives; between
+/// two known or two anonymous persons, the one whose canonical id sorts first (byte
+/// order). A total order, so that two instances that see the same link from its two sides
+/// decide alike (a merge never goes round in circles).
+pub fn survives(a_known: bool, a: &str, b_known: bool, b: &str) -> bool {
+    if a_known != b_known {
+        a_known
+    } else {
+        a < b
+    }
+}
+
 impl Engine {
     /// The person an event belongs to and the id it links, with blocked ids left out. An
     /// event whose every id is blocked is rejected.
@@ -144,37 +156,41 @@ impl Engine {
             }
             return Link::Refused(refusal);
         }
-        // The known person survives; if both are (or neither), the event's own subject.
         let subject_known = self.profiles.get(person.as_str()).map_or_else(
             || event.customer_id.as_deref() == Some(person.as_str()),
             |p| p.known,
         );
-        let other_known = self.profiles.get(&*other_person).is_some_and(|p| p.known);
-        let (survivor, absorbed, survivor_known) = if other_known && !subject_known {
-            (other_person, person.arc(), true)
-        } else {
-            (person.arc(), other_person, subject_known)
-        };
-        *person = Person::Owned(survivor.clone());
-        if !self.is_local(&absorbed) || !self.is_local(&survivor) {
-            // The other person lives in another instance's shard: ask its home for it. The
-            // survivor is the person here (the event's: events are routed to the instance of
-            // their person); if the other person turns out to be known and this one is not,
-            // its shard turns the request around and this person is handed over instead.
-            let survivor_shard = self.person_shard(&survivor, shard);
+        if !self.is_local(&other_person) {
+            // The other person lives in another instance's shard (an event applied without
+            // `route`, which would have held it): ask its home for it; that shard decides
+            // who survives. The event is applied to the person here meanwhile.
+            let survivor = person.arc();
             let request = super::handoff::MergeRequest {
-                shard: self.person_shard(&absorbed, shard),
+                shard: self.person_shard(&other_person, shard),
                 survivor_ids: self.identities.count(&survivor),
-                survivor_known,
-                survivor_shard,
-                absorbed: absorbed.clone(),
+                survivor_known: subject_known,
+                survivor_shard: self.person_shard(&survivor, shard),
+                absorbed: other_person.clone(),
                 survivor,
                 at: event.timestamp,
+                turned: false,
             };
             self.handoffs
                 .push(super::handoff::Handoff::MergeRequest(request));
-            return Link::Requested { absorbed };
+            return Link::Requested {
+                absorbed: other_person,
+            };
         }
+        // The known person survives; between two known or two anonymous persons, the one
+        // whose id sorts first ([`survives`]: every instance decides alike).
+        let other_known = self.profiles.get(&*other_person).is_some_and(|p| p.known);
+        let (survivor, absorbed, survivor_known) =
+            if survives(other_known, &other_person, subject_known, person.as_str()) {
+                (other_person, person.arc(), other_known)
+            } else {
+                (person.arc(), other_person, subject_known)
+            };
+        *person = Person::Owned(survivor.clone());
         self.catch_up(&Person::Owned(survivor.clone()), event.timestamp, out);
         self.catch_up(&Person::Owned(absorbed.clone()), event.timestamp, out);
         let moved = self.merge_persons(
@@ -211,6 +227,8 @@ impl Engine {
             ev.changes.remove(absorbed, g.shard);
         }
         let ids = self.identities.remove(absorbed);
+        // A person that waited for a merge of its own joins this one: its held events go on.
+        self.release(absorbed);
         let survivor_shard = self.person_shard(survivor, shard);
         self.absorb(
             survivor_shard,
@@ -309,6 +327,8 @@ impl Engine {
         out: &mut Vec<Transition>,
     ) -> Option<(Vec<Arc<str>>, Millis)> {
         let (id, mut profile) = self.profiles.remove_entry(canonical)?;
+        // Held events of a removed person go on (they start it afresh, or are late).
+        self.release(&id);
         let at = profile.clock.max(at_least);
         let (_, mut ev) = self.split();
         ev.exit_all(&mut profile, &id, at, cause, out);

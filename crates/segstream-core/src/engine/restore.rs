@@ -59,6 +59,13 @@ impl Engine {
             self.owned.retain(|s| keep(*s));
         }
         self.profiles.retain(|_, p| keep(p.shard));
+        if let Some(n) = self.partitions {
+            // The new owner re-reads the held events and starts their merges again.
+            self.waiting
+                .retain(|person| keep(super::identity::home(person, n)));
+            self.dependents
+                .retain(|person, _| keep(super::identity::home(person, n)));
+        }
         self.timers.retain_shards(keep);
         let dropped = before - self.profiles.len();
         self.changes

@@ -1,0 +1,336 @@
+//! The segment stage's side of the persons topic (`kafka.router`): every record of a
+//! partition of it is an event (routed by the router, or forwarded by another shard) or a
+//! handoff between shards (see `segstream_core::engine::handoff`).
+//!
+//! An event is applied where its person lives, forwarded to that person's shard if it
+//! lives elsewhere, or held while its person is being merged with a person of another
+//! instance (the linking event first among them). When the engine releases the person
+//! (the transfer arrived, or the request ended without one), its held events are routed
+//! again, in the order they came.
+//!
+//! Upstream crashes can put an event on the topic twice (the router, or a forwarding
+//! shard, re-reads what it had not committed yet); the copies come in order within their
+//! *sequence*, so the segment stage keeps per shard and sequence the highest source offset
+//! it has taken and skips what is not above it. A sequence is `src:{topic}:{partition}`
+//! for the events the router read from one input partition, and `fwd:{shard}|{sequence}`
+//! for those a shard forwarded from one of its own sequences. The highest offsets go into
+//! the position markers with the shard's state, and so do the held events: the shard's
+//! offset is not committed beyond its first held event, and a restored shard re-reads from
+//! there, taking the held events again and skipping what it applied. Handoffs are
+//! idempotent: a copy changes nothing.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
+use segstream_core::engine::{Handed, Handoff, Route};
+use segstream_core::event::{EventError, InputFormat, RejectReason};
+use segstream_core::transition::Transition;
+use tracing::warn;
+
+use crate::kafka::records::{routing_headers as rh, Original};
+use crate::kafka::Outgoing;
+use crate::metrics::{series, Label, PersonsKind, RefusalLabel};
+use crate::shared::Shared;
+
+use super::batch::{advance, dead_letter, parse_checked, report, Batch};
+use super::handoffs::{decode, header, header_number, Kind};
+use super::progress::{Held, Progress, FORWARD_PREFIX, SOURCE_PREFIX};
+
+/// Applies one persons-topic record (see the module documentation), then routes again the
+/// held events of every person whose merge ended.
+pub fn apply_record(
+    shared: &Shared,
+    progress: &mut Progress,
+    msg: &BorrowedMessage<'_>,
+    batch: &mut Batch,
+    out: &mut Vec<Transition>,
+) {
+    match Kind::of(msg) {
+        Some(kind @ (Kind::Event | Kind::Forward)) => {
+            let sequence = sequence_of(msg, kind);
+            if let Some((seq, offset)) = &sequence {
+                if !progress.first_routed(seq, msg.partition(), *offset) {
+                    shared.metrics.duplicates_skipped.inc();
+                    return;
+                }
+            }
+            apply_event(
+                shared,
+                progress,
+                Taken::Borrowed(msg),
+                kind,
+                sequence,
+                batch,
+                out,
+            );
+        }
+        Some(kind) => accept_handoff(shared, msg, kind, batch, out),
+        None => {
+            let e = EventError::new(
+                RejectReason::InvalidValue,
+                "persons-topic record of an unknown kind (segstream_kind header)",
+            );
+            series(&shared.metrics.dead_letters, e.reason).inc();
+            batch
+                .outgoing
+                .push(dead_letter(shared, &Original::of(msg), &e));
+        }
+    }
+    run_released(shared, progress, batch, out);
+}
+
+/// Routes again the held events of the persons the engine released, until none is left
+/// (a released event can start another merge, or end one).
+pub fn run_released(
+    shared: &Shared,
+    progress: &mut Progress,
+    batch: &mut Batch,
+    out: &mut Vec<Transition>,
+) {
+    let mut released: Vec<Arc<str>> = Vec::new();
+    loop {
+        shared.engine().drain_released(&mut released);
+        if released.is_empty() {
+            break;
+        }
+        for person in released.drain(..) {
+            for held in progress.held.remove(&person).unwrap_or_default() {
+                let kind = Kind::of(&held.record).unwrap_or(Kind::Event);
+                apply_event(
+                    shared,
+                    progress,
+                    Taken::Owned(held.record),
+                    kind,
+                    held.sequence,
+                    batch,
+                    out,
+                );
+            }
+        }
+    }
+    shared.metrics.held_events.set(progress.held_count() as i64);
+}
+
+/// A record being applied: as read, or taken back from the held events.
+enum Taken<'a, 'm> {
+    Borrowed(&'a BorrowedMessage<'m>),
+    Owned(OwnedMessage),
+}
+
+impl Taken<'_, '_> {
+    fn hold(self) -> OwnedMessage {
+        match self {
+            Taken::Borrowed(m) => m.detach(),
+            Taken::Owned(m) => m,
+        }
+    }
+}
+
+/// The sequence an event was read in and its offset there (`None` for a record without
+/// the router's headers, e.g. one a user produced to the persons topic by hand).
+fn sequence_of<M: Message>(msg: &M, kind: Kind) -> Option<(String, i64)> {
+    let offset = header_number(msg, rh::SOURCE_OFFSET)?;
+    let text = |name| header(msg, name).and_then(|v| std::str::from_utf8(v).ok());
+    let sequence = match kind {
+        Kind::Forward => format!(
+            "{FORWARD_PREFIX}{}|{}",
+            header_number(msg, rh::FROM_SHARD)?,
+            text(rh::VIA)?
+        ),
+        _ => format!(
+            "{SOURCE_PREFIX}{}:{}",
+            text(rh::SOURCE_TOPIC)?,
+            header_number(msg, rh::SOURCE_PARTITION)?
+        ),
+    };
+    Some((sequence, offset))
+}
+
+/// What routing an event decided.
+enum Outcome {
+    Applied(segstream_core::engine::Applied),
+    Forwarded,
+    Held(Arc<str>),
+}
+
+fn apply_event(
+    shared: &Shared,
+    progress: &mut Progress,
+    taken: Taken<'_, '_>,
+    kind: Kind,
+    sequence: Option<(String, i64)>,
+    batch: &mut Batch,
+    out: &mut Vec<Transition>,
+) {
+    let outcome = {
+        let msg: &dyn MessageView = match &taken {
+            Taken::Borrowed(m) => *m,
+            Taken::Owned(m) => m,
+        };
+        route_event(shared, progress, msg, kind, &sequence, batch, out)
+    };
+    match outcome {
+        Ok(Outcome::Forwarded) => {}
+        Ok(Outcome::Held(person)) => {
+            progress.held.entry(person).or_default().push(Held {
+                record: taken.hold(),
+                sequence,
+            });
+        }
+        Ok(Outcome::Applied(applied)) => {
+            with_original(&taken, |o| report(shared, o, Ok(applied), batch))
+        }
+        Err(e) => with_original(&taken, |o| report(shared, o, Err(e), batch)),
+    }
+}
+
+/// Calls `f` with the input message an event record came from.
+fn with_original<R>(taken: &Taken<'_, '_>, f: impl FnOnce(&Original<'_>) -> R) -> R {
+    match taken {
+        Taken::Borrowed(m) => f(&Original::routed(*m)),
+        Taken::Owned(m) => f(&Original::routed(m)),
+    }
+}
+
+/// A message seen through the parts routing needs (borrowed or owned alike).
+trait MessageView {
+    fn view_payload(&self) -> Option<&[u8]>;
+    fn view_header(&self, name: &str) -> Option<&[u8]>;
+    fn view_topic(&self) -> &str;
+    fn view_partition(&self) -> i32;
+    fn forwarded(&self, topic: &str, to: i32, canonical: &str, from: i32, via: &str) -> Outgoing;
+}
+
+impl<M: Message> MessageView for M {
+    fn view_payload(&self) -> Option<&[u8]> {
+        self.payload()
+    }
+    fn view_header(&self, name: &str) -> Option<&[u8]> {
+        header(self, name)
+    }
+    fn view_topic(&self) -> &str {
+        self.topic()
+    }
+    fn view_partition(&self) -> i32 {
+        self.partition()
+    }
+    fn forwarded(&self, topic: &str, to: i32, canonical: &str, from: i32, via: &str) -> Outgoing {
+        Outgoing::forwarded(topic, to, canonical, self, from, via)
+    }
+}
+
+/// Parses an event record and applies, forwards or holds it.
+fn route_event(
+    shared: &Shared,
+    progress: &mut Progress,
+    msg: &dyn MessageView,
+    kind: Kind,
+    sequence: &Option<(String, i64)>,
+    batch: &mut Batch,
+    out: &mut Vec<Transition>,
+) -> Result<Outcome, EventError> {
+    let shard = msg.view_partition();
+    let format = msg
+        .view_header(rh::FORMAT)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(InputFormat::from_name)
+        .unwrap_or_default();
+    let k = &shared.config.kafka;
+    let event = parse_checked(shared, format, msg.view_payload())?;
+    let mut engine = shared.engine();
+    let now = Instant::now();
+    if kind == Kind::Event {
+        // The source partition's time in this shard (a forwarded event's source is
+        // counted where the router put it).
+        if let Some((seq, _)) = sequence {
+            progress.clocks.delivered(seq, shard, event.timestamp, now);
+        }
+        progress
+            .clocks
+            .delivered(msg.view_topic(), shard, event.timestamp, now);
+    }
+    let outcome = match engine.route(&event)? {
+        Route::Apply => engine
+            .apply(shard as u16, &event, out)
+            .map(Outcome::Applied),
+        Route::Forward {
+            canonical,
+            shard: to,
+        } => {
+            let via = sequence.as_ref().map_or("", |(s, _)| s.as_str());
+            batch.outgoing.push(msg.forwarded(
+                &k.persons_topic,
+                i32::from(to),
+                &canonical,
+                shard,
+                via,
+            ));
+            series(&shared.metrics.persons_records, PersonsKind::Forward).inc();
+            Ok(Outcome::Forwarded)
+        }
+        Route::Hold { person } => Ok(Outcome::Held(person)),
+    };
+    advance(shared, progress, &mut engine, shard, now, out);
+    outcome
+}
+
+fn accept_handoff(
+    shared: &Shared,
+    msg: &BorrowedMessage<'_>,
+    kind: Kind,
+    batch: &mut Batch,
+    out: &mut Vec<Transition>,
+) {
+    let m = &shared.metrics;
+    let reject = |batch: &mut Batch, e: EventError| {
+        series(&m.dead_letters, e.reason).inc();
+        batch
+            .outgoing
+            .push(dead_letter(shared, &Original::of(msg), &e));
+    };
+    let Some(handoff) = decode(kind, msg) else {
+        reject(
+            batch,
+            EventError::new(
+                RejectReason::InvalidValue,
+                format!("unreadable {} handoff", kind.as_str()),
+            ),
+        );
+        return;
+    };
+    if i32::from(handoff.shard()) != msg.partition() {
+        warn!(
+            partition = msg.partition(),
+            shard = handoff.shard(),
+            "a handoff in another partition than its shard's (persons topic repartitioned?)"
+        );
+    }
+    let mut engine = shared.engine();
+    match handoff {
+        Handoff::MergeRequest(request) => {
+            if let Handed::Refused(refusal) = engine.accept_merge_request(request, out) {
+                series(&m.links_refused, RefusalLabel::of(&refusal)).inc();
+                reject(
+                    batch,
+                    EventError::new(RejectReason::LinkRefused, refusal.to_string()),
+                );
+            }
+        }
+        Handoff::Transfer(transfer) => {
+            if let Err(e) = engine.accept_transfer(transfer, out) {
+                // The profile stays readable in the dead letter's value.
+                warn!(error = %e, "a transferred profile could not be read");
+                reject(
+                    batch,
+                    EventError::new(
+                        RejectReason::InvalidValue,
+                        format!("transferred profile unreadable: {e}"),
+                    ),
+                );
+            }
+        }
+        Handoff::ForgetId { id, .. } => engine.accept_forget_id(&id),
+        Handoff::Release { survivor, .. } => engine.accept_release(&survivor),
+    }
+}

@@ -1,0 +1,249 @@
+//! The router: the first stage when persons are spread over instances (`kafka.router`).
+//!
+//! Producers key events by whatever id they have (a cookie, a customer id), with whatever
+//! partitioner their client uses, so one person's events start out on different partitions
+//! of the input topics. The router reads the input topics (any partition counts) in a
+//! consumer group of its own, and puts every event on the persons topic, in the home
+//! partition of the id it is recorded under ([`segstream_core::engine::home`]: Kafka's
+//! default partitioner, so any client can compute it), keyed by that id, with its value,
+//! headers and timestamp as they came and its origin in routing headers. The segment stage
+//! reads the persons topic: a person's events meet in one partition there, and a person
+//! whose ids were linked is found from any of them (see `segstream_core::engine::handoff`).
+//!
+//! Messages that are not events (not JSON, failing the contract, too large, stamped in the
+//! future, every id blocked) go to the dead-letter topic from here, as they came. Offsets
+//! are stored after the routed records are acknowledged (at-least-once: the segment stage
+//! recognises a routed event it has applied by its origin), or committed in one
+//! transaction with them (exactly-once).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use segstream_core::engine::{home, Blocklist};
+use segstream_core::event::{check_not_future, EventError, InputFormat, RejectReason};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::kafka::records::{Original, Rejection};
+use crate::kafka::{self, KafkaContext, Outgoing};
+use crate::metrics::{series, EventOutcome, Label, PersonsKind};
+use crate::shared::Shared;
+
+/// The router's clients.
+pub struct Router {
+    pub consumer: StreamConsumer<KafkaContext>,
+    pub producer: FutureProducer<KafkaContext>,
+    /// The persons topic's partition count.
+    pub partitions: u16,
+}
+
+/// Routes until `stop` is cancelled, then commits and returns.
+pub async fn run(
+    router: Router,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let k = &shared.config.kafka;
+    let topics: Vec<&str> = k.input_topics.iter().map(String::as_str).collect();
+    router
+        .consumer
+        .subscribe(&topics)
+        .context("the router subscribing to the input topics")?;
+    if k.exactly_once {
+        router
+            .producer
+            .init_transactions(Duration::from_secs(30))
+            .context("initialising the router's transactions")?;
+    }
+    info!(topics = ?topics, persons = %k.persons_topic, partitions = router.partitions, "routing");
+    let blocklist = Blocklist::new(&shared.config.engine.identity);
+    let result: anyhow::Result<()> = async {
+        loop {
+            let batch = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                b = read(&router, &shared, &blocklist) => b,
+            };
+            if batch.outgoing.is_empty() && batch.offsets.count() == 0 {
+                continue;
+            }
+            commit(&router, &shared, batch).await?;
+        }
+        Ok(())
+    }
+    .await;
+    let _ = router.producer.flush(Duration::from_secs(5));
+    if !k.exactly_once {
+        if let Err(e) = router.consumer.commit_consumer_state(CommitMode::Sync) {
+            warn!(error = %e, "the router's final commit failed (offsets stored earlier stay)");
+        }
+    }
+    router.consumer.unsubscribe();
+    result
+}
+
+/// What one batch of the router produced and the offsets it covers.
+struct Batch {
+    outgoing: Vec<Outgoing>,
+    offsets: TopicPartitionList,
+}
+
+/// Reads up to `batch_size` messages and routes each (or makes it a dead letter).
+async fn read(router: &Router, shared: &Shared, blocklist: &Blocklist) -> Batch {
+    let k = &shared.config.kafka;
+    let mut batch = Batch {
+        outgoing: Vec::new(),
+        offsets: TopicPartitionList::new(),
+    };
+    let idle = Duration::from_millis(k.idle_after as u64);
+    let batch_timeout = Duration::from_millis(k.batch_timeout as u64);
+    let mut started: Option<Instant> = None;
+    let mut messages = 0;
+    while messages < k.batch_size {
+        let wait = match started {
+            None => idle,
+            Some(s) => batch_timeout.saturating_sub(s.elapsed()),
+        };
+        if started.is_some() && wait.is_zero() {
+            break;
+        }
+        let msg = match tokio::time::timeout(wait, router.consumer.recv()).await {
+            Err(_) => break,
+            Ok(Err(e)) => {
+                warn!(error = %e, "router: consumer error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                break;
+            }
+            Ok(Ok(m)) => m,
+        };
+        started.get_or_insert_with(Instant::now);
+        messages += 1;
+        let _ = batch.offsets.add_partition_offset(
+            msg.topic(),
+            msg.partition(),
+            Offset::Offset(msg.offset() + 1),
+        );
+        match route(router, shared, blocklist, &msg) {
+            Ok(out) => {
+                series(&shared.metrics.persons_records, PersonsKind::Event).inc();
+                batch.outgoing.push(out);
+            }
+            Err(e) => {
+                let m = &shared.metrics;
+                m.events_consumed
+                    .with_label_values(&[msg.topic(), EventOutcome::Rejected.as_str()])
+                    .inc();
+                series(&m.dead_letters, e.reason).inc();
+                let why = Rejection {
+                    reason: e.reason.as_str(),
+                    detail: &e.detail,
+                };
+                batch.outgoing.push(Outgoing::dead_letter(
+                    &k.dead_letter_topic,
+                    &Original::of(&msg),
+                    why,
+                    k.dead_letter_max_bytes,
+                ));
+            }
+        }
+    }
+    batch
+}
+
+/// The persons-topic record of an input message, or why it is not an event.
+fn route(
+    router: &Router,
+    shared: &Shared,
+    blocklist: &Blocklist,
+    msg: &BorrowedMessage<'_>,
+) -> Result<Outgoing, EventError> {
+    let k = &shared.config.kafka;
+    let Some(payload) = msg.payload() else {
+        return Err(EventError::new(
+            RejectReason::InvalidJson,
+            "message has no payload",
+        ));
+    };
+    if payload.len() > k.max_message_bytes {
+        return Err(EventError::new(
+            RejectReason::TooLarge,
+            format!(
+                "{} bytes exceed max_message_bytes {}",
+                payload.len(),
+                k.max_message_bytes
+            ),
+        ));
+    }
+    let format = k.input_format(msg.topic());
+    let event = format.parse(payload)?;
+    check_not_future(
+        event.timestamp,
+        crate::clock::now_millis(),
+        shared.config.engine.max_future_skew,
+    )?;
+    let Some(subject) = blocklist.subject(&event) else {
+        return Err(EventError::new(
+            RejectReason::InvalidValue,
+            "every id of the event is blocked (engine.identity.blocked_ids)",
+        ));
+    };
+    let partition = i32::from(home(subject, router.partitions));
+    let format = (format != InputFormat::Segstream).then(|| format.name());
+    Ok(Outgoing::routed(
+        &k.persons_topic,
+        partition,
+        subject,
+        msg,
+        format,
+    ))
+}
+
+/// Produces a batch's records and stores (or, exactly-once, commits) its offsets.
+async fn commit(router: &Router, shared: &Shared, batch: Batch) -> anyhow::Result<()> {
+    let k = &shared.config.kafka;
+    if k.exactly_once {
+        let timeout = Duration::from_secs(30);
+        router
+            .producer
+            .begin_transaction()
+            .context("the router beginning a transaction")?;
+        let done: anyhow::Result<()> = async {
+            kafka::produce_once(&router.producer, &batch.outgoing, &shared.metrics)
+                .await
+                .map_err(|f| f.error)
+                .context("the router producing in its transaction")?;
+            let group = router
+                .consumer
+                .group_metadata()
+                .context("no consumer group metadata")?;
+            router
+                .producer
+                .send_offsets_to_transaction(&batch.offsets, &group, timeout)
+                .context("the router adding offsets to its transaction")?;
+            router.producer.commit_transaction(timeout)?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = done {
+            let _ = router.producer.abort_transaction(timeout);
+            return Err(e.context("the router's transaction was aborted: stopping"));
+        }
+        return Ok(());
+    }
+    let produce = kafka::produce_all(&router.producer, &batch.outgoing, &shared.metrics);
+    super::backpressure::while_committing(&router.consumer, shared, async {
+        produce.await;
+        Ok(())
+    })
+    .await?;
+    if let Err(e) = router.consumer.store_offsets(&batch.offsets) {
+        // A partition revoked meanwhile: its new owner re-reads from the last commit.
+        warn!(error = %e, "router: storing offsets failed");
+    }
+    Ok(())
+}
