@@ -83,6 +83,9 @@ label_enum! {
         ForgetId => "forget_id",
         /// A merge request ended without a transfer: the survivor's held events go on.
         Release => "release",
+        /// The router's word that an input partition is caught up and quiet: it no longer
+        /// holds the shards' event time back (until its next event).
+        SourceQuiet => "source_quiet",
     }
 }
 

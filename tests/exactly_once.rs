@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rdkafka::message::Message;
 use support::mock::{produce, setup, start, stop, Reader};
-use support::{funnel, unique};
+use support::{known_funnel, unique};
 
 /// Exactly-once (transactions; the mock cluster supports them): a crash mid-stream and a
 /// restart with the same transactional id give every transition exactly once to a
@@ -21,7 +21,7 @@ async fn exactly_once_survives_a_crash_without_duplicates() {
     cfg.kafka.exactly_once = true;
     cfg.kafka.transactional_id = Some(unique("txn"));
 
-    let (lines, expected) = funnel(300, 11, &cfg);
+    let (lines, expected) = known_funnel(300, 11, &cfg);
     let (first, second) = lines.split_at(lines.len() / 2);
 
     let mut reader = Reader::with(

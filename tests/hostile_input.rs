@@ -12,8 +12,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use support::funnel;
 use support::http;
+use support::known_funnel;
 use support::mock::{header, payload, produce, read, setup, start, stop, url, Reader};
 
 fn event(id: &str, customer: &str, ty: &str, at: &str) -> Vec<u8> {
@@ -233,7 +233,7 @@ async fn history_streamed_slower_than_it_is_consumed_stays_on_its_own_time() {
     let brokers = cfg.kafka.brokers.clone();
     // Quiet partitions follow the others quickly: the backfill pauses are long enough.
     cfg.kafka.partition_idle_after = 300;
-    let (lines, expected) = funnel(150, 5, &cfg);
+    let (lines, expected) = known_funnel(150, 5, &cfg);
     let last_event = lines
         .iter()
         .filter_map(|(_, l)| serde_json::from_slice::<serde_json::Value>(l).ok())

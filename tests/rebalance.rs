@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::message::Message;
 use segstream::service;
 use support::mock::{produce, read, setup, start, stop, Reader};
-use support::{funnel, unique};
+use support::{known_funnel, unique};
 
 /// Scale-out: two instances in one group share the partitions; one crashes (its task is
 /// dropped mid-stream, nothing flushed or committed beyond what was acknowledged) and a
@@ -24,7 +24,7 @@ async fn instances_killed_and_added_mid_stream_give_the_single_instance_transiti
     cfg.kafka.batch_size = 50;
 
     // Four days of the simulated funnel, 400 customers.
-    let (lines, expected) = funnel(400, 42, &cfg);
+    let (lines, expected) = known_funnel(400, 42, &cfg);
     let (first, second) = lines.split_at(lines.len() / 2);
 
     let a = start(cfg.clone()).await;

@@ -18,14 +18,22 @@ use crate::config::KafkaConfig;
 use super::client::base_config;
 use super::KafkaContext;
 
+/// What the partitioning check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partitioning {
+    /// The number of shards: the partition count of the changelog (and persons) topic.
+    pub shards: i32,
+    /// Every input topic with its partition count.
+    pub inputs: Vec<(String, i32)>,
+}
+
 /// Checks the partitioning contract (see the module documentation) and creates the
-/// internal topics that are missing. Returns the number of shards: the partition count of
-/// the changelog. Every violation is listed in the error.
+/// internal topics that are missing. Every violation is listed in the error.
 pub async fn check_partitioning(
     k: &KafkaConfig,
     client: &impl Consumer<KafkaContext>,
     timeout: Duration,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<Partitioning> {
     let count = |topic: &str| -> Result<Option<i32>, KafkaError> {
         let md = client.fetch_metadata(Some(topic), timeout)?;
         Ok(md
@@ -101,7 +109,10 @@ pub async fn check_partitioning(
             .with_context(|| format!("creating topic `{topic}`"))?;
         info!(topic, partitions = n, compacted, "topic created");
     }
-    Ok(n)
+    Ok(Partitioning {
+        shards: n,
+        inputs: counts.iter().map(|(t, c)| (t.to_string(), *c)).collect(),
+    })
 }
 
 /// Creates `topic` with `partitions` partitions (compacted: the changelog), unless it

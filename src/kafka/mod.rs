@@ -15,7 +15,7 @@ pub mod client;
 pub mod produce;
 pub mod records;
 
-pub use admin::check_partitioning;
+pub use admin::{check_partitioning, Partitioning};
 pub use callbacks::{KafkaContext, KafkaState, BROKER_HEALTH_WINDOW_MS};
 pub use client::{
     assignment_strategy, consumer, consumer_config, producer, restorer_config, router_consumer,

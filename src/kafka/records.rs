@@ -398,6 +398,29 @@ impl Outgoing {
         }
     }
 
+    /// The router's word to persons-topic partition `shard` that input partition
+    /// `partition` of `source` is caught up and quiet: everything it routed there has been
+    /// written before this record.
+    pub fn source_quiet(topic: &str, shard: i32, source: &str, partition: i32) -> Self {
+        use crate::metrics::{Label, PersonsKind};
+        use routing_headers as rh;
+        Outgoing {
+            partition: Some(shard),
+            headers: vec![
+                (
+                    rh::KIND.into(),
+                    Some(PersonsKind::SourceQuiet.as_str().as_bytes().to_vec()),
+                ),
+                (rh::SOURCE_TOPIC.into(), Some(source.as_bytes().to_vec())),
+                (
+                    rh::SOURCE_PARTITION.into(),
+                    Some(partition.to_string().into_bytes()),
+                ),
+            ],
+            ..Outgoing::new(topic)
+        }
+    }
+
     /// A changelog entry: the customer's record (or tombstone) in the partition numbered
     /// like the input partition its events arrive on.
     pub fn changelog(topic: &str, change: &segstream_core::engine::StateChange) -> Self {

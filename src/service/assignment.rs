@@ -33,6 +33,11 @@ pub async fn on_assignment(
         .map(|e| (e.topic().to_string(), e.partition()))
         .collect();
     progress.clocks.sync(&partitions, Instant::now());
+    for (_, shard) in &partitions {
+        for source in &progress.sources {
+            progress.clocks.expect(source, *shard, Instant::now());
+        }
+    }
     progress
         .applied
         .retain(|k, _| partitions.iter().any(|p| p == k));

@@ -157,13 +157,18 @@ fn on_idle(shared: &Shared, progress: &Progress, out: &mut Vec<Transition>) {
             .clocks
             .idle_watermark(p, lateness, partition_idle, now)
         {
-            engine.advance_shard_watermark(p as u16, wm, out);
+            engine.advance_shard_watermark(p as u16, capped(progress, p, wm), out);
         }
         // Timers follow the shard's own time as real time passes (see `idle_event_time`).
         if let Some(t) = progress.clocks.idle_event_time(p, now, wall) {
-            engine.on_idle(p as u16, t, out);
+            engine.on_idle(p as u16, capped(progress, p, t), out);
         }
     }
+}
+
+/// `t`, but not beyond the earliest event held in shard `p` ([`Progress::hold_limit`]).
+fn capped(progress: &Progress, p: i32, t: i64) -> i64 {
+    progress.hold_limit(p).map_or(t, |limit| t.min(limit))
 }
 
 /// Applies one message, parsed in its topic's format (`kafka.input_formats`), to the engine
@@ -209,7 +214,7 @@ pub(super) fn advance(
     let idle = Duration::from_millis(config.kafka.partition_idle_after as u64);
     let lateness = config.engine.allowed_lateness;
     if let Some(wm) = progress.clocks.watermark(p, lateness, idle, now) {
-        engine.advance_shard_watermark(p as u16, wm, out);
+        engine.advance_shard_watermark(p as u16, capped(progress, p, wm), out);
     }
 }
 
@@ -259,6 +264,8 @@ pub(super) fn report(
         Err(e) if e.reason == RejectReason::Late => EventOutcome::Late,
         Err(_) => EventOutcome::Rejected,
     };
+    if let Err(e) = &result {
+    }
     let m = &shared.metrics;
     m.events_consumed
         .with_label_values(&[original.topic, outcome.as_str()])

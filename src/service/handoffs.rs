@@ -190,7 +190,7 @@ pub fn decode<M: Message>(kind: Kind, m: &M) -> Option<Handoff> {
                 shard: w.shard,
             }
         }
-        Kind::Event | Kind::Forward => return None,
+        Kind::Event | Kind::Forward | Kind::SourceQuiet => return None,
     })
 }
 

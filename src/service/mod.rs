@@ -122,12 +122,13 @@ pub async fn run(
     // The router's clients report to metrics like the others, but their rebalances are
     // their own (the segment stage follows only its consumer's assignment).
     let router_state = Arc::new(KafkaState::new(metrics.clone()));
-    let Some(partitions) =
+    let Some(partitioning) =
         startup::check_topics(&config, &clients.restorer, shutdown.as_mut()).await?
     else {
         http_stop.cancel();
         return Ok(());
     };
+    let partitions = partitioning.shards;
     info!(
         partitions,
         changelog = %config.kafka.changelog_topic,
@@ -188,6 +189,15 @@ pub async fn run(
     }
 
     let mut progress = progress::Progress::default();
+    if config.kafka.router {
+        // Every input partition's events can reach every shard: each holds a shard's time
+        // back until it delivered there, or has been quiet for the idle time.
+        progress.sources = partitioning
+            .inputs
+            .iter()
+            .flat_map(|(t, n)| (0..*n).map(move |p| progress::source_sequence(t, p)))
+            .collect();
+    }
     let result: anyhow::Result<()> = async {
         loop {
             tokio::select! {

@@ -35,7 +35,7 @@ use crate::shared::Shared;
 
 use super::batch::{advance, dead_letter, parse_checked, report, Batch};
 use super::handoffs::{decode, header, header_number, Kind};
-use super::progress::{Held, Progress, FORWARD_PREFIX, SOURCE_PREFIX};
+use super::progress::{source_sequence, Held, Progress, FORWARD_PREFIX};
 
 /// Applies one persons-topic record (see the module documentation), then routes again the
 /// held events of every person whose merge ended.
@@ -64,6 +64,25 @@ pub fn apply_record(
                 batch,
                 out,
             );
+        }
+        Some(Kind::SourceQuiet) => {
+            let source = header(msg, rh::SOURCE_TOPIC)
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .zip(header_number(msg, rh::SOURCE_PARTITION));
+            if let Some((topic, partition)) = source {
+                let shard = msg.partition();
+                progress
+                    .clocks
+                    .quiet(&source_sequence(topic, partition as i32), shard);
+                advance(
+                    shared,
+                    progress,
+                    &mut shared.engine(),
+                    shard,
+                    Instant::now(),
+                    out,
+                );
+            }
         }
         Some(kind) => accept_handoff(shared, msg, kind, batch, out),
         None => {
@@ -95,7 +114,9 @@ pub fn run_released(
             break;
         }
         for person in released.drain(..) {
-            for held in progress.held.remove(&person).unwrap_or_default() {
+            // The events still to apply keep holding their shard's time back.
+            progress.releasing = progress.held.remove(&person).unwrap_or_default().into();
+            while let Some(held) = progress.releasing.pop_front() {
                 let kind = Kind::of(&held.record).unwrap_or(Kind::Event);
                 apply_event(
                     shared,
@@ -138,10 +159,9 @@ fn sequence_of<M: Message>(msg: &M, kind: Kind) -> Option<(String, i64)> {
             header_number(msg, rh::FROM_SHARD)?,
             text(rh::VIA)?
         ),
-        _ => format!(
-            "{SOURCE_PREFIX}{}:{}",
+        _ => source_sequence(
             text(rh::SOURCE_TOPIC)?,
-            header_number(msg, rh::SOURCE_PARTITION)?
+            header_number(msg, rh::SOURCE_PARTITION)? as i32,
         ),
     };
     Some((sequence, offset))
@@ -151,7 +171,8 @@ fn sequence_of<M: Message>(msg: &M, kind: Kind) -> Option<(String, i64)> {
 enum Outcome {
     Applied(segstream_core::engine::Applied),
     Forwarded,
-    Held(Arc<str>),
+    /// Held for its person, with its event time.
+    Held(Arc<str>, i64),
 }
 
 fn apply_event(
@@ -172,9 +193,10 @@ fn apply_event(
     };
     match outcome {
         Ok(Outcome::Forwarded) => {}
-        Ok(Outcome::Held(person)) => {
+        Ok(Outcome::Held(person, event_time)) => {
             progress.held.entry(person).or_default().push(Held {
                 record: taken.hold(),
+                event_time,
                 sequence,
             });
         }
@@ -269,7 +291,7 @@ fn route_event(
             series(&shared.metrics.persons_records, PersonsKind::Forward).inc();
             Ok(Outcome::Forwarded)
         }
-        Route::Hold { person } => Ok(Outcome::Held(person)),
+        Route::Hold { person } => Ok(Outcome::Held(person, event.timestamp)),
     };
     advance(shared, progress, &mut engine, shard, now, out);
     outcome

@@ -14,6 +14,8 @@ use super::watermarks::PartitionClocks;
 #[derive(Debug)]
 pub struct Held {
     pub record: OwnedMessage,
+    /// Its event time: the shard's time waits for it (see [`Progress::hold_limit`]).
+    pub event_time: i64,
     /// The sequence it was read in and its source offset there.
     pub sequence: Option<(String, i64)>,
 }
@@ -45,11 +47,17 @@ pub struct Progress {
     /// With the router: events held while their person is being merged with a person of
     /// another instance, per person, in the order they came (see `service::persons`).
     pub held: HashMap<Arc<str>, Vec<Held>>,
+    /// The held events of a released person not applied yet (while they are applied).
+    pub releasing: std::collections::VecDeque<Held>,
     /// Held events a restored position names (sequence, shard, source offset): read again,
     /// they are not duplicates though below their sequence's highest offset.
-    pub held_sources: HashSet<(String, i32, i64)>,
+    /// With their event times (which hold the shard's time back until they are applied).
+    pub held_sources: HashMap<(String, i32, i64), i64>,
     /// Event time per input partition (routed: per source partition and shard).
     pub clocks: PartitionClocks,
+    /// With the router: the sequence of every input partition (`src:{topic}:{partition}`),
+    /// each one a clock of every owned shard from its assignment on.
+    pub sources: Vec<String>,
     /// When the gauges that scan the profiles were last refreshed.
     pub last_gauges: Option<Instant>,
 }
@@ -79,6 +87,7 @@ impl Progress {
                 // Held when the position was written: not applied yet.
                 self.held_sources
                     .remove(&(sequence.to_string(), shard, offset))
+                    .is_some()
             }
             Some(a) => {
                 *a = offset;
@@ -102,6 +111,26 @@ impl Progress {
             .min()
     }
 
+    /// The earliest event time held in partition `shard`. The shard's watermark and
+    /// timers stay at or below it: a held event is judged when it is applied as it would
+    /// have been when it came (not late, and no deadline of its person passed meanwhile),
+    /// however long the merge it waits for takes.
+    pub fn hold_limit(&self, shard: i32) -> Option<i64> {
+        self.held
+            .values()
+            .flatten()
+            .chain(&self.releasing)
+            .filter(|h| h.shard() == shard)
+            .map(|h| h.event_time)
+            .chain(
+                self.held_sources
+                    .iter()
+                    .filter(|((_, p, _), _)| *p == shard)
+                    .map(|(_, t)| *t),
+            )
+            .min()
+    }
+
     /// How many events are held.
     pub fn held_count(&self) -> usize {
         self.held.values().map(Vec::len).sum()
@@ -111,7 +140,7 @@ impl Progress {
     /// the first held event) and the largest event time seen (what a position marker
     /// records); with the router also per routed sequence (keys `src:…`, `fwd:…`): the
     /// last source offset applied and its largest event time, and per held event (keys
-    /// `held:{source offset}|{sequence}`).
+    /// `held:{source offset}|{sequence}`, with the held event's time).
     pub fn inputs_of(&self, shard: i32) -> std::collections::BTreeMap<String, (i64, i64)> {
         let first_held = self.first_held(shard);
         let topics = self
@@ -132,24 +161,25 @@ impl Progress {
             .values()
             .flatten()
             .filter(|h| h.shard() == shard)
-            .filter_map(|h| h.sequence.as_ref())
-            .map(|(seq, o)| (format!("{HELD_PREFIX}{o}|{seq}"), (*o, 0)));
+            .filter_map(|h| Some((h.sequence.as_ref()?, h.event_time)))
+            .map(|((seq, o), t)| (format!("{HELD_PREFIX}{o}|{seq}"), (*o, t)));
         // Held before a restart and not re-read yet: still held.
         let unread = self
             .held_sources
             .iter()
-            .filter(|(_, p, _)| *p == shard)
-            .map(|(seq, _, o)| (format!("{HELD_PREFIX}{o}|{seq}"), (*o, 0)));
+            .filter(|((_, p, _), _)| *p == shard)
+            .map(|((seq, _, o), t)| (format!("{HELD_PREFIX}{o}|{seq}"), (*o, *t)));
         topics.chain(sequences).chain(held).chain(unread).collect()
     }
 
     /// Takes a restored position's entry for `shard`: an input topic's next offset, or a
-    /// routed sequence's last applied source offset (with its largest event time).
+    /// routed sequence's last applied source offset (with its largest event time), or a
+    /// held event's source offset (with its event time).
     pub fn restore_input(&mut self, shard: i32, key: &str, offset: i64, max_event_time: i64) {
         if let Some(held) = key.strip_prefix(HELD_PREFIX) {
             if let Some((_, sequence)) = held.split_once('|') {
                 self.held_sources
-                    .insert((sequence.to_string(), shard, offset));
+                    .insert((sequence.to_string(), shard, offset), max_event_time);
             }
         } else if is_sequence(key) {
             self.routed.insert((key.to_string(), shard), offset);
@@ -166,7 +196,7 @@ impl Progress {
     /// Forgets what belongs to shards no longer owned.
     pub fn retain_shards(&mut self, owned: &std::collections::BTreeSet<i32>) {
         self.routed.retain(|(_, p), _| owned.contains(p));
-        self.held_sources.retain(|(_, p, _)| owned.contains(p));
+        self.held_sources.retain(|(_, p, _), _| owned.contains(p));
         // The new owner of a partition reads its held events again.
         for held in self.held.values_mut() {
             held.retain(|h| owned.contains(&h.shard()));
@@ -177,6 +207,11 @@ impl Progress {
 
 /// The prefix of a routed sequence read directly from the router: `src:{topic}:{partition}`.
 pub const SOURCE_PREFIX: &str = "src:";
+
+/// The routed sequence of input partition `partition` of `topic`.
+pub fn source_sequence(topic: &str, partition: i32) -> String {
+    format!("{SOURCE_PREFIX}{topic}:{partition}")
+}
 /// The prefix of a sequence of forwarded events: `fwd:{shard}|{sequence at that shard}`.
 pub const FORWARD_PREFIX: &str = "fwd:";
 /// The prefix of a held event in a position marker: `held:{source offset}|{sequence}`.
@@ -225,5 +260,48 @@ mod tests {
         assert!(!restored.first_routed("src:clicks:3", 0, 10));
         assert!(restored.first_routed("src:clicks:3", 0, 11));
         assert!(!restored.first_routed("fwd:2|src:clicks:3", 0, 4));
+    }
+
+    #[test]
+    fn held_events_hold_their_shard_back_and_survive_a_restart_in_the_markers() {
+        use rdkafka::message::{OwnedMessage, Timestamp};
+        let held = |offset: i64, source: i64, event_time: i64| Held {
+            record: OwnedMessage::new(
+                None,
+                None,
+                "persons".into(),
+                Timestamp::NotAvailable,
+                2,
+                offset,
+                None,
+            ),
+            event_time,
+            sequence: Some(("src:clicks:0".to_string(), source)),
+        };
+        let mut p = Progress::default();
+        assert!(p.first_routed("src:clicks:0", 2, 40));
+        p.held
+            .entry("c-1".into())
+            .or_default()
+            .extend([held(7, 30, 5_000), held(9, 35, 4_000)]);
+        assert_eq!(p.hold_limit(2), Some(4_000));
+        assert_eq!(p.hold_limit(1), None);
+        assert_eq!(p.first_held(2), Some(7));
+        let inputs = p.inputs_of(2);
+        assert_eq!(inputs["held:30|src:clicks:0"], (30, 5_000));
+        // A new owner restores the marker: the held events hold the shard back until
+        // they are read again, and are not taken for duplicates then.
+        let mut restored = Progress::default();
+        for (k, (o, t)) in inputs {
+            restored.restore_input(2, &k, o, t);
+        }
+        assert_eq!(restored.hold_limit(2), Some(4_000));
+        assert!(restored.first_routed("src:clicks:0", 2, 30));
+        assert!(
+            !restored.first_routed("src:clicks:0", 2, 31),
+            "applied before"
+        );
+        assert!(restored.first_routed("src:clicks:0", 2, 35));
+        assert_eq!(restored.hold_limit(2), None);
     }
 }

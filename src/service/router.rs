@@ -62,13 +62,15 @@ pub async fn run(
     }
     info!(topics = ?topics, persons = %k.persons_topic, partitions = router.partitions, "routing");
     let blocklist = Blocklist::new(&shared.config.engine.identity);
+    let mut quiet = QuietSources::default();
     let result: anyhow::Result<()> = async {
         loop {
-            let batch = tokio::select! {
+            let mut batch = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 b = read(&router, &shared, &blocklist) => b,
             };
+            quiet.tell(&router, &shared, &mut batch);
             if batch.outgoing.is_empty() && batch.offsets.count() == 0 {
                 continue;
             }
@@ -91,6 +93,54 @@ pub async fn run(
 struct Batch {
     outgoing: Vec<Outgoing>,
     offsets: TopicPartitionList,
+    /// The input partitions it read from.
+    read: Vec<(String, i32)>,
+}
+
+/// Telling the shards which input partitions are quiet. A shard cannot tell a quiet
+/// input partition from a router that lags or is down (both are silence), so a routed
+/// source holds the shard's event time back until the router says it is quiet: no event
+/// from it for `kafka.partition_idle_after`. The word is repeated every such period
+/// while it stays quiet (a shard restored meanwhile hears it again).
+#[derive(Default)]
+struct QuietSources {
+    /// Per assigned input partition: its last event (or since when it is assigned), and
+    /// when the shards were last told it is quiet.
+    seen: std::collections::HashMap<(String, i32), (Instant, Option<Instant>)>,
+}
+
+impl QuietSources {
+    fn tell(&mut self, router: &Router, shared: &Shared, batch: &mut Batch) {
+        let k = &shared.config.kafka;
+        let now = Instant::now();
+        let idle = Duration::from_millis(k.partition_idle_after as u64);
+        for p in batch.read.drain(..) {
+            self.seen.insert(p, (now, None));
+        }
+        let Ok(assigned) = router.consumer.assignment() else {
+            return;
+        };
+        let assigned: Vec<(String, i32)> = assigned
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        self.seen.retain(|p, _| assigned.contains(p));
+        for p in assigned {
+            let (last, told) = self.seen.entry(p.clone()).or_insert((now, None));
+            let due = now.saturating_duration_since(*last) >= idle
+                && told.is_none_or(|t| now.saturating_duration_since(t) >= idle);
+            if due {
+                *told = Some(now);
+                for shard in 0..i32::from(router.partitions) {
+                    batch
+                        .outgoing
+                        .push(Outgoing::source_quiet(&k.persons_topic, shard, &p.0, p.1));
+                    series(&shared.metrics.persons_records, PersonsKind::SourceQuiet).inc();
+                }
+            }
+        }
+    }
 }
 
 /// Reads up to `batch_size` messages and routes each (or makes it a dead letter).
@@ -99,6 +149,7 @@ async fn read(router: &Router, shared: &Shared, blocklist: &Blocklist) -> Batch 
     let mut batch = Batch {
         outgoing: Vec::new(),
         offsets: TopicPartitionList::new(),
+        read: Vec::new(),
     };
     let idle = Duration::from_millis(k.idle_after as u64);
     let batch_timeout = Duration::from_millis(k.batch_timeout as u64);
@@ -123,6 +174,13 @@ async fn read(router: &Router, shared: &Shared, blocklist: &Blocklist) -> Batch 
         };
         started.get_or_insert_with(Instant::now);
         messages += 1;
+        if !batch
+            .read
+            .iter()
+            .any(|(t, p)| t == msg.topic() && *p == msg.partition())
+        {
+            batch.read.push((msg.topic().to_string(), msg.partition()));
+        }
         let _ = batch.offsets.add_partition_offset(
             msg.topic(),
             msg.partition(),

@@ -31,7 +31,7 @@ pub async fn check_topics(
     config: &Config,
     client: &BaseConsumer<KafkaContext>,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
-) -> anyhow::Result<Option<i32>> {
+) -> anyhow::Result<Option<kafka::Partitioning>> {
     let mut backoff = Duration::from_millis(200);
     loop {
         match kafka::check_partitioning(&config.kafka, client, Duration::from_secs(5)).await {

@@ -22,6 +22,42 @@ use segstream_core::time::Millis;
 struct Seen {
     max_event_time: Millis,
     at: Instant,
+    /// How it goes quiet.
+    quiet: Quiet,
+}
+
+/// When a partition stops holding its shard's time back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quiet {
+    /// After `idle` without an event (a partition this instance reads itself).
+    AfterIdle,
+    /// When the router says so (a routed source, `src:…`): silence alone may be the
+    /// router lagging or down, with the source's events still to come. `true` from the
+    /// router's word until the next event.
+    Told(bool),
+}
+
+impl Seen {
+    fn new(max_event_time: Millis, at: Instant, key: &str) -> Self {
+        let quiet = if key.starts_with(super::progress::SOURCE_PREFIX) {
+            Quiet::Told(false)
+        } else {
+            Quiet::AfterIdle
+        };
+        Seen {
+            max_event_time,
+            at,
+            quiet,
+        }
+    }
+
+    /// Whether it holds its shard's time back at `now`.
+    fn active(&self, idle: Duration, now: Instant) -> bool {
+        match self.quiet {
+            Quiet::AfterIdle => now.saturating_duration_since(self.at) < idle,
+            Quiet::Told(quiet) => !quiet,
+        }
+    }
 }
 
 /// Event time per assigned input partition `(topic, partition)`.
@@ -41,10 +77,26 @@ impl PartitionClocks {
                 || (k.0.starts_with(super::progress::SOURCE_PREFIX) && shards.contains(&k.1))
         });
         for k in assigned {
-            self.partitions.entry(k.clone()).or_insert(Seen {
-                max_event_time: Millis::MIN,
-                at: now,
-            });
+            self.partitions
+                .entry(k.clone())
+                .or_insert(Seen::new(Millis::MIN, now, &k.0));
+        }
+    }
+
+    /// Tracks `(source, shard)` from `now` if it is not yet: "not delivered yet", holding
+    /// the shard's time back like a newly assigned partition (a routed source that may
+    /// deliver to the shard).
+    pub fn expect(&mut self, source: &str, shard: i32, now: Instant) {
+        self.partitions
+            .entry((source.to_string(), shard))
+            .or_insert(Seen::new(Millis::MIN, now, source));
+    }
+
+    /// The router said routed source `source` is caught up and quiet: it no longer holds
+    /// `shard`'s time back until its next event there.
+    pub fn quiet(&mut self, source: &str, shard: i32) {
+        if let Some(seen) = self.partitions.get_mut(&(source.to_string(), shard)) {
+            seen.quiet = Quiet::Told(true);
         }
     }
 
@@ -59,12 +111,12 @@ impl PartitionClocks {
         let seen = self
             .partitions
             .entry((topic.to_string(), partition))
-            .or_insert(Seen {
-                max_event_time: event_time,
-                at: now,
-            });
+            .or_insert(Seen::new(event_time, now, topic));
         seen.max_event_time = seen.max_event_time.max(event_time);
         seen.at = now;
+        if let Quiet::Told(_) = seen.quiet {
+            seen.quiet = Quiet::Told(false);
+        }
     }
 
     /// Raises a partition's largest event time to what a previous owner had reached
@@ -82,10 +134,7 @@ impl PartitionClocks {
         let seen = self
             .partitions
             .entry((source.to_string(), shard))
-            .or_insert(Seen {
-                max_event_time: event_time,
-                at: now,
-            });
+            .or_insert(Seen::new(event_time, now, source));
         seen.max_event_time = seen.max_event_time.max(event_time);
     }
 
@@ -133,7 +182,7 @@ impl PartitionClocks {
         self.partitions
             .iter()
             .filter(|((_, p), _)| *p == shard)
-            .all(|(_, s)| now.saturating_duration_since(s.at) >= idle)
+            .all(|(_, s)| !s.active(idle, now))
     }
 
     /// The watermark a shard's timers follow while the input is idle: its own, or, when
@@ -178,7 +227,7 @@ impl PartitionClocks {
         idle: Duration,
         now: Instant,
     ) -> Option<Millis> {
-        let active = |s: &&Seen| now.saturating_duration_since(s.at) < idle;
+        let active = |s: &&Seen| s.active(idle, now);
         let t = if seen.clone().any(|s| active(&s)) {
             seen.filter(active).map(|s| s.max_event_time).min()?
         } else {
@@ -222,6 +271,48 @@ mod tests {
         let t1 = t0 + IDLE;
         c.delivered("a", 0, 60_000, t1);
         assert_eq!(c.watermark(0, LATE, IDLE, t1), Some(59_000));
+    }
+
+    #[test]
+    fn routed_sources_hold_a_shard_back_until_they_deliver_or_the_router_says_they_are_quiet() {
+        let t0 = Instant::now();
+        let mut c = PartitionClocks::default();
+        c.sync(&[key("persons", 1)], t0);
+        for p in 0..2 {
+            c.expect(&format!("src:clicks:{p}"), 1, t0);
+        }
+        c.delivered("persons", 1, 90_000, t0);
+        c.delivered("src:clicks:0", 1, 90_000, t0);
+        // src:clicks:1 has delivered nothing to shard 1 yet: its events may still come.
+        assert_eq!(c.watermark(1, LATE, IDLE, t0), None);
+        c.delivered("persons", 1, 90_000, t0);
+        c.delivered("src:clicks:1", 1, 30_000, t0);
+        assert_eq!(c.watermark(1, LATE, IDLE, t0), Some(29_000));
+        // Expecting again keeps what was delivered; the sync of a new assignment keeps
+        // the sources of the shards still assigned.
+        c.expect("src:clicks:1", 1, t0);
+        c.sync(&[key("persons", 1)], t0);
+        assert_eq!(c.max_event_time("src:clicks:1", 1), 30_000);
+        // Silence is not enough (the router may lag or be down): src:clicks:1 still holds
+        // the shard back after the idle time...
+        let t1 = t0 + IDLE * 3;
+        c.delivered("persons", 1, 95_000, t1);
+        c.delivered("src:clicks:0", 1, 95_000, t1);
+        assert_eq!(c.watermark(1, LATE, IDLE, t1), Some(29_000));
+        assert!(!c.shard_idle(1, IDLE, t1 + IDLE));
+        // ...until the router says it is quiet, and again from its next event on.
+        c.quiet("src:clicks:1", 1);
+        assert_eq!(c.watermark(1, LATE, IDLE, t1), Some(94_000));
+        c.delivered("src:clicks:1", 1, 96_000, t1);
+        c.delivered("src:clicks:0", 1, 99_000, t1);
+        c.delivered("persons", 1, 99_000, t1);
+        assert_eq!(c.watermark(1, LATE, IDLE, t1), Some(95_000));
+        c.quiet("src:clicks:0", 1);
+        c.quiet("src:clicks:1", 1);
+        assert!(
+            c.shard_idle(1, IDLE, t1 + IDLE),
+            "persons entry quiet by time, sources told"
+        );
     }
 
     #[test]

@@ -20,11 +20,14 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", fastrand::u64(..))
 }
 
-/// The `customer_id` of an event line (its Kafka key).
+/// The Kafka key of an event line, as producers key events: its `customer_id`, else its
+/// `anonymous_id`.
 pub fn key_of(line: &str) -> Option<String> {
-    serde_json::from_str::<serde_json::Value>(line)
-        .ok()
-        .and_then(|v| v["customer_id"].as_str().map(String::from))
+    let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
+    v["customer_id"]
+        .as_str()
+        .or(v["anonymous_id"].as_str())
+        .map(String::from)
 }
 
 /// A message to produce: key and payload.
@@ -48,10 +51,20 @@ pub fn replayed(events: &str, segments: &Path, engine: EngineConfig) -> BTreeSet
 /// closing ticks: every partition's event time passes the end, as the replay's does (an
 /// instance knows only its own partitions' time).
 pub fn funnel_events(customers: usize, seed: u64) -> String {
+    funnel_events_with(
+        customers,
+        seed,
+        segstream::generator::FunnelConfig::default().anonymous_share,
+    )
+}
+
+/// [`funnel_events`] with `anonymous_share` of the customers arriving as anonymous visitors.
+pub fn funnel_events_with(customers: usize, seed: u64, anonymous_share: f64) -> String {
     let funnel = segstream::generator::FunnelConfig {
         customers,
         days: 4,
         seed,
+        anonymous_share,
         ..Default::default()
     };
     segstream::generator::generate(&funnel)
@@ -64,7 +77,21 @@ pub fn funnel_events(customers: usize, seed: u64) -> String {
 /// Four days of the simulated funnel for `customers` (seeded), as keyed messages, and the
 /// transitions of its single-instance (offline replay) run under `cfg`'s engine settings.
 pub fn funnel(customers: usize, seed: u64, cfg: &Config) -> (Vec<Keyed>, BTreeSet<String>) {
-    let events = funnel_events(customers, seed);
+    keyed_funnel(&funnel_events(customers, seed), cfg)
+}
+
+/// [`funnel`] with every customer known from the start (web events still carry a cookie
+/// beside the customer id half of the time: links, and merges across instances). For tests
+/// that compare exact transitions while the events of several partitions are read in any
+/// order: an anonymous visitor's events before its registration, read after it, would meet
+/// the merged person instead of the visitor's own profile (the profiles end equal, the
+/// transitions not; `tests/identity.rs` produces identities in phases).
+pub fn known_funnel(customers: usize, seed: u64, cfg: &Config) -> (Vec<Keyed>, BTreeSet<String>) {
+    keyed_funnel(&funnel_events_with(customers, seed, 0.0), cfg)
+}
+
+fn keyed_funnel(events: &str, cfg: &Config) -> (Vec<Keyed>, BTreeSet<String>) {
+    let events = events.to_string();
     let expected = replayed(&events, &cfg.segments.file, cfg.engine.clone());
     assert!(
         expected.len() > 100,
