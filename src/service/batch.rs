@@ -264,8 +264,6 @@ pub(super) fn report(
         Err(e) if e.reason == RejectReason::Late => EventOutcome::Late,
         Err(_) => EventOutcome::Rejected,
     };
-    if let Err(e) = &result {
-    }
     let m = &shared.metrics;
     m.events_consumed
         .with_label_values(&[original.topic, outcome.as_str()])

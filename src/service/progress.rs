@@ -2,7 +2,7 @@
 //! numbers it owns (their state is in the engine), the last offset applied per input
 //! partition, and each partition's event time.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -181,11 +181,18 @@ async fn read(router: &Router, shared: &Shared, blocklist: &Blocklist) -> Batch 
         {
             batch.read.push((msg.topic().to_string(), msg.partition()));
         }
-        let _ = batch.offsets.add_partition_offset(
-            msg.topic(),
-            msg.partition(),
-            Offset::Offset(msg.offset() + 1),
-        );
+        // One entry per partition (a list with several would store the first one's).
+        let next = Offset::Offset(msg.offset() + 1);
+        match batch.offsets.find_partition(msg.topic(), msg.partition()) {
+            Some(mut e) => {
+                let _ = e.set_offset(next);
+            }
+            None => {
+                let _ = batch
+                    .offsets
+                    .add_partition_offset(msg.topic(), msg.partition(), next);
+            }
+        }
         match route(router, shared, blocklist, &msg) {
             Ok(out) => {
                 series(&shared.metrics.persons_records, PersonsKind::Event).inc();
