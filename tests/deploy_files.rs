@@ -34,6 +34,8 @@ fn registered_metrics() -> BTreeMap<String, String> {
     m.consumer_lag.with_label_values(&["topic", "0"]);
     m.rebalances.with_label_values(&["assign"]);
     m.reloads.with_label_values(&["ok"]);
+    // The families whose label values come from enums (persons records, refusals, …).
+    m.init_series();
     let text = m.render();
     let types: BTreeMap<String, String> = text
         .lines()

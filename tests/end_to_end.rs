@@ -10,9 +10,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use segstream_core::engine::home;
 use segstream_core::engine::EngineConfig;
+use support::identity::{
+    before, check_reference, committed_up_to, cookie, customer, phases, HOUR, PERSONS, T0,
+};
 use support::tansu::{base_env, consume, create_topics, free_port, produce, Segstream, Tansu};
-use support::{funnel_events_with, replayed};
+use support::{funnel_events_with, replayed, Keyed};
 
 #[test]
 fn reference_funnel_end_to_end_with_dead_letters_and_valid_metrics() {
@@ -318,6 +322,153 @@ fn kill_9_and_scale_out_lose_and_invent_nothing() {
         got.len() - expected.len()
     );
     let dead = consume(&tansu.broker(), "dead-letters", 1, 3);
+    assert!(dead.is_empty(), "nothing late or invalid: {dead:?}");
+    drop(b);
+    drop(c);
+}
+
+/// Waits until the processes have routed and applied everything produced so far and no
+/// merge is pending (see `tests/identity.rs`), reading the metrics over HTTP.
+fn drained(tansu: &Tansu, group: &str, instances: &[&Segstream]) {
+    let start = Instant::now();
+    let broker = tansu.broker();
+    let router = format!("{group}-router");
+    let wait = || {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "not drained after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    loop {
+        wait();
+        if !committed_up_to(&broker, &router, "events", None).0 {
+            continue;
+        }
+        let (_, ends) = committed_up_to(&broker, group, "segstream-persons", None);
+        while !committed_up_to(&broker, group, "segstream-persons", Some(&ends)).0 {
+            wait();
+        }
+        let quiet = instances.iter().all(|s| {
+            s.metric("segstream_identity_waiting_persons ").as_deref() == Some("0")
+                && s.metric("segstream_identity_held_events ").as_deref() == Some("0")
+        });
+        if quiet {
+            return;
+        }
+    }
+}
+
+/// Identity end to end: two segstream processes against tansu, events produced by
+/// kafka-python keyed by whatever id they carry (the cookie's and the customer id's homes
+/// differ for most persons). One process gets SIGKILL while persons wait for merges, a
+/// third joins. The transitions equal the single-process replay of the same events:
+/// nothing lost, nothing invented, duplicates are exact copies.
+#[test]
+fn anonymous_visitors_linked_across_processes_through_kill_9_give_the_replay_transitions() {
+    let tansu = Tansu::start_on(free_port());
+    create_topics(&tansu);
+    let group = "e2e-identity";
+    let mut env = base_env(&tansu, "segments/library.toml", group);
+    env.push(("SEGSTREAM__ENGINE__IDLE_LAG", "3650d".to_string()));
+    env.push(("SEGSTREAM__KAFKA__BATCH_SIZE", "20".to_string()));
+
+    let phases = phases();
+    let text = |p: &[Keyed]| -> String {
+        p.iter()
+            .map(|(_, v)| String::from_utf8(v.clone()).unwrap() + "\n")
+            .collect()
+    };
+    let all: String = phases.iter().map(|p| text(p)).collect();
+    let expected = replayed(
+        &all,
+        Path::new("segments/library.toml"),
+        EngineConfig {
+            idle_lag: 10 * 365 * 86_400_000,
+            ..Default::default()
+        },
+    );
+    check_reference(&expected);
+    let split = (0..PERSONS)
+        .filter(|&i| home(&cookie(i), 3) != home(&customer(i), 3))
+        .count();
+    assert!(
+        split > PERSONS / 2,
+        "{split} persons start on two partitions"
+    );
+
+    let mut a = Segstream::start(&env);
+    let b = Segstream::start(&env);
+    a.wait_ready(true, Duration::from_secs(60));
+    b.wait_ready(true, Duration::from_secs(60));
+    let broker = tansu.broker();
+    produce(&broker, "events", &text(&phases[0]));
+    consume_until_complete(
+        &broker,
+        "transitions",
+        &before(&expected, T0 + 2 * HOUR),
+        Duration::from_secs(120),
+    );
+    drained(&tansu, group, &[&a, &b]);
+    produce(&broker, "events", &text(&phases[1]));
+    // SIGKILL A while persons wait for merges (or once the links are through).
+    let waiting = |s: &Segstream| {
+        s.metric("segstream_identity_waiting_persons ")
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let start = Instant::now();
+    let mut merging = 0.0;
+    while start.elapsed() < Duration::from_secs(5) {
+        merging = waiting(&a) + waiting(&b);
+        if merging > 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.signal("-KILL");
+    let _ = a.child.take().unwrap().wait();
+    let c = Segstream::start(&env);
+    drained(&tansu, group, &[&b, &c]);
+    produce(&broker, "events", &text(&phases[2]));
+    consume_until_complete(
+        &broker,
+        "transitions",
+        &before(&expected, T0 + 31 * HOUR),
+        Duration::from_secs(120),
+    );
+    produce(&broker, "events", &text(&phases[3]));
+    consume_until_complete(
+        &broker,
+        "transitions",
+        &before(&expected, T0 + 60 * HOUR),
+        Duration::from_secs(120),
+    );
+    drained(&tansu, group, &[&b, &c]);
+    produce(&broker, "events", &text(&phases[4]));
+    let got = consume_until_complete(&broker, "transitions", &expected, Duration::from_secs(120));
+    let mut by_id: std::collections::HashMap<String, BTreeSet<String>> = Default::default();
+    for m in &got {
+        let v = m["value"].as_str().unwrap().to_string();
+        assert!(expected.contains(&v), "invented: {v}");
+        let t: serde_json::Value = serde_json::from_str(&v).unwrap();
+        assert_eq!(m["key"], t["customer_id"]);
+        by_id
+            .entry(t["transition_id"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(v);
+    }
+    assert_eq!(by_id.len(), expected.len());
+    assert!(
+        by_id.values().all(|s| s.len() == 1),
+        "a duplicate is an exact copy"
+    );
+    eprintln!(
+        "identity kill -9: {merging} persons waiting for a merge at the kill; {} transitions expected, {} read",
+        expected.len(),
+        got.len()
+    );
+    let dead = consume(&broker, "dead-letters", 1, 3);
     assert!(dead.is_empty(), "nothing late or invalid: {dead:?}");
     drop(b);
     drop(c);

@@ -27,6 +27,8 @@ struct Full {
     reasons: String,
     batches: u64,
     batch_secs: f64,
+    /// Ids linked to another person's canonical id, and the identity map's bytes.
+    linked: (usize, usize),
 }
 
 /// The service over the backlog; prints the figures (against the raw rate, if measured)
@@ -56,6 +58,13 @@ pub async fn full_path(
         full.batch_secs * 1000.0 / full.batches.max(1) as f64,
         100.0 * full.batch_secs / full.acked_secs,
         full.longest_pause * 1000.0
+    );
+    println!(
+        "  identity:       router {}; {} ids linked to a person, identity map {} bytes ({:.0} bytes per linked id)",
+        if o.no_router { "off" } else { "on" },
+        full.linked.0,
+        full.linked.1,
+        full.linked.1 as f64 / full.linked.0.max(1) as f64
     );
     if full.rejected > 0 {
         println!(
@@ -120,6 +129,10 @@ async fn measure(
         reasons: svc.dead_letter_reasons(),
         batches,
         batch_secs,
+        linked: {
+            let engine = svc.shared().engine();
+            (engine.linked_ids(), engine.identity_bytes())
+        },
     };
     svc.stop().await?;
     Ok(out)

@@ -103,6 +103,11 @@ pub struct Options {
     /// Only segments/library.toml: no probe segment and no "lt" tags
     #[arg(long)]
     pub no_flip: bool,
+    /// The service with kafka.router = false: no identity stage, events read straight from
+    /// the inputs (persons are merged only within a partition). For the cost of identity
+    /// resolution across partitions on the same events
+    #[arg(long)]
+    pub no_router: bool,
     /// Comma list of the phases to run: raw consume, full path (with engine only and
     /// produce+ack only), latency [default: all three]
     #[arg(long, value_name = "PHASES", value_enum, value_delimiter = ',')]

@@ -30,8 +30,12 @@ def produce(args):
         key = None
         try:
             obj = json.loads(line)
-            if isinstance(obj, dict) and isinstance(obj.get("customer_id"), str):
-                key = obj["customer_id"].encode()
+            # Keyed as producers key events: by the customer id, else the anonymous id.
+            if isinstance(obj, dict):
+                for field in ("customer_id", "anonymous_id"):
+                    if isinstance(obj.get(field), str):
+                        key = obj[field].encode()
+                        break
         except ValueError:
             pass
         futures.append(producer.send(args.topic, value=line, key=key))

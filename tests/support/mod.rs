@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod identity;
 pub mod mock;
 pub mod tansu;
 
