@@ -335,8 +335,13 @@ fn collect_outputs(
             batch.outgoing.push(Outgoing::handoff(&k.persons_topic, h));
         }
     }
+    // Every shard the batch wrote state to gets a marker, not only those it read input
+    // for: a merge writes to the absorbed person's shard too, and a restore ignores what
+    // follows a partition's last marker.
+    let mut written: BTreeSet<i32> = BTreeSet::new();
     for c in identities {
         if progress.owned.contains(&i32::from(c.shard)) {
+            written.insert(i32::from(c.shard));
             series(&shared.metrics.changelog_records, ChangelogKind::Identity).inc();
             batch
                 .outgoing
@@ -345,6 +350,7 @@ fn collect_outputs(
     }
     for c in changes {
         if progress.owned.contains(&i32::from(c.shard)) {
+            written.insert(i32::from(c.shard));
             let kind = if c.record.is_some() {
                 ChangelogKind::Record
             } else {
@@ -361,6 +367,7 @@ fn collect_outputs(
         .keys()
         .map(|(_, p)| *p)
         .filter(|p| progress.owned.contains(p))
+        .chain(written)
         .collect();
     if !shards.is_empty() {
         let engine = shared.engine();

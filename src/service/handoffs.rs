@@ -54,6 +54,8 @@ struct RequestWire {
     shard: u16,
     #[serde(default)]
     turned: bool,
+    #[serde(default)]
+    cleanup: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -103,6 +105,7 @@ pub fn encode(h: &Handoff) -> (Kind, String, Vec<u8>, Option<Vec<u8>>) {
                 at: r.at,
                 shard: r.shard,
                 turned: r.turned,
+                cleanup: r.cleanup,
             };
             let meta = serde_json::to_vec(&w).expect("serializes");
             (
@@ -160,6 +163,7 @@ pub fn decode<M: Message>(kind: Kind, m: &M) -> Option<Handoff> {
                 at: w.at,
                 shard: w.shard,
                 turned: w.turned,
+                cleanup: w.cleanup,
             })
         }
         Kind::Transfer => {
@@ -234,6 +238,7 @@ mod tests {
                 at: 1_700_000_000_000,
                 shard: 5,
                 turned: true,
+                cleanup: true,
             }),
             Handoff::Transfer(Transfer {
                 survivor: "c-1".into(),

@@ -58,6 +58,26 @@ impl Seen {
             Quiet::Told(quiet) => !quiet,
         }
     }
+
+    /// The time it holds its shard's watermark at, if it holds it at all: its largest
+    /// event time while active. A routed source the router said is quiet holds it at its
+    /// largest event time plus the real time passed since then: when it resumes (a
+    /// producer pausing between bursts of history, the router reading its partitions at
+    /// different speeds), its next events are not late because the others ran ahead
+    /// meanwhile, while live data (event time close to real time) is not held back.
+    fn holds(&self, idle: Duration, now: Instant) -> Option<Millis> {
+        match self.quiet {
+            Quiet::Told(true) if self.max_event_time == Millis::MIN => None,
+            Quiet::Told(true) => {
+                let passed = now.saturating_duration_since(self.at).as_millis();
+                Some(
+                    self.max_event_time
+                        .saturating_add(Millis::try_from(passed).unwrap_or(Millis::MAX)),
+                )
+            }
+            _ => self.active(idle, now).then_some(self.max_event_time),
+        }
+    }
 }
 
 /// Event time per assigned input partition `(topic, partition)`.
@@ -227,11 +247,9 @@ impl PartitionClocks {
         idle: Duration,
         now: Instant,
     ) -> Option<Millis> {
-        let active = |s: &&Seen| s.active(idle, now);
-        let t = if seen.clone().any(|s| active(&s)) {
-            seen.filter(active).map(|s| s.max_event_time).min()?
-        } else {
-            seen.map(|s| s.max_event_time).max()?
+        let t = match seen.clone().filter_map(|s| s.holds(idle, now)).min() {
+            Some(t) => t,
+            None => seen.map(|s| s.max_event_time).max()?,
         };
         (t != Millis::MIN).then(|| t.saturating_sub(lateness))
     }
@@ -300,9 +318,15 @@ mod tests {
         c.delivered("src:clicks:0", 1, 95_000, t1);
         assert_eq!(c.watermark(1, LATE, IDLE, t1), Some(29_000));
         assert!(!c.shard_idle(1, IDLE, t1 + IDLE));
-        // ...until the router says it is quiet, and again from its next event on.
+        // ...until the router says it is quiet: then it holds the shard at its last event
+        // time plus the real time passed since (it may resume with events of that time),
+        // and it holds it again from its next event on.
         c.quiet("src:clicks:1", 1);
-        assert_eq!(c.watermark(1, LATE, IDLE, t1), Some(94_000));
+        assert_eq!(c.watermark(1, LATE, IDLE, t1), Some(44_000));
+        let t2 = t1 + Duration::from_secs(60);
+        c.delivered("persons", 1, 95_000, t2);
+        c.delivered("src:clicks:0", 1, 95_000, t2);
+        assert_eq!(c.watermark(1, LATE, IDLE, t2), Some(94_000));
         c.delivered("src:clicks:1", 1, 96_000, t1);
         c.delivered("src:clicks:0", 1, 99_000, t1);
         c.delivered("persons", 1, 99_000, t1);

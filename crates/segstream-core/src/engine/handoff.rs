@@ -71,6 +71,10 @@ pub struct MergeRequest {
     pub shard: u16,
     /// Turned around by the other person's shard, which survives: hand over.
     pub turned: bool,
+    /// Sent by an instance that merged both persons itself, to the absorbed person's shard:
+    /// the merge is done, but a crash between the two shards' position markers can restore
+    /// the absorbed profile there (see [`Engine::accept_merge_request`]).
+    pub cleanup: bool,
 }
 
 /// Step 2 of a merge across shards: the absorbed person.
@@ -230,6 +234,7 @@ impl Engine {
             survivor: survivor.clone(),
             at: event.timestamp,
             turned: false,
+            cleanup: false,
         }));
         self.waiting.insert(survivor.clone());
         Ok(Route::Hold { person: survivor })
@@ -294,6 +299,10 @@ impl Engine {
         mut req: MergeRequest,
         out: &mut Vec<Transition>,
     ) -> Handed {
+        if req.cleanup {
+            self.clean_up_after_merge(&req, out);
+            return Handed::Already;
+        }
         // Hops within this instance are taken at once; a bounded number, since each
         // follows the identity map towards a canonical id or turns around once.
         for _ in 0..8 {
@@ -343,6 +352,7 @@ impl Engine {
                     survivor: req.absorbed,
                     at: req.at,
                     turned: true,
+                    cleanup: false,
                 };
                 if self.is_local(&req.absorbed) {
                     continue;
@@ -356,6 +366,28 @@ impl Engine {
         warn_loop();
         self.release_requester(&req);
         Handed::Already
+    }
+
+    /// A cleanup request (see [`MergeRequest::cleanup`]): normally the absorbed profile is
+    /// gone and nothing happens. If it is here again (its shard was restored from before
+    /// the merge, the survivor's from after it), it is dropped when this instance knows the
+    /// link (the survivor's restored record holds its history), or handed over as in any
+    /// merge when it does not (the survivor's shard recognises a transfer it merged before).
+    fn clean_up_after_merge(&mut self, req: &MergeRequest, out: &mut Vec<Transition>) {
+        let Some(shard) = self.profiles.get(&*req.absorbed).map(|p| p.shard) else {
+            return;
+        };
+        if self.identities.canonical(&req.absorbed) == &*req.survivor {
+            self.profiles.remove(&*req.absorbed);
+            self.changes.remove(&req.absorbed, shard);
+            return;
+        }
+        if self.identities.canonical(&req.absorbed) == &*req.absorbed {
+            let mut req = req.clone();
+            req.cleanup = false;
+            req.turned = true;
+            self.hand_over(req, out);
+        }
     }
 
     /// Takes the person `req.absorbed` (canonical, living here) out and sends it to the

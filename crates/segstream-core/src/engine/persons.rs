@@ -174,6 +174,7 @@ impl Engine {
                 survivor,
                 at: event.timestamp,
                 turned: false,
+                cleanup: false,
             };
             self.handoffs
                 .push(super::handoff::Handoff::MergeRequest(request));
@@ -230,6 +231,24 @@ impl Engine {
         // A person that waited for a merge of its own joins this one: its held events go on.
         self.release(absorbed);
         let survivor_shard = self.person_shard(survivor, shard);
+        if let (Some(g), Some(_)) = (&gone, self.partitions) {
+            if g.shard != survivor_shard {
+                // Two shards changed in one batch; their position markers are separate
+                // records: tell the absorbed profile's shard through its own input.
+                self.handoffs
+                    .push(Handoff::MergeRequest(super::handoff::MergeRequest {
+                        absorbed: absorbed.clone(),
+                        survivor: survivor.clone(),
+                        survivor_ids: 0,
+                        survivor_known,
+                        survivor_shard,
+                        at,
+                        shard: g.shard,
+                        turned: true,
+                        cleanup: true,
+                    }));
+            }
+        }
         self.absorb(
             survivor_shard,
             survivor,
