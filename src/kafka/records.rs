@@ -73,6 +73,8 @@ pub mod routing_headers {
     pub const SOURCE_OFFSET: &str = "segstream_src_offset";
     /// The original message's key (the persons record is keyed by the person's id).
     pub const SOURCE_KEY: &str = "segstream_src_key";
+    /// A `source_quiet` record: the largest event time routed from the source.
+    pub const SOURCE_TIME: &str = "segstream_src_time";
     /// The input format, when it is not segstream's own (`segment`).
     pub const FORMAT: &str = "segstream_format";
     /// A forwarded event: the shard that forwarded it.
@@ -401,22 +403,32 @@ impl Outgoing {
     /// The router's word to persons-topic partition `shard` that input partition
     /// `partition` of `source` is caught up and quiet: everything it routed there has been
     /// written before this record.
-    pub fn source_quiet(topic: &str, shard: i32, source: &str, partition: i32) -> Self {
+    pub fn source_quiet(
+        topic: &str,
+        shard: i32,
+        source: &str,
+        partition: i32,
+        time: Option<i64>,
+    ) -> Self {
         use crate::metrics::{Label, PersonsKind};
         use routing_headers as rh;
+        let mut headers = vec![
+            (
+                rh::KIND.into(),
+                Some(PersonsKind::SourceQuiet.as_str().as_bytes().to_vec()),
+            ),
+            (rh::SOURCE_TOPIC.into(), Some(source.as_bytes().to_vec())),
+            (
+                rh::SOURCE_PARTITION.into(),
+                Some(partition.to_string().into_bytes()),
+            ),
+        ];
+        if let Some(t) = time {
+            headers.push((rh::SOURCE_TIME.into(), Some(t.to_string().into_bytes())));
+        }
         Outgoing {
             partition: Some(shard),
-            headers: vec![
-                (
-                    rh::KIND.into(),
-                    Some(PersonsKind::SourceQuiet.as_str().as_bytes().to_vec()),
-                ),
-                (rh::SOURCE_TOPIC.into(), Some(source.as_bytes().to_vec())),
-                (
-                    rh::SOURCE_PARTITION.into(),
-                    Some(partition.to_string().into_bytes()),
-                ),
-            ],
+            headers,
             ..Outgoing::new(topic)
         }
     }

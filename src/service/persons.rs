@@ -71,9 +71,12 @@ pub fn apply_record(
                 .zip(header_number(msg, rh::SOURCE_PARTITION));
             if let Some((topic, partition)) = source {
                 let shard = msg.partition();
-                progress
-                    .clocks
-                    .quiet(&source_sequence(topic, partition as i32), shard);
+                progress.clocks.quiet(
+                    &source_sequence(topic, partition as i32),
+                    shard,
+                    header_number(msg, rh::SOURCE_TIME),
+                    Instant::now(),
+                );
                 advance(
                     shared,
                     progress,

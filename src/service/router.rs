@@ -93,8 +93,8 @@ pub async fn run(
 struct Batch {
     outgoing: Vec<Outgoing>,
     offsets: TopicPartitionList,
-    /// The input partitions it read from.
-    read: Vec<(String, i32)>,
+    /// The input partitions it routed events from, with the largest event time of each.
+    read: Vec<(String, i32, i64)>,
 }
 
 /// Telling the shards which input partitions are quiet. A shard cannot tell a quiet
@@ -104,9 +104,11 @@ struct Batch {
 /// while it stays quiet (a shard restored meanwhile hears it again).
 #[derive(Default)]
 struct QuietSources {
-    /// Per assigned input partition: its last event (or since when it is assigned), and
-    /// when the shards were last told it is quiet.
-    seen: std::collections::HashMap<(String, i32), (Instant, Option<Instant>)>,
+    /// Per assigned input partition: its last event (or since when it is assigned), when
+    /// the shards were last told it is quiet, and the largest event time routed from it
+    /// (told with it: a shard learns where the source stands even if its latest events
+    /// went to other shards).
+    seen: std::collections::HashMap<(String, i32), (Instant, Option<Instant>, Option<i64>)>,
 }
 
 impl QuietSources {
@@ -114,8 +116,12 @@ impl QuietSources {
         let k = &shared.config.kafka;
         let now = Instant::now();
         let idle = Duration::from_millis(k.partition_idle_after as u64);
-        for p in batch.read.drain(..) {
-            self.seen.insert(p, (now, None));
+        for (topic, partition, time) in batch.read.drain(..) {
+            let e = self
+                .seen
+                .entry((topic, partition))
+                .or_insert((now, None, None));
+            *e = (now, None, Some(e.2.map_or(time, |t| t.max(time))));
         }
         let Ok(assigned) = router.consumer.assignment() else {
             return;
@@ -127,15 +133,19 @@ impl QuietSources {
             .collect();
         self.seen.retain(|p, _| assigned.contains(p));
         for p in assigned {
-            let (last, told) = self.seen.entry(p.clone()).or_insert((now, None));
+            let (last, told, time) = self.seen.entry(p.clone()).or_insert((now, None, None));
             let due = now.saturating_duration_since(*last) >= idle
                 && told.is_none_or(|t| now.saturating_duration_since(t) >= idle);
             if due {
                 *told = Some(now);
                 for shard in 0..i32::from(router.partitions) {
-                    batch
-                        .outgoing
-                        .push(Outgoing::source_quiet(&k.persons_topic, shard, &p.0, p.1));
+                    batch.outgoing.push(Outgoing::source_quiet(
+                        &k.persons_topic,
+                        shard,
+                        &p.0,
+                        p.1,
+                        *time,
+                    ));
                     series(&shared.metrics.persons_records, PersonsKind::SourceQuiet).inc();
                 }
             }
@@ -174,13 +184,7 @@ async fn read(router: &Router, shared: &Shared, blocklist: &Blocklist) -> Batch 
         };
         started.get_or_insert_with(Instant::now);
         messages += 1;
-        if !batch
-            .read
-            .iter()
-            .any(|(t, p)| t == msg.topic() && *p == msg.partition())
-        {
-            batch.read.push((msg.topic().to_string(), msg.partition()));
-        }
+
         // One entry per partition (a list with several would store the first one's).
         let next = Offset::Offset(msg.offset() + 1);
         match batch.offsets.find_partition(msg.topic(), msg.partition()) {
@@ -194,7 +198,17 @@ async fn read(router: &Router, shared: &Shared, blocklist: &Blocklist) -> Batch 
             }
         }
         match route(router, shared, blocklist, &msg) {
-            Ok(out) => {
+            Ok((out, time)) => {
+                match batch
+                    .read
+                    .iter_mut()
+                    .find(|(t, p, _)| t == msg.topic() && *p == msg.partition())
+                {
+                    Some(r) => r.2 = r.2.max(time),
+                    None => batch
+                        .read
+                        .push((msg.topic().to_string(), msg.partition(), time)),
+                }
                 series(&shared.metrics.persons_records, PersonsKind::Event).inc();
                 batch.outgoing.push(out);
             }
@@ -226,7 +240,7 @@ fn route(
     shared: &Shared,
     blocklist: &Blocklist,
     msg: &BorrowedMessage<'_>,
-) -> Result<Outgoing, EventError> {
+) -> Result<(Outgoing, i64), EventError> {
     let k = &shared.config.kafka;
     let Some(payload) = msg.payload() else {
         return Err(EventError::new(
@@ -259,12 +273,9 @@ fn route(
     };
     let partition = i32::from(home(subject, router.partitions));
     let format = (format != InputFormat::Segstream).then(|| format.name());
-    Ok(Outgoing::routed(
-        &k.persons_topic,
-        partition,
-        subject,
-        msg,
-        format,
+    Ok((
+        Outgoing::routed(&k.persons_topic, partition, subject, msg, format),
+        event.timestamp,
     ))
 }
 

@@ -112,10 +112,19 @@ impl PartitionClocks {
             .or_insert(Seen::new(Millis::MIN, now, source));
     }
 
-    /// The router said routed source `source` is caught up and quiet: it no longer holds
-    /// `shard`'s time back until its next event there.
-    pub fn quiet(&mut self, source: &str, shard: i32) {
+    /// The router said routed source `source` is caught up and quiet, its largest event
+    /// time being `time` (its latest events may have gone to other shards): until its next
+    /// event here it holds `shard` at that time plus the real time passed since it went
+    /// quiet.
+    pub fn quiet(&mut self, source: &str, shard: i32, time: Option<Millis>, now: Instant) {
         if let Some(seen) = self.partitions.get_mut(&(source.to_string(), shard)) {
+            let later = time.is_some_and(|t| t > seen.max_event_time);
+            if later {
+                seen.max_event_time = time.unwrap_or(seen.max_event_time);
+            }
+            if later || seen.quiet != Quiet::Told(true) {
+                seen.at = now;
+            }
             seen.quiet = Quiet::Told(true);
         }
     }
@@ -247,9 +256,13 @@ impl PartitionClocks {
         idle: Duration,
         now: Instant,
     ) -> Option<Millis> {
-        let t = match seen.clone().filter_map(|s| s.holds(idle, now)).min() {
-            Some(t) => t,
-            None => seen.map(|s| s.max_event_time).max()?,
+        // While some input is active, the quiet ones still hold it (see `Seen::holds`);
+        // when all is quiet (caught up), the largest time counts, as with a shard's own
+        // idle partitions.
+        let t = if seen.clone().any(|s| s.active(idle, now)) {
+            seen.filter_map(|s| s.holds(idle, now)).min()?
+        } else {
+            seen.map(|s| s.max_event_time).max()?
         };
         (t != Millis::MIN).then(|| t.saturating_sub(lateness))
     }
@@ -318,21 +331,26 @@ mod tests {
         c.delivered("src:clicks:0", 1, 95_000, t1);
         assert_eq!(c.watermark(1, LATE, IDLE, t1), Some(29_000));
         assert!(!c.shard_idle(1, IDLE, t1 + IDLE));
-        // ...until the router says it is quiet: then it holds the shard at its last event
-        // time plus the real time passed since (it may resume with events of that time),
-        // and it holds it again from its next event on.
-        c.quiet("src:clicks:1", 1);
-        assert_eq!(c.watermark(1, LATE, IDLE, t1), Some(44_000));
+        // ...until the router says it is quiet, and where it stands (its latest events went
+        // to other shards): then it holds the shard at that time plus the real time passed
+        // since (it may resume with events of that time), and again from its next event on.
+        c.quiet("src:clicks:1", 1, Some(80_000), t1);
+        assert_eq!(c.watermark(1, LATE, IDLE, t1), Some(79_000));
+        c.quiet("src:clicks:1", 1, Some(80_000), t1 + IDLE);
         let t2 = t1 + Duration::from_secs(60);
         c.delivered("persons", 1, 95_000, t2);
         c.delivered("src:clicks:0", 1, 95_000, t2);
-        assert_eq!(c.watermark(1, LATE, IDLE, t2), Some(94_000));
+        assert_eq!(
+            c.watermark(1, LATE, IDLE, t2),
+            Some(94_000),
+            "the word repeated does not restart its clock"
+        );
         c.delivered("src:clicks:1", 1, 96_000, t1);
         c.delivered("src:clicks:0", 1, 99_000, t1);
         c.delivered("persons", 1, 99_000, t1);
         assert_eq!(c.watermark(1, LATE, IDLE, t1), Some(95_000));
-        c.quiet("src:clicks:0", 1);
-        c.quiet("src:clicks:1", 1);
+        c.quiet("src:clicks:0", 1, None, t1);
+        c.quiet("src:clicks:1", 1, None, t1);
         assert!(
             c.shard_idle(1, IDLE, t1 + IDLE),
             "persons entry quiet by time, sources told"
