@@ -109,10 +109,19 @@ async fn the_changelog_holds_records_tombstones_and_position_markers() {
         "record, marker, tombstone, marker"
     );
     let pos = Position::decode(got[3].payload().unwrap()).expect("a position marker");
+    // With the router: the persons topic's next offset, and the input partition's last
+    // applied offset (its routed sequence).
     assert_eq!(
-        pos.inputs.get(&input).map(|p| p.0),
+        pos.inputs.get(&cfg.kafka.persons_topic).map(|p| p.0),
         Some(2),
-        "two input messages applied"
+        "two routed records applied: {:?}",
+        pos.inputs
+    );
+    assert_eq!(
+        pos.inputs.get(&format!("src:{input}:0")).map(|p| p.0),
+        Some(1),
+        "up to input offset 1: {:?}",
+        pos.inputs
     );
     stop(svc).await;
 }
