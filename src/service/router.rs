@@ -108,8 +108,11 @@ struct QuietSources {
     /// the shards were last told it is quiet, and the largest event time routed from it
     /// (told with it: a shard learns where the source stands even if its latest events
     /// went to other shards).
-    seen: std::collections::HashMap<(String, i32), (Instant, Option<Instant>, Option<i64>)>,
+    seen: std::collections::HashMap<(String, i32), SourceSeen>,
 }
+
+/// (last event or assignment, last told quiet, largest event time routed).
+type SourceSeen = (Instant, Option<Instant>, Option<i64>);
 
 impl QuietSources {
     fn tell(&mut self, router: &Router, shared: &Shared, batch: &mut Batch) {
