@@ -147,6 +147,11 @@ fn validate_accepts_the_library() {
 
 /// Runs `segstream replay` over `events` (stdin) with extra arguments; the JSON summary.
 fn replay_summary(events: &[u8], args: &[&str]) -> serde_json::Value {
+    replay(events, args, false).0
+}
+
+/// [`replay_summary`], and the transitions written (when `transitions`, else discarded).
+fn replay(events: &[u8], args: &[&str], transitions: bool) -> (serde_json::Value, Vec<u8>) {
     let mut child = bin()
         .args([
             "replay",
@@ -155,12 +160,16 @@ fn replay_summary(events: &[u8], args: &[&str]) -> serde_json::Value {
             "-e",
             "-",
             "-t",
-            "/dev/null",
+            if transitions { "-" } else { "/dev/null" },
         ])
         .arg("--json-summary")
         .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(if transitions {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -174,7 +183,7 @@ fn replay_summary(events: &[u8], args: &[&str]) -> serde_json::Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stderr).unwrap()
+    (serde_json::from_slice(&out.stderr).unwrap(), out.stdout)
 }
 
 /// One event dated 2099 in the middle of a replay: rejected as `future_timestamp`, and
@@ -286,41 +295,20 @@ fn replay_reads_the_segment_spec_with_format_segment() {
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .count() as u64;
-    let mut child = bin()
-        .args([
-            "replay",
-            "-s",
-            "segments/library.toml",
-            "-e",
-            "-",
-            "-t",
-            "-",
+    let (summary, stdout) = replay(
+        &funnel,
+        &[
             "--format",
             "segment",
             "--advance-to",
             "2026-11-25T00:00:00Z",
-            "--json-summary",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let data = funnel.clone();
-    let writer = std::thread::spawn(move || stdin.write_all(&data));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        true,
     );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
     assert_eq!(summary["events_read"], lines);
     assert_eq!(summary["accepted"], lines, "{summary}");
     assert!(summary["merges"].as_u64().unwrap() >= 2, "{summary}");
-    let transitions: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+    let transitions: Vec<serde_json::Value> = String::from_utf8(stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -247,6 +247,30 @@ fn consume_until_complete(
     }
 }
 
+/// Every transition read is one of `expected` (none invented), keyed by its customer id;
+/// every expected one arrived; a duplicate is an exact copy (same transition_id, same value).
+fn assert_exactly(got: &[serde_json::Value], expected: &BTreeSet<String>) {
+    let mut by_id: std::collections::HashMap<String, BTreeSet<String>> = Default::default();
+    for m in got {
+        let v = m["value"].as_str().unwrap().to_string();
+        assert!(
+            expected.contains(&v),
+            "invented: {v} (not in the single-instance run)"
+        );
+        let t: serde_json::Value = serde_json::from_str(&v).unwrap();
+        assert_eq!(m["key"], t["customer_id"]);
+        by_id
+            .entry(t["transition_id"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(v);
+    }
+    assert_eq!(by_id.len(), expected.len());
+    assert!(
+        by_id.values().all(|s| s.len() == 1),
+        "a duplicate is an exact copy"
+    );
+}
+
 /// Real processes, real broker: two instances share the input; one is killed with SIGKILL
 /// mid-stream (no shutdown, no flush, no commit), a third one joins. Every transition of
 /// the single-instance run of the same events arrives, none is invented, and duplicates are
@@ -296,25 +320,7 @@ fn kill_9_and_scale_out_lose_and_invent_nothing() {
         &expected,
         Duration::from_secs(180),
     );
-    let mut by_id: std::collections::HashMap<String, BTreeSet<String>> = Default::default();
-    for m in &got {
-        let v = m["value"].as_str().unwrap().to_string();
-        let t: serde_json::Value = serde_json::from_str(&v).unwrap();
-        assert!(
-            expected.contains(&v),
-            "invented: {v} (not in the single-instance run)"
-        );
-        assert_eq!(m["key"], t["customer_id"]);
-        by_id
-            .entry(t["transition_id"].as_str().unwrap().to_string())
-            .or_default()
-            .insert(v);
-    }
-    assert_eq!(by_id.len(), expected.len());
-    assert!(
-        by_id.values().all(|s| s.len() == 1),
-        "a duplicate is an exact copy"
-    );
+    assert_exactly(&got, &expected);
     eprintln!(
         "kill -9: {} transitions expected, {} read ({} duplicates)",
         expected.len(),
@@ -447,22 +453,7 @@ fn anonymous_visitors_linked_across_processes_through_kill_9_give_the_replay_tra
     drained(&tansu, group, &[&b, &c]);
     produce(&broker, "events", &text(&phases[4]));
     let got = consume_until_complete(&broker, "transitions", &expected, Duration::from_secs(120));
-    let mut by_id: std::collections::HashMap<String, BTreeSet<String>> = Default::default();
-    for m in &got {
-        let v = m["value"].as_str().unwrap().to_string();
-        assert!(expected.contains(&v), "invented: {v}");
-        let t: serde_json::Value = serde_json::from_str(&v).unwrap();
-        assert_eq!(m["key"], t["customer_id"]);
-        by_id
-            .entry(t["transition_id"].as_str().unwrap().to_string())
-            .or_default()
-            .insert(v);
-    }
-    assert_eq!(by_id.len(), expected.len());
-    assert!(
-        by_id.values().all(|s| s.len() == 1),
-        "a duplicate is an exact copy"
-    );
+    assert_exactly(&got, &expected);
     eprintln!(
         "identity kill -9: {merging} persons waiting for a merge at the kill; {} transitions expected, {} read",
         expected.len(),

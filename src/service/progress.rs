@@ -100,15 +100,18 @@ impl Progress {
         }
     }
 
-    /// The offset of the first event held from partition `shard` (input from there is
-    /// read again from it after a restart).
-    pub fn first_held(&self, shard: i32) -> Option<i64> {
+    /// The events held from partition `shard`.
+    fn held_in(&self, shard: i32) -> impl Iterator<Item = &Held> {
         self.held
             .values()
             .flatten()
-            .filter(|h| h.shard() == shard)
-            .map(Held::offset)
-            .min()
+            .filter(move |h| h.shard() == shard)
+    }
+
+    /// The offset of the first event held from partition `shard` (input from there is
+    /// read again from it after a restart).
+    pub fn first_held(&self, shard: i32) -> Option<i64> {
+        self.held_in(shard).map(Held::offset).min()
     }
 
     /// The earliest event time held in partition `shard`. The shard's watermark and
@@ -116,11 +119,8 @@ impl Progress {
     /// have been when it came (not late, and no deadline of its person passed meanwhile),
     /// however long the merge it waits for takes.
     pub fn hold_limit(&self, shard: i32) -> Option<i64> {
-        self.held
-            .values()
-            .flatten()
-            .chain(&self.releasing)
-            .filter(|h| h.shard() == shard)
+        self.held_in(shard)
+            .chain(self.releasing.iter().filter(|h| h.shard() == shard))
             .map(|h| h.event_time)
             .chain(
                 self.held_sources
@@ -157,10 +157,7 @@ impl Progress {
             .filter(|((_, p), _)| *p == shard)
             .map(|((k, _), o)| (k.clone(), (*o, self.clocks.max_event_time(k, shard))));
         let held = self
-            .held
-            .values()
-            .flatten()
-            .filter(|h| h.shard() == shard)
+            .held_in(shard)
             .filter_map(|h| Some((h.sequence.as_ref()?, h.event_time)))
             .map(|((seq, o), t)| (format!("{HELD_PREFIX}{o}|{seq}"), (*o, t)));
         // Held before a restart and not re-read yet: still held.

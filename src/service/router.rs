@@ -92,9 +92,18 @@ pub async fn run(
 /// What one batch of the router produced and the offsets it covers.
 struct Batch {
     outgoing: Vec<Outgoing>,
+    /// The next offset per input partition read (built from `read` when the batch ends).
     offsets: TopicPartitionList,
-    /// The input partitions it routed events from, with the largest event time of each.
-    read: Vec<(String, i32, i64)>,
+    /// Per input partition read: the next offset, and the largest event time routed.
+    read: Vec<Read>,
+}
+
+/// One input partition's share of a batch.
+struct Read {
+    topic: String,
+    partition: i32,
+    next: i64,
+    time: Option<i64>,
 }
 
 /// Telling the shards which input partitions are quiet. A shard cannot tell a quiet
@@ -119,10 +128,11 @@ impl QuietSources {
         let k = &shared.config.kafka;
         let now = Instant::now();
         let idle = Duration::from_millis(k.partition_idle_after as u64);
-        for (topic, partition, time) in batch.read.drain(..) {
+        for r in batch.read.drain(..) {
+            let Some(time) = r.time else { continue };
             let e = self
                 .seen
-                .entry((topic, partition))
+                .entry((r.topic, r.partition))
                 .or_insert((now, None, None));
             *e = (now, None, Some(e.2.map_or(time, |t| t.max(time))));
         }
@@ -188,30 +198,27 @@ async fn read(router: &Router, shared: &Shared, blocklist: &Blocklist) -> Batch 
         started.get_or_insert_with(Instant::now);
         messages += 1;
 
-        // One entry per partition (a list with several would store the first one's).
-        let next = Offset::Offset(msg.offset() + 1);
-        match batch.offsets.find_partition(msg.topic(), msg.partition()) {
-            Some(mut e) => {
-                let _ = e.set_offset(next);
-            }
+        let i = match batch
+            .read
+            .iter()
+            .position(|r| r.partition == msg.partition() && r.topic == msg.topic())
+        {
+            Some(i) => i,
             None => {
-                let _ = batch
-                    .offsets
-                    .add_partition_offset(msg.topic(), msg.partition(), next);
+                batch.read.push(Read {
+                    topic: msg.topic().to_string(),
+                    partition: msg.partition(),
+                    next: 0,
+                    time: None,
+                });
+                batch.read.len() - 1
             }
-        }
+        };
+        batch.read[i].next = msg.offset() + 1;
         match route(router, shared, blocklist, &msg) {
             Ok((out, time)) => {
-                match batch
-                    .read
-                    .iter_mut()
-                    .find(|(t, p, _)| t == msg.topic() && *p == msg.partition())
-                {
-                    Some(r) => r.2 = r.2.max(time),
-                    None => batch
-                        .read
-                        .push((msg.topic().to_string(), msg.partition(), time)),
-                }
+                let r = &mut batch.read[i];
+                r.time = Some(r.time.map_or(time, |t| t.max(time)));
                 series(&shared.metrics.persons_records, PersonsKind::Event).inc();
                 batch.outgoing.push(out);
             }
@@ -233,6 +240,12 @@ async fn read(router: &Router, shared: &Shared, blocklist: &Blocklist) -> Batch 
                 ));
             }
         }
+    }
+    // One entry per partition (a list with several would store the first one's).
+    for r in &batch.read {
+        let _ = batch
+            .offsets
+            .add_partition_offset(&r.topic, r.partition, Offset::Offset(r.next));
     }
     batch
 }
