@@ -418,6 +418,13 @@ impl Config {
         if self.engine.allowed_lateness > 7 * segstream_core::time::DAY {
             errors.push("engine.allowed_lateness must be at most 7d".into());
         }
+        if let Some(w) = self.engine.workers {
+            if !(1..=256).contains(&w) {
+                errors.push(format!(
+                    "engine.workers must be between 1 and 256 (got {w})"
+                ));
+            }
+        }
         if self.engine.max_profiles == Some(0) {
             errors
                 .push("engine.max_profiles must be at least 1 (leave it out for no limit)".into());

@@ -1,7 +1,6 @@
 //! HTTP: `/metrics`, `/healthz`, `/readyz` (open), and the token-protected
 //! `GET /profiles/{customer_id}`, `GET /segments` and `POST /segments/reload`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -12,9 +11,9 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::shared::Shared;
+use crate::shared::Instance;
 
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(shared: Arc<Instance>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -28,7 +27,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// Serves until `stop` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<Instance>,
     stop: CancellationToken,
 ) {
     let app = router(shared);
@@ -40,7 +39,7 @@ pub async fn serve(
     }
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+async fn metrics(State(s): State<Arc<Instance>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
@@ -48,10 +47,10 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-async fn readyz(State(s): State<Arc<Shared>>) -> Response {
-    let assigned = s.kafka.assigned.load(Ordering::SeqCst);
-    let healthy = s.kafka.healthy();
-    if s.ready.load(Ordering::SeqCst) && healthy {
+async fn readyz(State(s): State<Arc<Instance>>) -> Response {
+    let assigned = s.assigned();
+    let healthy = s.healthy();
+    if s.ready() && healthy {
         (
             StatusCode::OK,
             format!("ready: {assigned} partitions, caught up\n"),
@@ -74,7 +73,7 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
 }
 
 /// With a configured token, requests must carry it as `Authorization: Bearer <token>`.
-fn authorized(s: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
+fn authorized(s: &Instance, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(token) = &s.config.http.token else {
         return Ok(());
     };
@@ -105,14 +104,14 @@ fn authorized(s: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
 }
 
 async fn profile(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Instance>>,
     headers: HeaderMap,
     Path(customer_id): Path<String>,
 ) -> Response {
     if let Err(r) = authorized(&s, &headers) {
         return *r;
     }
-    let view = crate::profile_view::profile_json(&s.engine(), &customer_id);
+    let view = s.find(|engine| crate::profile_view::profile_json(engine, &customer_id));
     match view {
         Some(v) => Json(v).into_response(),
         None => (
@@ -123,19 +122,25 @@ async fn profile(
     }
 }
 
-async fn segments(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+async fn segments(State(s): State<Arc<Instance>>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&s, &headers) {
         return *r;
     }
-    let engine = s.engine();
-    let defs = engine.definitions().clone();
-    let populations = engine.populations();
-    drop(engine);
+    let defs = s.workers[0].engine().definitions().clone();
+    let mut populations = vec![0usize; defs.segments.len()];
+    s.each(|engine| {
+        // By name: a worker a moment behind a reload counts where the names agree.
+        for (name, n) in engine.populations() {
+            if let Some(i) = defs.segments.iter().position(|seg| seg.name == name) {
+                populations[i] += n;
+            }
+        }
+    });
     let list: Vec<_> = defs
         .segments
         .iter()
         .zip(populations)
-        .map(|(seg, (_, population))| {
+        .map(|(seg, population)| {
             json!({
                 "name": &*seg.name,
                 "description": seg.description,
@@ -153,7 +158,7 @@ async fn segments(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response 
     .into_response()
 }
 
-async fn reload(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+async fn reload(State(s): State<Arc<Instance>>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&s, &headers) {
         return *r;
     }

@@ -236,7 +236,7 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 return;
             };
             while hup.recv().await.is_some() {
-                match running.shared.reload().await {
+                match running.instance.reload().await {
                     Ok(r) => tracing::info!(version = %r.version, "reloaded on SIGHUP"),
                     Err(e) => tracing::error!("reload on SIGHUP rejected:\n{e}"),
                 }

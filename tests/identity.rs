@@ -42,7 +42,7 @@ async fn drained(cfg: &segstream::config::Config, instances: &[&segstream::servi
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let idle = instances.iter().all(|s| {
-            let m = &s.running.shared.metrics;
+            let m = &s.running.instance.metrics;
             m.waiting_persons.get() == 0 && m.held_events.get() == 0
         });
         if idle {
@@ -111,8 +111,8 @@ async fn anonymous_visitors_linked_across_instances_through_a_crash_give_the_rep
     produce(&brokers, &input, &phases[1]).await;
     // Crash A while persons wait for merges (or once the links are through).
     let waiting = |a: &segstream::service::Background, b: &segstream::service::Background| {
-        a.running.shared.metrics.waiting_persons.get()
-            + b.running.shared.metrics.waiting_persons.get()
+        a.running.instance.metrics.waiting_persons.get()
+            + b.running.instance.metrics.waiting_persons.get()
     };
     let mut merging = 0;
     for _ in 0..500 {
@@ -149,8 +149,8 @@ async fn anonymous_visitors_linked_across_instances_through_a_crash_give_the_rep
         "identity: {} transitions, {} read, {} duplicate events skipped",
         expected.len(),
         reader.got.len(),
-        b.running.shared.metrics.duplicates_skipped.get()
-            + c.running.shared.metrics.duplicates_skipped.get()
+        b.running.instance.metrics.duplicates_skipped.get()
+            + c.running.instance.metrics.duplicates_skipped.get()
     );
     assert_eq!(
         have,

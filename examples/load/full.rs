@@ -130,8 +130,12 @@ async fn measure(
         batches,
         batch_secs,
         linked: {
-            let engine = svc.shared().engine();
-            (engine.linked_ids(), engine.identity_bytes())
+            let (mut ids, mut bytes) = (0, 0);
+            svc.instance().each(|engine| {
+                ids += engine.linked_ids();
+                bytes += engine.identity_bytes();
+            });
+            (ids, bytes)
         },
     };
     svc.stop().await?;

@@ -194,7 +194,7 @@ async fn measure(
     wait_for(
         Duration::from_secs(60),
         "the service to become ready",
-        || svc.shared().ready.load(Ordering::SeqCst),
+        || svc.instance().ready(),
     )
     .await?;
 

@@ -9,7 +9,7 @@ use prometheus::core::Collector;
 use segstream::config::Config;
 use segstream::metrics::Metrics;
 use segstream::service::Background;
-use segstream::shared::Shared;
+use segstream::shared::Instance;
 
 use crate::common::kafka::{kafka_config, ServiceTopics};
 use crate::common::unique;
@@ -45,12 +45,12 @@ impl Service {
         Ok(Service { bg, inputs })
     }
 
-    pub fn shared(&self) -> &Shared {
-        &self.bg.running.shared
+    pub fn instance(&self) -> &Instance {
+        &self.bg.running.instance
     }
 
     pub fn metrics(&self) -> &Metrics {
-        &self.shared().metrics
+        &self.instance().metrics
     }
 
     /// (accepted, rejected or late) input messages so far.
@@ -95,7 +95,11 @@ impl Service {
 
     /// Transitions the engine emitted.
     pub fn emitted(&self) -> u64 {
-        self.shared().engine().stats().transitions
+        self.instance()
+            .workers
+            .iter()
+            .map(|w| w.engine().stats().transitions)
+            .sum::<u64>()
     }
 
     /// Batches processed and the seconds spent in them.

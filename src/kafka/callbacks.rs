@@ -28,6 +28,10 @@ pub struct KafkaState {
     /// When librdkafka last reported a client-level error (broker down, transport), in
     /// Unix milliseconds; 0 = never.
     pub last_error_ms: AtomicI64,
+    /// The producer of the consumer's worker (while it runs): a revocation waits until
+    /// what it was handed is delivered, so that nothing of a revoked partition lands after
+    /// its new owner has started (see `service::at_least_once`).
+    pub producer: std::sync::Mutex<Option<rdkafka::producer::FutureProducer<KafkaContext>>>,
 }
 
 impl KafkaState {
@@ -38,6 +42,7 @@ impl KafkaState {
             assignment_changed: AtomicBool::new(false),
             owned: Default::default(),
             last_error_ms: AtomicI64::new(0),
+            producer: Default::default(),
         }
     }
 
@@ -83,6 +88,30 @@ impl ConsumerContext for KafkaContext {
         };
         series(&self.0.metrics.rebalances, kind).inc();
         if let Rebalance::Revoke(tpl) = rebalance {
+            {
+                // Nothing more is written for these partitions (the committer checks before
+                // each record), and what was handed to the producer is delivered first.
+                let mut owned = self
+                    .0
+                    .owned
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for e in tpl.elements() {
+                    owned.remove(&(e.topic().to_string(), e.partition()));
+                }
+            }
+            let producer = self
+                .0
+                .producer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            if let Some(p) = producer {
+                use rdkafka::producer::Producer as _;
+                if let Err(e) = p.flush(std::time::Duration::from_secs(10)) {
+                    warn!(error = %e, "revocation: the producer did not deliver everything in time");
+                }
+            }
             // Lag series of partitions this instance no longer owns would go stale.
             for e in tpl.elements() {
                 let _ = self

@@ -135,6 +135,20 @@ pub fn producer(
     producer_with_id(k, ctx, transactional_id(k))
 }
 
+/// Worker `worker`'s producer: worker 0's `transactional.id` is the service's, the others'
+/// are suffixed `-w{worker}` (each worker commits its own transactions).
+pub fn worker_producer(
+    k: &KafkaConfig,
+    worker: usize,
+    ctx: KafkaContext,
+) -> Result<FutureProducer<KafkaContext>, KafkaError> {
+    let id = match worker {
+        0 => transactional_id(k),
+        n => format!("{}-w{n}", transactional_id(k)),
+    };
+    producer_with_id(k, ctx, id)
+}
+
 /// The router's producer: like the service's, its `transactional.id` suffixed `-router`.
 pub fn router_producer(
     k: &KafkaConfig,

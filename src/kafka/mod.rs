@@ -19,7 +19,7 @@ pub use admin::{check_partitioning, Partitioning};
 pub use callbacks::{KafkaContext, KafkaState, BROKER_HEALTH_WINDOW_MS};
 pub use client::{
     assignment_strategy, consumer, consumer_config, producer, restorer_config, router_consumer,
-    router_group, router_producer, transactional_id,
+    router_group, router_producer, transactional_id, worker_producer,
 };
 pub use produce::{produce_all, produce_once};
 pub use records::Outgoing;

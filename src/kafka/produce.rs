@@ -38,61 +38,135 @@ pub struct Failed {
     pub error: KafkaError,
 }
 
-/// Produces every record and waits until each is acknowledged, re-sending failures with
-/// backoff (up to 5 s between rounds); a record refused for its content is replaced by its
-/// fallback. Returns when all are delivered: during a broker or topic outage it keeps
-/// trying (a shutdown ends it by the shutdown deadline).
+/// Records handed to the producer and not yet acknowledged ([`send_all`]); finish with
+/// [`InFlight::complete`].
+#[derive(Default)]
+pub struct InFlight {
+    /// Per record, how many fallbacks down it is.
+    level: Vec<usize>,
+    sent: Vec<(usize, DeliveryFuture)>,
+    /// Records the producer would not take (to be retried).
+    failed: Vec<usize>,
+    /// Records refused for their content, to be sent at once in a smaller form.
+    degraded: Vec<usize>,
+}
+
+/// Which records to (still) send: checked right before each record is handed to the
+/// producer, first time and retries alike (a changelog record of a partition revoked
+/// meanwhile is dropped: its new owner writes that partition now).
+pub type Keep<'a> = &'a (dyn Fn(&Outgoing) -> bool + Sync);
+
+/// Sends everything.
+pub const KEEP_ALL: Keep<'static> = &|_| true;
+
+/// Hands every record to the producer without waiting for acknowledgements (only while
+/// its queue is full).
+pub async fn send_all(
+    producer: &FutureProducer<KafkaContext>,
+    records: &[Outgoing],
+    keep: Keep<'_>,
+    metrics: &Metrics,
+) -> InFlight {
+    let mut f = InFlight {
+        level: vec![0; records.len()],
+        ..Default::default()
+    };
+    f.send(
+        producer,
+        records,
+        (0..records.len()).collect(),
+        keep,
+        metrics,
+    )
+    .await;
+    f
+}
+
+impl InFlight {
+    async fn send(
+        &mut self,
+        producer: &FutureProducer<KafkaContext>,
+        records: &[Outgoing],
+        pending: Vec<usize>,
+        keep: Keep<'_>,
+        metrics: &Metrics,
+    ) {
+        self.sent.reserve(pending.len());
+        for i in pending {
+            let r = form(&records[i], self.level[i]);
+            if !keep(r) {
+                continue;
+            }
+            match send(producer, r).await {
+                Ok(f) => self.sent.push((i, f)),
+                Err(e) => sort_failure(
+                    records,
+                    &mut self.level,
+                    i,
+                    e,
+                    metrics,
+                    &mut self.failed,
+                    &mut self.degraded,
+                ),
+            }
+        }
+    }
+
+    /// Waits until every record is acknowledged, re-sending failures with backoff (up to
+    /// 5 s between rounds); a record refused for its content is replaced by its fallback.
+    /// `records` are the ones given to [`send_all`].
+    pub async fn complete(
+        mut self,
+        producer: &FutureProducer<KafkaContext>,
+        records: &[Outgoing],
+        keep: Keep<'_>,
+        metrics: &Metrics,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            for (i, f) in std::mem::take(&mut self.sent) {
+                match f.await {
+                    Ok(Ok(_)) => delivered(form(&records[i], self.level[i]), metrics),
+                    Ok(Err((e, _))) => sort_failure(
+                        records,
+                        &mut self.level,
+                        i,
+                        e,
+                        metrics,
+                        &mut self.failed,
+                        &mut self.degraded,
+                    ),
+                    Err(_) => self.failed.push(i),
+                }
+            }
+            if self.failed.is_empty() && self.degraded.is_empty() {
+                return;
+            }
+            if !self.failed.is_empty() {
+                metrics.produce_retries.inc_by(self.failed.len() as u64);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            // A smaller form goes out at once.
+            let mut pending = std::mem::take(&mut self.failed);
+            pending.append(&mut self.degraded);
+            self.send(producer, records, pending, keep, metrics).await;
+        }
+    }
+}
+
+/// Produces every record and waits until each is acknowledged ([`send_all`], then
+/// [`InFlight::complete`]). Returns when all are delivered: during a broker or topic
+/// outage it keeps trying (a shutdown ends it by the shutdown deadline).
 pub async fn produce_all(
     producer: &FutureProducer<KafkaContext>,
     records: &[Outgoing],
     metrics: &Metrics,
 ) {
-    // Per record, how many fallbacks down it is.
-    let mut level = vec![0usize; records.len()];
-    let mut pending: Vec<usize> = (0..records.len()).collect();
-    let mut backoff = Duration::from_millis(100);
-    while !pending.is_empty() {
-        let mut in_flight: Vec<(usize, DeliveryFuture)> = Vec::with_capacity(pending.len());
-        let mut failed = Vec::new();
-        let mut degraded = Vec::new();
-        for &i in &pending {
-            match send(producer, form(&records[i], level[i])).await {
-                Ok(f) => in_flight.push((i, f)),
-                Err(e) => sort_failure(
-                    records,
-                    &mut level,
-                    i,
-                    e,
-                    metrics,
-                    &mut failed,
-                    &mut degraded,
-                ),
-            }
-        }
-        for (i, f) in in_flight {
-            match f.await {
-                Ok(Ok(_)) => delivered(form(&records[i], level[i]), metrics),
-                Ok(Err((e, _))) => sort_failure(
-                    records,
-                    &mut level,
-                    i,
-                    e,
-                    metrics,
-                    &mut failed,
-                    &mut degraded,
-                ),
-                Err(_) => failed.push(i),
-            }
-        }
-        if !failed.is_empty() {
-            metrics.produce_retries.inc_by(failed.len() as u64);
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-        // A smaller form goes out at once.
-        failed.extend(degraded);
-        pending = failed;
-    }
+    send_all(producer, records, KEEP_ALL, metrics)
+        .await
+        .complete(producer, records, KEEP_ALL, metrics)
+        .await;
 }
 
 /// Produces `records` once and waits for every acknowledgement; the first failed delivery

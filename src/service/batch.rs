@@ -145,8 +145,9 @@ pub async fn read_batch(
 /// watermark back, and timers follow the wall clock.
 fn on_idle(shared: &Shared, progress: &Progress, out: &mut Vec<Transition>) {
     let config = &shared.config;
-    let ready = shared.kafka.assigned.load(Ordering::SeqCst) > 0 && shared.kafka.healthy();
-    shared.set_ready(ready);
+    // A worker without partitions is ready too (more workers than partitions): the
+    // instance is ready when all are and it holds at least one partition.
+    shared.set_ready(shared.kafka.healthy());
     let lateness = config.engine.allowed_lateness;
     let partition_idle = Duration::from_millis(config.kafka.partition_idle_after as u64);
     let now = Instant::now();

@@ -1,13 +1,16 @@
 //! The running service: Kafka in, the engine in the middle, Kafka out, HTTP on the side.
 //!
-//! One loop owns the consumer. It reads a batch of messages and applies each to the
-//! engine ([`batch`]), then commits the batch: everything it caused (transitions, dead
-//! letters, changelog records, position markers) is produced and acknowledged before its
-//! input offsets are stored ([`at_least_once`]), or all of it goes into one transaction
-//! with the offsets ([`exactly_once`]). When the input is idle, time moves on without
-//! events ([`watermarks`]). Reloads ([`reload`]) and shutdown are handled between
-//! batches. `main` only parses arguments and signals; tests call [`run`] directly, or
-//! start it in the background with [`Background`].
+//! An instance runs `engine.workers` [`worker`]s (default: the available cores), each on a
+//! thread of its own with its own consumer in the group, producer and engine, like Kafka
+//! Streams' stream threads; the group spreads the partitions over them. A worker's loop
+//! reads a batch of messages and applies each to its engine ([`batch`]), then commits the
+//! batch: everything it caused (transitions, dead letters, changelog records, position
+//! markers) is produced and acknowledged before its input offsets are stored, pipelined
+//! with the next batch ([`at_least_once`]), or all of it goes into one transaction with the
+//! offsets ([`exactly_once`]). When the input is idle, time moves on without events
+//! ([`watermarks`]). Reloads ([`reload`]) and shutdown are handled between batches. `main`
+//! only parses arguments and signals; tests call [`run`] directly, or start it in the
+//! background with [`Background`].
 //!
 //! State is owned per partition number (all input topics are co-partitioned): when the
 //! group assigns partition N, the profiles of partition N are restored from partition N of
@@ -15,7 +18,7 @@
 //! N is revoked, its profiles are dropped and nothing more of it is written.
 //!
 //! # Parts
-//! - [`startup`]: clients and the partitioning check.
+//! - [`startup`]: clients and the partitioning check; [`worker`]: one worker's loop.
 //! - [`progress`], [`watermarks`]: what the loop knows about its input.
 //! - [`batch`]: reading and applying one batch.
 //! - [`at_least_once`], [`exactly_once`]: committing a batch, by guarantee;
@@ -42,17 +45,18 @@ pub mod restore;
 pub mod router;
 pub mod startup;
 pub mod watermarks;
+pub mod worker;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::consumer::{BaseConsumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
 use segstream_core::engine::Engine;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use background::Background;
@@ -61,15 +65,15 @@ pub use restore::{restore_partitions, Restored};
 use crate::config::Config;
 use crate::kafka::{KafkaContext, KafkaState};
 use crate::metrics::Metrics;
-use crate::shared::Shared;
+use crate::shared::{Board, Instance, Shared};
 
-/// A handle to a started service: its shared state and its HTTP address.
+/// A handle to a started service: every worker's shared state and the HTTP address.
 pub struct Running {
-    pub shared: Arc<Shared>,
+    pub instance: Arc<Instance>,
     pub http_addr: std::net::SocketAddr,
 }
 
-/// The Kafka clients of one instance.
+/// The Kafka clients of one worker.
 pub struct Clients {
     /// Reads the input topics (the consumer group member).
     pub consumer: StreamConsumer<KafkaContext>,
@@ -85,6 +89,15 @@ pub fn load_engine(config: &Config) -> anyhow::Result<Engine> {
         .map_err(|d| anyhow::anyhow!("invalid segment definitions ({} errors):\n{d}", d.len()))
 }
 
+/// The number of workers: `engine.workers`, or the available cores.
+pub fn worker_count(config: &Config) -> usize {
+    config.engine.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
 /// Runs the service until `shutdown` completes, then drains and commits. `started` (if
 /// given) receives the shared state and the bound HTTP address once serving.
 pub async fn run(
@@ -93,18 +106,36 @@ pub async fn run(
     started: Option<oneshot::Sender<Running>>,
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
-    let engine = load_engine(&config)?.with_change_tracking();
+    let workers = worker_count(&config).max(1);
     let metrics = Arc::new(Metrics::new());
     metrics.init_series();
-    let (reload_tx, mut reload_rx) = mpsc::channel(4);
-    let kstate = Arc::new(KafkaState::new(metrics.clone()));
-    let shared = Arc::new(Shared {
-        engine: Mutex::new(engine),
+    let board = Arc::new(Board::new(workers));
+    let mut engine_config = config.engine.clone();
+    // The profile limit is the instance's: each worker keeps its share.
+    engine_config.max_profiles = engine_config.max_profiles.map(|n| n.div_ceil(workers));
+    let mut shareds = Vec::with_capacity(workers);
+    let mut reload_rxs = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let engine = crate::definitions::load_engine(&config.segments.file, engine_config.clone())
+            .map_err(|d| anyhow::anyhow!("invalid segment definitions ({} errors):\n{d}", d.len()))?
+            .with_change_tracking();
+        let (reload_tx, reload_rx) = mpsc::channel(4);
+        reload_rxs.push(reload_rx);
+        shareds.push(Arc::new(Shared {
+            worker,
+            engine: Mutex::new(engine),
+            metrics: metrics.clone(),
+            config: config.clone(),
+            ready: AtomicBool::new(false),
+            reloads: reload_tx,
+            kafka: Arc::new(KafkaState::new(metrics.clone())),
+            board: board.clone(),
+        }));
+    }
+    let instance = Arc::new(Instance {
+        workers: shareds.clone(),
         metrics: metrics.clone(),
         config: config.clone(),
-        ready: AtomicBool::new(false),
-        reloads: reload_tx,
-        kafka: kstate.clone(),
     });
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -113,17 +144,24 @@ pub async fn run(
     let http_stop = tokio_util::sync::CancellationToken::new();
     let http_task = tokio::spawn(crate::http::serve(
         listener,
-        shared.clone(),
+        instance.clone(),
         http_stop.clone(),
     ));
-    info!(%http_addr, "http listening");
+    info!(%http_addr, workers, "http listening");
 
-    let clients = startup::clients(&config.kafka, KafkaContext(kstate))?;
+    let mut clients = Vec::with_capacity(workers);
+    for s in &shareds {
+        clients.push(startup::clients(
+            &config.kafka,
+            s.worker,
+            KafkaContext(s.kafka.clone()),
+        )?);
+    }
     // The router's clients report to metrics like the others, but their rebalances are
-    // their own (the segment stage follows only its consumer's assignment).
+    // their own (the segment stage follows only its consumers' assignments).
     let router_state = Arc::new(KafkaState::new(metrics.clone()));
     let Some(partitioning) =
-        startup::check_topics(&config, &clients.restorer, shutdown.as_mut()).await?
+        startup::check_topics(&config, &clients[0].restorer, shutdown.as_mut()).await?
     else {
         http_stop.cancel();
         return Ok(());
@@ -131,6 +169,7 @@ pub async fn run(
     let partitions = partitioning.shards;
     info!(
         partitions,
+        workers,
         changelog = %config.kafka.changelog_topic,
         strategy = crate::kafka::assignment_strategy(&config.kafka),
         "partitioning checked"
@@ -138,7 +177,9 @@ pub async fn run(
     let router_stop = tokio_util::sync::CancellationToken::new();
     let mut router_task = if config.kafka.router {
         let shards = u16::try_from(partitions).context("too many partitions")?;
-        shared.engine().set_partitions(shards);
+        for s in &shareds {
+            s.engine().set_partitions(shards);
+        }
         let router = router::Router {
             consumer: crate::kafka::router_consumer(
                 &config.kafka,
@@ -151,88 +192,128 @@ pub async fn run(
         };
         // Aborted with this task (a crash takes the router down with the segment stage).
         Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
-            router::run(router, shared.clone(), router_stop.clone()),
+            router::run(router, shareds[0].clone(), router_stop.clone()),
         )))
     } else {
         None
     };
     if config.kafka.exactly_once {
-        clients
-            .producer
-            .init_transactions(Duration::from_secs(30))
-            .context("initialising transactions (does the broker support them?)")?;
         info!(
             transactional_id = %crate::kafka::transactional_id(&config.kafka),
-            "exactly-once: one transaction per batch"
+            workers,
+            "exactly-once: one transaction per batch and worker"
         );
     }
-    let topics: Vec<&str> = if config.kafka.router {
-        vec![config.kafka.persons_topic.as_str()]
+    let topics: Vec<String> = if config.kafka.router {
+        vec![config.kafka.persons_topic.clone()]
     } else {
-        config
-            .kafka
-            .input_topics
-            .iter()
-            .map(String::as_str)
-            .collect()
+        config.kafka.input_topics.clone()
     };
-    clients
-        .consumer
-        .subscribe(&topics)
-        .context("subscribing to the input topics")?;
-    info!(topics = ?topics, group = %config.kafka.group_id, "consuming");
+    // Every input partition's events can reach every shard: each holds a shard's time
+    // back until it delivered there, or has been quiet for the idle time.
+    let sources: Vec<String> = if config.kafka.router {
+        partitioning
+            .inputs
+            .iter()
+            .flat_map(|(t, n)| (0..*n).map(move |p| progress::source_sequence(t, p)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    info!(topics = ?topics, group = %config.kafka.group_id, workers, "consuming");
+
+    // Each worker on a thread of its own; `stop` drains them, `kill` (this future dropped
+    // mid-way, as a crash) ends them at their next await without draining.
+    let stop = CancellationToken::new();
+    let kill = CancellationToken::new();
+    let _kill_on_drop = kill.clone().drop_guard();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(usize, anyhow::Result<()>)>();
+    let mut threads = Vec::with_capacity(workers);
+    for ((shared, clients), reloads) in shareds.iter().cloned().zip(clients).zip(reload_rxs) {
+        let w = worker::Worker {
+            shared,
+            clients,
+            reloads,
+            topics: topics.clone(),
+            sources: sources.clone(),
+        };
+        let n = w.shared.worker;
+        let (stop, kill, done) = (stop.clone(), kill.clone(), done_tx.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("segstream-worker-{n}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = done.send((n, Err(anyhow::anyhow!("worker runtime: {e}"))));
+                        return;
+                    }
+                };
+                let result = rt.block_on(async move {
+                    tokio::select! {
+                        r = worker::run(w, stop) => Some(r),
+                        _ = kill.cancelled() => None,
+                    }
+                });
+                if let Some(r) = result {
+                    let _ = done.send((n, r));
+                }
+            })
+            .context("starting a worker thread")?;
+        threads.push(thread);
+    }
+    drop(done_tx);
     if let Some(tx) = started {
         let _ = tx.send(Running {
-            shared: shared.clone(),
+            instance: instance.clone(),
             http_addr,
         });
     }
 
-    let mut progress = progress::Progress::default();
-    if config.kafka.router {
-        // Every input partition's events can reach every shard: each holds a shard's time
-        // back until it delivered there, or has been quiet for the idle time.
-        progress.sources = partitioning
-            .inputs
-            .iter()
-            .flat_map(|(t, n)| (0..*n).map(move |p| progress::source_sequence(t, p)))
-            .collect();
-    }
+    let mut finished = 0;
     let result: anyhow::Result<()> = async {
-        loop {
-            tokio::select! {
-                biased;
-                _ = &mut shutdown => break,
-                r = async { router_task.as_mut().expect("guarded").await }, if router_task.is_some() => {
-                    router_task = None;
-                    match r {
-                        Ok(Ok(())) => anyhow::bail!("the router stopped"),
-                        Ok(Err(e)) => return Err(e.context("the router failed")),
-                        Err(e) => anyhow::bail!("the router panicked: {e}"),
-                    }
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => Ok(()),
+            r = async { router_task.as_mut().expect("guarded").await }, if router_task.is_some() => {
+                router_task = None;
+                match r {
+                    Ok(Ok(())) => anyhow::bail!("the router stopped"),
+                    Ok(Err(e)) => Err(e.context("the router failed")),
+                    Err(e) => anyhow::bail!("the router panicked: {e}"),
                 }
-                Some(req) = reload_rx.recv() => {
-                    let outcome = reload::reload(&clients, &shared).await;
-                    let _ = req.reply.send(outcome);
-                }
-                batch = batch::read_batch(&clients, &shared, &mut progress) => {
-                    let batch = batch?;
-                    if config.kafka.exactly_once {
-                        let commit = exactly_once::commit(&clients, &shared, batch, &progress);
-                        backpressure::while_committing(&clients.consumer, &shared, commit).await?;
-                    } else {
-                        let commit = at_least_once::commit(&clients, &shared, batch, &progress);
-                        backpressure::while_committing(&clients.consumer, &shared, commit).await?;
-                    }
+            }
+            d = done_rx.recv() => {
+                finished += 1;
+                match d {
+                    Some((n, Ok(()))) => anyhow::bail!("worker {n} stopped"),
+                    Some((n, Err(e))) => Err(e.context(format!("worker {n} failed"))),
+                    None => anyhow::bail!("every worker stopped"),
                 }
             }
         }
-        Ok(())
     }
     .await;
 
-    info!("shutting down: flushing and committing");
-    shared.set_ready(false);
+    info!("shutting down: draining the workers");
+    instance.workers.iter().for_each(|w| w.set_ready(false));
+    stop.cancel();
+    // The workers first (their last batches may still need the router's input).
+    let mut worker_errors = Vec::new();
+    while finished < workers {
+        match done_rx.recv().await {
+            Some((_, Ok(()))) => {}
+            Some((n, Err(e))) => worker_errors.push(e.context(format!("worker {n} failed"))),
+            None => break,
+        }
+        finished += 1;
+    }
+    for t in threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     router_stop.cancel();
     if let Some(task) = router_task {
         match task.await {
@@ -241,15 +322,11 @@ pub async fn run(
             Err(e) => warn!(error = %e, "the router panicked"),
         }
     }
-    let _ = clients
-        .producer
-        .flush(Duration::from_millis(config.shutdown_deadline as u64 / 2));
-    match clients.consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => info!("offsets committed"),
-        Err(e) => warn!(error = %e, "final commit failed (offsets stored earlier stay)"),
-    }
-    clients.consumer.unsubscribe();
     http_stop.cancel();
     let _ = http_task.await;
-    result
+    match (result, worker_errors.into_iter().next()) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(e)) => Err(e),
+        (Ok(()), None) => Ok(()),
+    }
 }

@@ -12,20 +12,23 @@ use crate::shared::Shared;
 
 use super::Clients;
 
-/// Reloads the definitions file named in the configuration.
-pub async fn reload(clients: &Clients, shared: &Shared) -> Result<ReloadReport, String> {
-    let rejected = || series(&shared.metrics.reloads, ReloadOutcome::Rejected).inc();
-    let (file, text) = match crate::definitions::read(&shared.config.segments.file) {
-        Ok(t) => t,
-        Err(diags) => {
-            rejected();
-            return Err(diags.to_string());
+/// Reloads this worker's engine with the definitions file `file` read as `text` (read once
+/// for every worker by [`crate::shared::Instance::reload`]). The first worker counts the
+/// outcome in the metrics.
+pub async fn reload(
+    clients: &Clients,
+    shared: &Shared,
+    file: &str,
+    text: &str,
+) -> Result<ReloadReport, String> {
+    let counts = shared.worker == 0;
+    let rejected = || {
+        if counts {
+            series(&shared.metrics.reloads, ReloadOutcome::Rejected).inc();
         }
     };
     let mut transitions = Vec::new();
-    let outcome = shared
-        .engine()
-        .reload_source(&file, &text, &mut transitions);
+    let outcome = shared.engine().reload_source(file, text, &mut transitions);
     let report = match outcome {
         Err(diags) => {
             rejected();
@@ -37,8 +40,11 @@ pub async fn reload(clients: &Clients, shared: &Shared) -> Result<ReloadReport, 
         }
         Ok(report) => report,
     };
-    series(&shared.metrics.reloads, ReloadOutcome::Ok).inc();
+    if counts {
+        series(&shared.metrics.reloads, ReloadOutcome::Ok).inc();
+    }
     info!(
+        worker = shared.worker,
         version = %report.version,
         added = ?report.added,
         changed = ?report.changed,

@@ -32,8 +32,9 @@ pub struct Restored {
 /// end into the engine (records restored into the shard of their partition number), with
 /// progress in `metrics`. `restorer` is a consumer outside any group (nothing committed).
 /// Transitions of records written under other definitions go to `out`. Returns the number
-/// of entries read. A tight polling loop on a worker of a multi-thread tokio runtime
-/// (`block_in_place`): restoring is all this instance does meanwhile.
+/// of entries read. A tight polling loop: restoring is all this worker does meanwhile (on a
+/// worker's own thread it blocks that thread; on a multi-thread runtime it runs in
+/// `block_in_place`).
 pub async fn restore_partitions<C: rdkafka::consumer::ConsumerContext + 'static>(
     restorer: &BaseConsumer<C>,
     topic: &str,
@@ -42,7 +43,11 @@ pub async fn restore_partitions<C: rdkafka::consumer::ConsumerContext + 'static>
     metrics: &Metrics,
     out: &mut Vec<Transition>,
 ) -> anyhow::Result<Restored> {
-    tokio::task::block_in_place(|| restore_blocking(restorer, topic, parts, engine, metrics, out))
+    let mut restore = || restore_blocking(restorer, topic, parts, engine, metrics, out);
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(restore),
+        _ => restore(),
+    }
 }
 
 fn restore_blocking<C: rdkafka::consumer::ConsumerContext + 'static>(

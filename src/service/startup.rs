@@ -14,11 +14,12 @@ use crate::kafka::{self, KafkaContext};
 
 use super::Clients;
 
-/// The consumer, producer and changelog reader, sharing one client context.
-pub fn clients(k: &KafkaConfig, ctx: KafkaContext) -> anyhow::Result<Clients> {
+/// Worker `worker`'s consumer, producer and changelog reader, sharing one client context.
+pub fn clients(k: &KafkaConfig, worker: usize, ctx: KafkaContext) -> anyhow::Result<Clients> {
     Ok(Clients {
         consumer: kafka::consumer(k, ctx.clone()).context("creating the consumer")?,
-        producer: kafka::producer(k, ctx.clone()).context("creating the producer")?,
+        producer: kafka::worker_producer(k, worker, ctx.clone())
+            .context("creating the producer")?,
         restorer: kafka::restorer_config(k)
             .create_with_context(ctx)
             .context("creating the changelog reader")?,

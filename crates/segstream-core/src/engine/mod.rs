@@ -93,6 +93,10 @@ pub struct EngineConfig {
     pub max_profiles: Option<usize>,
     /// Identity resolution: the limits that keep one bad id from merging everyone.
     pub identity: IdentityConfig,
+    /// Engines (worker threads) per service instance, each owning its share of the
+    /// partitions; `None`: the available cores. The engine itself is single-threaded: the
+    /// service starts the workers.
+    pub workers: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -104,6 +108,7 @@ impl Default for EngineConfig {
             max_future_skew: Some(default_max_future_skew()),
             max_profiles: None,
             identity: IdentityConfig::default(),
+            workers: None,
         }
     }
 }
