@@ -91,6 +91,79 @@ async fn live_path_equals_offline_replay_for_the_reference_funnel() {
     stop(svc).await;
 }
 
+/// More workers than cores and fewer than partitions: the group spreads the partitions
+/// over the workers, every worker holds some, the transitions are exactly the replay's, and
+/// HTTP finds every customer whichever worker holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_share_the_partitions_and_give_the_replay_transitions() {
+    let (_cluster, mut cfg, input) = setup(5, "segments/library.toml");
+    let brokers = cfg.kafka.brokers.clone();
+    cfg.engine.idle_lag = 10 * 365 * 86_400_000;
+    cfg.engine.workers = Some(3);
+    let events = std::fs::read_to_string("schemas/examples/events/reference-funnel.jsonl").unwrap();
+    let expected = replayed(&events, &cfg.segments.file, cfg.engine.clone());
+    let lines: Vec<(Option<String>, Vec<u8>)> = events
+        .lines()
+        .map(|l| (key_of(l), l.as_bytes().to_vec()))
+        .collect();
+    produce(&brokers, &input, &lines).await;
+    let svc = start(cfg.clone()).await;
+    let mut reader = Reader::new(&brokers, &cfg.kafka.output_topic);
+    reader.until(expected.len(), Duration::from_secs(30)).await;
+    let got: BTreeSet<String> = reader
+        .until(expected.len() + 1, Duration::from_secs(3))
+        .await
+        .iter()
+        .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(got, expected, "exactly the replay's transitions");
+    let instance = &svc.running.instance;
+    assert_eq!(instance.workers.len(), 3);
+    let per_worker: Vec<usize> = instance
+        .workers
+        .iter()
+        .map(|w| w.kafka.assigned.load(std::sync::atomic::Ordering::SeqCst))
+        .collect();
+    assert_eq!(per_worker.iter().sum::<usize>(), 5, "{per_worker:?}");
+    assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
+    let holding: Vec<usize> = instance
+        .workers
+        .iter()
+        .map(|w| w.engine().profile_count())
+        .collect();
+    assert!(
+        holding.iter().filter(|&&n| n > 0).count() >= 2,
+        "profiles spread over the workers: {holding:?}"
+    );
+    let forgotten: BTreeSet<String> = events
+        .lines()
+        .filter(|l| l.contains(r#""type": "forget""#))
+        .filter_map(key_of)
+        .collect();
+    let customers: BTreeSet<String> = events.lines().filter_map(key_of).collect();
+    assert!(!forgotten.is_empty() && customers.len() > forgotten.len() + 3);
+    for c in customers.difference(&forgotten) {
+        let (status, body) = http::get(&url(&svc, &format!("/profiles/{c}")), None).await;
+        assert_eq!(status, 200, "{c}: {body}");
+    }
+    let (_, segments) = http::get(&url(&svc, "/segments"), None).await;
+    let segments: serde_json::Value = serde_json::from_str(&segments).unwrap();
+    let total: u64 = segments["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["population"].as_u64().unwrap())
+        .sum();
+    let mut members = 0;
+    instance.each(|e| members += e.populations().iter().map(|(_, n)| n).sum::<usize>());
+    assert_eq!(
+        total as usize, members,
+        "populations summed over the workers"
+    );
+    assert!(total > 0);
+    stop(svc).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_goes_to_the_dead_letter_topic_with_its_reason() {
     let (_cluster, mut cfg, input) = setup(1, "segments/library.toml");
