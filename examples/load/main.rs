@@ -108,6 +108,9 @@ pub struct Options {
     /// resolution across partitions on the same events
     #[arg(long)]
     pub no_router: bool,
+    /// Service engine.workers [default: the service default, the available cores]
+    #[arg(long, value_name = "N", value_parser = common::count)]
+    pub workers: Option<usize>,
     /// Comma list of the phases to run: raw consume, full path (with engine only and
     /// produce+ack only), latency [default: all three]
     #[arg(long, value_name = "PHASES", value_enum, value_delimiter = ',')]
@@ -147,6 +150,9 @@ impl Options {
         }
         if self.batch_timeout != defaults.batch_timeout {
             notes.push(format!("batch_timeout={}ms", self.batch_timeout));
+        }
+        if let Some(w) = self.workers {
+            notes.push(format!("workers={w}"));
         }
         notes.extend(self.rdkafka.iter().map(|(k, v)| format!("{k}={v}")));
         notes

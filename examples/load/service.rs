@@ -27,6 +27,7 @@ pub fn config(o: &Options, brokers: &str, topics: &ServiceTopics, segments: &Pat
     c.kafka.batch_size = o.batch_size;
     c.kafka.batch_timeout = o.batch_timeout;
     c.kafka.router = !o.no_router;
+    c.engine.workers = o.workers;
     c.segments.file = segments.to_path_buf();
     c.http.listen = "127.0.0.1:0".parse().expect("valid address");
     c

@@ -81,7 +81,17 @@ pub async fn run(
     .await;
     let _ = router.producer.flush(Duration::from_secs(5));
     if !k.exactly_once {
-        if let Err(e) = router.consumer.commit_consumer_state(CommitMode::Sync) {
+        if let Err(e) = router
+            .consumer
+            .commit_consumer_state(CommitMode::Sync)
+            .or_else(|e| {
+                if nothing_to_commit(&e) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+        {
             warn!(error = %e, "the router's final commit failed (offsets stored earlier stay)");
         }
     }
@@ -338,4 +348,9 @@ async fn commit(router: &Router, shared: &Shared, batch: Batch) -> anyhow::Resul
         warn!(error = %e, "router: storing offsets failed");
     }
     Ok(())
+}
+
+/// Whether a commit failed only because no offset was stored since the last commit.
+pub(super) fn nothing_to_commit(e: &rdkafka::error::KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::NoOffset)
 }

@@ -80,11 +80,11 @@ pub async fn run(worker: Worker, stop: CancellationToken) -> anyhow::Result<()> 
     let _ = clients
         .producer
         .flush(Duration::from_millis(config.shutdown_deadline as u64 / 2));
-    if !progress.applied.is_empty() {
-        match clients.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => info!(worker = shared.worker, "offsets committed"),
-            Err(e) => warn!(error = %e, "final commit failed (offsets stored earlier stay)"),
-        }
+    match clients.consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => info!(worker = shared.worker, "offsets committed"),
+        // Nothing stored since the last automatic commit: nothing to do.
+        Err(e) if super::router::nothing_to_commit(&e) => {}
+        Err(e) => warn!(error = %e, "final commit failed (offsets stored earlier stay)"),
     }
     clients.consumer.unsubscribe();
     *crate::shared::lock(&shared.kafka.producer) = None;
