@@ -61,6 +61,11 @@ pub struct KafkaConfig {
     /// The compacted topic holding every customer's profile (keyed by customer id, one
     /// partition per input partition). Created at start-up if missing.
     pub changelog_topic: String,
+    /// The compacted current-membership topic: one record per (segment, customer) while
+    /// the customer is a member, keyed `{segment}/{customer_id}`, a tombstone on exit;
+    /// written with the transitions (same batch, or same transaction). Created at
+    /// start-up if missing.
+    pub membership_topic: String,
     /// Route events through `persons_topic` (the default): a router stage re-keys every
     /// event by the id it is recorded under to that id's home partition, so one person's
     /// events meet whatever the producers keyed them by, and persons whose ids live in
@@ -121,6 +126,7 @@ impl Default for KafkaConfig {
             output_topic: "segment-transitions".into(),
             dead_letter_topic: "segstream-dead-letters".into(),
             changelog_topic: "segstream-changelog".into(),
+            membership_topic: "segstream-membership".into(),
             router: true,
             persons_topic: "segstream-persons".into(),
             partitions: None,
@@ -327,6 +333,7 @@ impl Config {
             ("kafka.output_topic", &k.output_topic),
             ("kafka.dead_letter_topic", &k.dead_letter_topic),
             ("kafka.changelog_topic", &k.changelog_topic),
+            ("kafka.membership_topic", &k.membership_topic),
         ] {
             if t.trim().is_empty() {
                 errors.push(format!("{name} must not be empty"));
@@ -335,12 +342,19 @@ impl Config {
                 errors.push(format!("{name} `{t}` is also an input topic (a loop)"));
             }
         }
-        if k.output_topic == k.dead_letter_topic
-            || k.output_topic == k.changelog_topic
-            || k.dead_letter_topic == k.changelog_topic
+        let internal = [
+            &k.output_topic,
+            &k.dead_letter_topic,
+            &k.changelog_topic,
+            &k.membership_topic,
+        ];
+        if internal
+            .iter()
+            .enumerate()
+            .any(|(i, a)| internal[i + 1..].contains(a))
         {
             errors.push(
-                "kafka.output_topic, kafka.dead_letter_topic and kafka.changelog_topic must differ"
+                "kafka.output_topic, kafka.dead_letter_topic, kafka.changelog_topic and kafka.membership_topic must differ"
                     .into(),
             );
         }
@@ -352,9 +366,9 @@ impl Config {
                 errors.push(format!(
                     "kafka.persons_topic `{t}` is also an input topic (a loop)"
                 ));
-            } else if [&k.output_topic, &k.dead_letter_topic, &k.changelog_topic].contains(&t) {
+            } else if internal.contains(&t) {
                 errors.push(format!(
-                    "kafka.persons_topic `{t}` must differ from the output, dead-letter and changelog topics"
+                    "kafka.persons_topic `{t}` must differ from the output, dead-letter, changelog and membership topics"
                 ));
             }
         }
@@ -476,6 +490,7 @@ fn check_keys(table: &toml::Table, origin: &str, errors: &mut Vec<String>) {
                 "output_topic",
                 "dead_letter_topic",
                 "changelog_topic",
+                "membership_topic",
                 "router",
                 "persons_topic",
                 "partitions",

@@ -246,6 +246,7 @@ pub fn run(options: DemoOptions, mut config: Config) -> anyhow::Result<()> {
     // The mock cluster does not implement CreateTopics: the internal topics are made here.
     cluster.create_topic(&config.kafka.changelog_topic, 4, 1)?;
     cluster.create_topic(&config.kafka.persons_topic, 4, 1)?;
+    cluster.create_topic(&config.kafka.membership_topic, 4, 1)?;
     config.kafka.group_id = "segstream-demo".into();
     config.http.listen = options.listen;
     config.engine.allowed_lateness = 5 * SECOND;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +21,8 @@ pub fn router(shared: Arc<Instance>) -> Router {
         .route("/profiles/{customer_id}", get(profile))
         .route("/segments", get(segments))
         .route("/segments/reload", post(reload))
+        .route("/segments/{name}", get(segment))
+        .route("/segments/{name}/members", get(members))
         .with_state(shared)
 }
 
@@ -170,4 +172,121 @@ async fn reload(State(s): State<Arc<Instance>>, headers: HeaderMap) -> Response 
         )
             .into_response(),
     }
+}
+
+/// The definition of segment `name`, or a 404 naming the closest known segment.
+fn find_segment(
+    s: &Instance,
+    name: &str,
+) -> Result<Arc<segstream_core::segment::compile::Definitions>, Box<Response>> {
+    let defs = s.workers[0].engine().definitions().clone();
+    if defs.segments.iter().any(|seg| &*seg.name == name) {
+        return Ok(defs);
+    }
+    let hint =
+        segstream_core::segment::suggest::suggest(name, defs.segments.iter().map(|seg| &*seg.name));
+    Err(Box::new(
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no such segment", "segment": name, "did_you_mean": hint})),
+        )
+            .into_response(),
+    ))
+}
+
+/// `GET /segments/{name}`: its definition, its population now (over every worker), and the
+/// customers who entered and exited it over the last hour and day (by the wall-clock
+/// minute the transitions were produced in).
+async fn segment(
+    State(s): State<Arc<Instance>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    let defs = match find_segment(&s, &name) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    let seg = defs
+        .segments
+        .iter()
+        .find(|seg| *seg.name == *name)
+        .expect("found");
+    let mut population = 0;
+    s.each(|engine| {
+        population += engine
+            .populations()
+            .iter()
+            .find(|(n, _)| **n == *name)
+            .map_or(0, |(_, c)| *c);
+    });
+    let now = crate::clock::now_millis();
+    let mut counts = crate::activity::Counts::default();
+    for w in &s.workers {
+        counts += w.activity().counts(&name, now);
+    }
+    Json(json!({
+        "name": &*seg.name,
+        "description": seg.description,
+        "version": &*seg.version,
+        "condition": seg.condition_text,
+        "population": population,
+        "activity": counts,
+    }))
+    .into_response()
+}
+
+/// `?limit=N&cursor=ID` of `GET /segments/{name}/members`.
+#[derive(serde::Deserialize)]
+struct Page {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// The largest page of members.
+pub const MAX_PAGE: usize = 10_000;
+
+/// `GET /segments/{name}/members`: the members now, in customer-id order, `limit` (default
+/// 1000, at most [`MAX_PAGE`]) per page; `next_cursor` (the last id of the page) asks for
+/// the next one, `null` on the last page. Each worker's engine is locked for one pass over
+/// its profiles per page; for the whole audience at scale read the membership topic.
+async fn members(
+    State(s): State<Arc<Instance>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(page): Query<Page>,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    if let Err(r) = find_segment(&s, &name) {
+        return *r;
+    }
+    let limit = page.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
+    let mut ids: Vec<Arc<str>> = Vec::new();
+    s.each(|engine| {
+        ids.extend(crate::profile_view::members_after(
+            engine,
+            &name,
+            page.cursor.as_deref(),
+            limit + 1,
+        ))
+    });
+    ids.sort();
+    ids.dedup();
+    let more = ids.len() > limit;
+    ids.truncate(limit);
+    let next = if more {
+        ids.last().map(|i| i.to_string())
+    } else {
+        None
+    };
+    Json(json!({
+        "segment": name,
+        "members": ids.iter().map(|i| &**i).collect::<Vec<_>>(),
+        "next_cursor": next,
+    }))
+    .into_response()
 }

@@ -13,6 +13,7 @@
 //! - [`profile_view`]: a profile as JSON (HTTP API, replay).
 //! - [`replay`], [`generator`], [`demo`]: offline replay, the funnel simulator, the demo.
 
+pub mod activity;
 pub mod clock;
 pub mod config;
 pub mod definitions;

@@ -83,3 +83,39 @@ pub fn profile_json(engine: &Engine, id: &str) -> Option<serde_json::Value> {
         "next_timer": (p.timer_at != 0).then(|| format_rfc3339(millis(p.timer_at))),
     }))
 }
+
+/// Up to `limit` members of segment `segment` in `engine` whose canonical id sorts after
+/// `after`, in id order (a page of `GET /segments/{name}/members`; the caller merges the
+/// pages of several engines). One pass over the profiles, keeping the `limit` smallest
+/// ids in a heap: the engine is locked for that pass.
+pub fn members_after(
+    engine: &Engine,
+    segment: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Vec<std::sync::Arc<str>> {
+    let Some(i) = engine
+        .definitions()
+        .segments
+        .iter()
+        .position(|s| &*s.name == segment)
+    else {
+        return Vec::new();
+    };
+    let mut heap: std::collections::BinaryHeap<&std::sync::Arc<str>> =
+        std::collections::BinaryHeap::with_capacity(limit + 1);
+    for (id, p) in engine.profiles() {
+        if !p.is_member(i) || after.is_some_and(|a| &**id <= a) {
+            continue;
+        }
+        if heap.len() < limit {
+            heap.push(id);
+        } else if heap.peek().is_some_and(|top| id < *top) {
+            heap.pop();
+            heap.push(id);
+        }
+    }
+    let mut page: Vec<std::sync::Arc<str>> = heap.into_iter().cloned().collect();
+    page.sort();
+    page
+}

@@ -47,6 +47,8 @@ pub struct Shared {
     pub kafka: Arc<KafkaState>,
     /// What the workers of the instance have in common.
     pub board: Arc<Board>,
+    /// Entries and exits per segment over the last hour and day.
+    pub activity: Mutex<crate::activity::Activity>,
 }
 
 /// What the workers of one instance have in common: readiness and the gauges that sum
@@ -162,6 +164,11 @@ impl Shared {
     /// The engine, locked (see the module's locking rule).
     pub fn engine(&self) -> MutexGuard<'_, Engine> {
         lock(&self.engine)
+    }
+
+    /// The worker's segment activity, locked.
+    pub fn activity(&self) -> MutexGuard<'_, crate::activity::Activity> {
+        lock(&self.activity)
     }
 }
 

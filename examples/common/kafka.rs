@@ -120,6 +120,8 @@ pub struct ServiceTopics {
     pub changelog: String,
     /// The persons topic (`kafka.router`), as many partitions as the changelog.
     pub persons: String,
+    /// The current-membership topic (compacted).
+    pub membership: String,
 }
 
 impl ServiceTopics {
@@ -141,6 +143,7 @@ impl ServiceTopics {
             dead: unique(&format!("{prefix}-dead-letters")),
             changelog: unique(&format!("{prefix}-changelog")),
             persons: unique(&format!("{prefix}-persons")),
+            membership: unique(&format!("{prefix}-membership")),
         };
         for input in &t.inputs {
             broker.create_topic(input, partitions, false).await?;
@@ -149,6 +152,7 @@ impl ServiceTopics {
         broker.create_topic(&t.dead, 1, false).await?;
         broker.create_topic(&t.changelog, partitions, true).await?;
         broker.create_topic(&t.persons, partitions, false).await?;
+        broker.create_topic(&t.membership, partitions, true).await?;
         Ok(t)
     }
 
@@ -159,6 +163,7 @@ impl ServiceTopics {
         k.dead_letter_topic = self.dead.clone();
         k.changelog_topic = self.changelog.clone();
         k.persons_topic = self.persons.clone();
+        k.membership_topic = self.membership.clone();
     }
 }
 

@@ -94,6 +94,11 @@ pub async fn check_partitioning(
         }
         n
     };
+    // Keyed by segment and customer: any partition count serves; created like the
+    // changelog when missing.
+    if count(&k.membership_topic)?.is_none() {
+        create.push((&k.membership_topic, true));
+    }
     if !errors.is_empty() {
         anyhow::bail!(
             "the partitioning contract is violated:\n  - {}",
@@ -115,7 +120,8 @@ pub async fn check_partitioning(
     })
 }
 
-/// Creates `topic` with `partitions` partitions (compacted: the changelog), unless it
+/// Creates `topic` with `partitions` partitions (compacted: the changelog and the
+/// membership topic), unless it
 /// exists.
 async fn create_topic(
     k: &KafkaConfig,

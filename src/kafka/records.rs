@@ -210,6 +210,38 @@ impl Outgoing {
         }
     }
 
+    /// The current-membership record a transition leaves behind on the compacted
+    /// membership topic: keyed `{segment}/{customer_id}` (segment names have no `/`), the
+    /// membership (since when, rule version, the person's ids, the entering cause) on
+    /// entry, a tombstone on exit. Read from the start, the topic is the current audience.
+    pub fn membership(t: &Transition, topic: &str) -> Self {
+        let payload = match t.direction {
+            Direction::Entered => Some(
+                serde_json::to_vec(&Membership {
+                    segment: &t.segment,
+                    customer_id: &t.customer_id,
+                    anonymous_ids: t.anonymous_ids.iter().map(|i| &**i).collect(),
+                    known: t.known,
+                    since: format_rfc3339(t.timestamp),
+                    rule_version: &t.rule_version,
+                    cause: t.cause.to_string(),
+                    transition_id: &t.transition_id,
+                })
+                .unwrap_or_default(),
+            ),
+            Direction::Exited => None,
+        };
+        Outgoing {
+            key: Some(membership_key(&t.segment, &t.customer_id).into_bytes()),
+            payload,
+            headers: vec![(
+                Cow::Borrowed("segstream_rule_version"),
+                Some(t.rule_version.as_bytes().to_vec()),
+            )],
+            ..Outgoing::new(topic)
+        }
+    }
+
     /// A dead letter: the original message (key, value, headers, timestamp) unchanged, with
     /// the reason and the origin added in `segstream_*` headers (Kafka Connect's dead-letter
     /// queue does the same with its own headers).
@@ -625,4 +657,24 @@ mod tests {
         assert!(c.len() <= 1004 && c.ends_with('…'));
         assert_eq!(cut("short", 10), "short");
     }
+}
+
+/// The membership topic's key for a customer in a segment.
+pub fn membership_key(segment: &str, customer_id: &str) -> String {
+    format!("{segment}/{customer_id}")
+}
+
+/// A membership record's value (see `schemas/membership.schema.json`).
+#[derive(serde::Serialize)]
+struct Membership<'a> {
+    segment: &'a str,
+    customer_id: &'a str,
+    anonymous_ids: Vec<&'a str>,
+    known: bool,
+    /// When the customer entered (event time of the entering transition).
+    since: String,
+    rule_version: &'a str,
+    /// As in transitions: `event:{id}`, `timer:{kind}@{time}`, `reload:{version}`, ...
+    cause: String,
+    transition_id: &'a str,
 }

@@ -320,7 +320,13 @@ fn collect_outputs(
             &k.output_topic,
             &k.cloudevents_source,
         ));
+        batch
+            .outgoing
+            .push(Outgoing::membership(t, &k.membership_topic));
     }
+    shared
+        .activity()
+        .record(transitions, crate::clock::now_millis());
     let mut changes: Vec<StateChange> = Vec::new();
     let mut identities: Vec<IdentityChange> = Vec::new();
     {

@@ -130,6 +130,7 @@ pub async fn run(
             reloads: reload_tx,
             kafka: Arc::new(KafkaState::new(metrics.clone())),
             board: board.clone(),
+            activity: Default::default(),
         }));
     }
     let instance = Arc::new(Instance {

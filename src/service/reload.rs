@@ -55,8 +55,16 @@ pub async fn reload(
     let k = &shared.config.kafka;
     let outgoing: Vec<Outgoing> = transitions
         .iter()
-        .map(|t| Outgoing::transition(t, &k.output_topic, &k.cloudevents_source))
+        .flat_map(|t| {
+            [
+                Outgoing::transition(t, &k.output_topic, &k.cloudevents_source),
+                Outgoing::membership(t, &k.membership_topic),
+            ]
+        })
         .collect();
+    shared
+        .activity()
+        .record(&transitions, crate::clock::now_millis());
     let produced = if k.exactly_once {
         super::exactly_once::produce_transaction(&clients.producer, &outgoing, &shared.metrics)
             .await

@@ -27,6 +27,7 @@ pub fn config(brokers: &str, inputs: &[&str], segments: &str) -> Config {
     c.kafka.dead_letter_topic = unique("dead-letters");
     c.kafka.changelog_topic = unique("changelog");
     c.kafka.persons_topic = unique("persons");
+    c.kafka.membership_topic = unique("membership");
     c.segments.file = segments.into();
     c.http.listen = "127.0.0.1:0".parse().unwrap();
     c
@@ -51,6 +52,9 @@ pub fn setup(partitions: i32, segments: &str) -> (Cluster, Config, String) {
         .unwrap();
     cluster
         .create_topic(&cfg.kafka.persons_topic, partitions, 1)
+        .unwrap();
+    cluster
+        .create_topic(&cfg.kafka.membership_topic, partitions, 1)
         .unwrap();
     (cluster, cfg, input)
 }
