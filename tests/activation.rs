@@ -6,41 +6,13 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+
 use std::time::Duration;
+use support::members_of;
 
 use rdkafka::message::Message;
 use support::http;
 use support::mock::{produce, setup, start, stop, url, Reader};
-
-/// Per (segment, customer), the last transition (by the customer's sequence): the members
-/// are those whose last transition entered. Values: (since, rule_version).
-fn members_of(transitions: &BTreeSet<String>) -> BTreeMap<String, (String, String)> {
-    let mut last: BTreeMap<String, (u64, serde_json::Value)> = BTreeMap::new();
-    for line in transitions {
-        let t: serde_json::Value = serde_json::from_str(line).unwrap();
-        let key = format!(
-            "{}/{}",
-            t["segment"].as_str().unwrap(),
-            t["customer_id"].as_str().unwrap()
-        );
-        let seq = t["sequence"].as_u64().unwrap();
-        if last.get(&key).is_none_or(|(s, _)| seq > *s) {
-            last.insert(key, (seq, t));
-        }
-    }
-    last.into_iter()
-        .filter(|(_, (_, t))| t["direction"] == "entered")
-        .map(|(k, (_, t))| {
-            (
-                k,
-                (
-                    t["timestamp"].as_str().unwrap().to_string(),
-                    t["rule_version"].as_str().unwrap().to_string(),
-                ),
-            )
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_membership_topic_and_the_members_endpoint_hold_exactly_the_current_audience() {

@@ -329,6 +329,44 @@ fn kill_9_and_scale_out_lose_and_invent_nothing() {
     );
     let dead = consume(&tansu.broker(), "dead-letters", 1, 3);
     assert!(dead.is_empty(), "nothing late or invalid: {dead:?}");
+
+    // The membership topic, read from the start by kafka-python and folded by key (what
+    // compaction keeps), is exactly the audience the transitions give, kill -9 and all.
+    let members = support::members_of(&expected);
+    let records = consume(
+        &tansu.broker(),
+        "segstream-membership",
+        expected.len() * 3,
+        15,
+    );
+    assert!(
+        records.len() >= expected.len(),
+        "one record per transition at least"
+    );
+    let mut folded: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+    for r in &records {
+        let key = r["key"].as_str().unwrap().to_string();
+        match r["value"].as_str() {
+            Some(v) => {
+                folded.insert(key, serde_json::from_str(v).unwrap());
+            }
+            None => {
+                folded.remove(&key);
+            }
+        }
+    }
+    assert_eq!(
+        folded.keys().collect::<Vec<_>>(),
+        members.keys().collect::<Vec<_>>()
+    );
+    for (key, (since, _)) in &members {
+        assert_eq!(folded[key]["since"].as_str(), Some(since.as_str()), "{key}");
+    }
+    eprintln!(
+        "membership topic: {} records, {} members",
+        records.len(),
+        folded.len()
+    );
     drop(b);
     drop(c);
 }

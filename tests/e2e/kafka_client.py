@@ -55,7 +55,8 @@ def consume(args):
         for msg in consumer:
             out = {
                 "key": msg.key.decode() if msg.key is not None else None,
-                "value": msg.value.decode("utf-8", "replace")[:args.max_value_chars],
+                # None: a tombstone (compacted topics).
+                "value": msg.value.decode("utf-8", "replace")[:args.max_value_chars] if msg.value is not None else None,
                 "value_len": len(msg.value) if msg.value is not None else None,
                 "headers": {k: v.decode("utf-8", "replace") for k, v in (msg.headers or [])},
                 "partition": msg.partition,

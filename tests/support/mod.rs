@@ -10,7 +10,7 @@ pub mod identity;
 pub mod mock;
 pub mod tansu;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use segstream::config::Config;
@@ -104,4 +104,35 @@ fn keyed_funnel(events: &str, cfg: &Config) -> (Vec<Keyed>, BTreeSet<String>) {
         .map(|l| (key_of(l), l.as_bytes().to_vec()))
         .collect();
     (lines, expected)
+}
+
+/// The current audience the transitions give, keyed `{segment}/{customer_id}` as on the
+/// membership topic. Per (segment, customer), the last transition (by the customer's sequence): the members
+/// are those whose last transition entered. Values: (since, rule_version).
+pub fn members_of(transitions: &BTreeSet<String>) -> BTreeMap<String, (String, String)> {
+    let mut last: BTreeMap<String, (u64, serde_json::Value)> = BTreeMap::new();
+    for line in transitions {
+        let t: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key = format!(
+            "{}/{}",
+            t["segment"].as_str().unwrap(),
+            t["customer_id"].as_str().unwrap()
+        );
+        let seq = t["sequence"].as_u64().unwrap();
+        if last.get(&key).is_none_or(|(s, _)| seq > *s) {
+            last.insert(key, (seq, t));
+        }
+    }
+    last.into_iter()
+        .filter(|(_, (_, t))| t["direction"] == "entered")
+        .map(|(k, (_, t))| {
+            (
+                k,
+                (
+                    t["timestamp"].as_str().unwrap().to_string(),
+                    t["rule_version"].as_str().unwrap().to_string(),
+                ),
+            )
+        })
+        .collect()
 }
