@@ -26,7 +26,7 @@ const TRANSITION_SCHEMA: &str = "transition.schema.json";
 const SEGMENT_SCHEMA: &str = "segment-spec.schema.json";
 
 /// The schemas the contract consists of. Every one must exist; no other may.
-const SCHEMA_FILES: [&str; 11] = [
+const SCHEMA_FILES: [&str; 12] = [
     "event.schema.json",
     "clickstream.schema.json",
     "email.schema.json",
@@ -38,6 +38,7 @@ const SCHEMA_FILES: [&str; 11] = [
     "custom.schema.json",
     "transition.schema.json",
     "segment-spec.schema.json",
+    "membership.schema.json",
 ];
 
 /// Event-family schemas: their examples must also pass the `event.schema.json` envelope.
@@ -1003,7 +1004,10 @@ fn documentation_examples_are_valid() {
                     let doc: Value = serde_json::from_str(b).unwrap_or_else(|e| {
                         panic!("{}: a json block is not JSON: {e}\n{b}", path.display())
                     });
-                    let (name, validator) = if doc.get("transition_id").is_some() {
+                    let membership = build_validator("membership.schema.json");
+                    let (name, validator) = if doc.get("since").is_some() {
+                        ("membership", &membership)
+                    } else if doc.get("transition_id").is_some() {
                         ("transition", transition_validator())
                     } else if doc.get("messageId").is_some() {
                         ("Segment Spec message", segment_validator())
@@ -1026,4 +1030,46 @@ fn documentation_examples_are_valid() {
     }
     assert!(failures.is_empty(), "{failures}");
     assert!(checked >= 3, "only {checked} json blocks found");
+}
+
+/// Every membership record of the reference funnel's replay (one per entering transition;
+/// an exit is a tombstone) matches `membership.schema.json`, and a broken one does not.
+#[test]
+fn membership_records_match_their_schema() {
+    let validator = build_validator("membership.schema.json");
+    let events =
+        std::fs::read_to_string(repo_root().join("schemas/examples/events/reference-funnel.jsonl"))
+            .unwrap();
+    let mut engine = segstream::definitions::load_engine(
+        &repo_root().join("segments/library.toml"),
+        Default::default(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    segstream::replay::replay(&mut engine, events.as_bytes(), &mut out, Default::default())
+        .unwrap();
+    let mut records = 0;
+    for line in String::from_utf8(out).unwrap().lines() {
+        let t: segstream_core::transition::Transition = serde_json::from_str(line).unwrap();
+        let r = segstream::kafka::Outgoing::membership(&t, "segstream-membership");
+        assert_eq!(
+            r.key.as_deref(),
+            Some(format!("{}/{}", t.segment, t.customer_id).as_bytes())
+        );
+        match (t.direction, &r.payload) {
+            (segstream_core::transition::Direction::Exited, None) => {}
+            (segstream_core::transition::Direction::Entered, Some(p)) => {
+                let v: Value = serde_json::from_slice(p).unwrap();
+                if let Some(e) = errors(&validator, &v) {
+                    panic!("{v}: {e}");
+                }
+                let mut broken = v.clone();
+                broken["since"] = Value::from("yesterday");
+                assert!(errors(&validator, &broken).is_some(), "{broken}");
+                records += 1;
+            }
+            other => panic!("entry with a value, exit a tombstone: {other:?}"),
+        }
+    }
+    assert!(records > 5, "{records}");
 }
