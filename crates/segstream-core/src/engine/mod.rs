@@ -64,7 +64,7 @@ pub use changes::{IdentityChange, StateChange};
 pub use handoff::{Handed, Handoff, MergeRequest, Route, Transfer};
 pub use identity::{home, Blocklist, IdentityConfig, Refusal};
 pub use persons::{Applied, Link};
-pub use preview::{Cursor, DefinitionsChanged, Preview, PreviewAnswer, Tally};
+pub use preview::{Cursor, DefinitionsChanged, Preview, PreviewAnswer, Tally, DEFAULT_SAMPLE};
 pub use reload::ReloadReport;
 
 use changes::ChangeTracker;

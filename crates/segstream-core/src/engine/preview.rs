@@ -26,6 +26,9 @@ use crate::profile::Profile;
 use crate::segment::compile::Definitions;
 use crate::segment::diagnostic::Diagnostics;
 
+/// Member ids an answer lists unless its caller asks for another number.
+pub const DEFAULT_SAMPLE: usize = 20;
+
 /// A candidate segment compiled against one engine's definitions and symbols.
 #[derive(Debug)]
 pub struct Preview {
