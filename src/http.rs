@@ -1,13 +1,19 @@
 //! HTTP: `/metrics`, `/healthz`, `/readyz` (open), and the token-protected
-//! `GET /profiles/{customer_id}`, `GET /segments` and `POST /segments/reload`.
+//! `GET /profiles/{customer_id}`, `GET /segments`, `POST /segments/reload` and
+//! `POST /segments/preview`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use segstream_core::engine::{Cursor, DefinitionsChanged, Preview, PreviewAnswer, Tally};
+use segstream_core::segment::diagnostic::Diagnostics;
+use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +29,8 @@ pub fn router(shared: Arc<Instance>) -> Router {
         .route("/segments/reload", post(reload))
         .route("/segments/{name}", get(segment))
         .route("/segments/{name}/members", get(members))
+        .route("/segments/preview", post(preview))
+        .layer(Extension(Arc::new(PreviewGate::default())))
         .with_state(shared)
 }
 
@@ -289,4 +297,190 @@ async fn members(
         "next_cursor": next,
     }))
     .into_response()
+}
+
+// ---- preview ---------------------------------------------------------------------------
+
+/// Profiles evaluated per hold of the engine lock (a few milliseconds of work).
+const PREVIEW_CHUNK: usize = 10_000;
+/// A preview's time limit unless `timeout_ms` says otherwise, and the most it may say.
+const PREVIEW_TIMEOUT: Duration = Duration::from_secs(10);
+const PREVIEW_TIMEOUT_MAX: Duration = Duration::from_secs(60);
+/// Member ids in the answer unless `sample` says otherwise, and the most it may say.
+const PREVIEW_SAMPLE: usize = segstream_core::engine::DEFAULT_SAMPLE;
+const PREVIEW_SAMPLE_MAX: usize = 1_000;
+/// The largest candidate accepted.
+const PREVIEW_MAX_BYTES: usize = 64 * 1024;
+/// The name of the candidate in diagnostics.
+const PREVIEW_FILE: &str = "candidate";
+
+/// Lets one preview run at a time.
+#[derive(Default)]
+struct PreviewGate(AtomicBool);
+
+/// The right to run the one preview; given back when dropped (also if the request is
+/// abandoned: the pass lives in the blocking task, which runs to its end or deadline).
+struct PreviewPass(Arc<PreviewGate>);
+
+impl PreviewGate {
+    fn try_enter(self: &Arc<Self>) -> Option<PreviewPass> {
+        self.0
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| PreviewPass(self.clone()))
+    }
+}
+
+impl Drop for PreviewPass {
+    fn drop(&mut self) {
+        self.0 .0.store(false, Ordering::Release);
+    }
+}
+
+#[derive(Deserialize)]
+struct PreviewQuery {
+    timeout_ms: Option<u64>,
+    sample: Option<usize>,
+}
+
+enum PreviewFailure {
+    Invalid(Diagnostics),
+    Changed(DefinitionsChanged),
+}
+
+/// `POST /segments/preview`: the body is a candidate segment (one `[segments.NAME]` table,
+/// or a bare condition). 200 with the answer; 400 with the diagnostics of an invalid
+/// candidate; 429 while another preview runs; 503 with the partial answer (`complete:
+/// false`) when the time limit ran out; 409 when the definitions were reloaded meanwhile.
+/// Nothing is activated and no transition is emitted.
+async fn preview(
+    State(s): State<Arc<Instance>>,
+    Extension(gate): Extension<Arc<PreviewGate>>,
+    headers: HeaderMap,
+    Query(q): Query<PreviewQuery>,
+    body: String,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    if body.len() > PREVIEW_MAX_BYTES {
+        let error = format!(
+            "the candidate has {} bytes; at most {PREVIEW_MAX_BYTES}",
+            body.len()
+        );
+        return (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"error": error}))).into_response();
+    }
+    let Some(pass) = gate.try_enter() else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({"error": "another preview is running; one runs at a time, try again when it has finished"})),
+        )
+            .into_response();
+    };
+    let timeout = q
+        .timeout_ms
+        .map_or(PREVIEW_TIMEOUT, Duration::from_millis)
+        .min(PREVIEW_TIMEOUT_MAX);
+    let sample = q.sample.unwrap_or(PREVIEW_SAMPLE).min(PREVIEW_SAMPLE_MAX);
+    let deadline = Instant::now() + timeout;
+    let task = tokio::task::spawn_blocking(move || {
+        let _pass = pass;
+        run_preview(&s, &body, sample, deadline)
+    });
+    match task.await {
+        Ok(Ok(answer)) if answer.complete => Json(answer).into_response(),
+        Ok(Ok(answer)) => {
+            let error = format!(
+                "the preview ran out of time after {} ms ({} of {} profiles); the answer is partial \
+                 (raise timeout_ms, at most {} ms)",
+                timeout.as_millis(),
+                answer.profiles_scanned,
+                answer.profiles,
+                PREVIEW_TIMEOUT_MAX.as_millis()
+            );
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": error, "partial": answer})),
+            )
+                .into_response()
+        }
+        Ok(Err(PreviewFailure::Invalid(diags))) => {
+            let list: Vec<_> = diags
+                .sorted()
+                .into_iter()
+                .map(|d| json!({"file": d.file, "line": d.line, "column": d.column, "message": d.message}))
+                .collect();
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "the candidate was rejected", "diagnostics": list})),
+            )
+                .into_response()
+        }
+        Ok(Err(PreviewFailure::Changed(e))) => (
+            StatusCode::CONFLICT,
+            Json(json!({"error": format!("{e}; try again")})),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "preview task failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": "the preview failed"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Compiles the candidate against each worker's engine and scans its profiles chunk by
+/// chunk into one tally, taking that engine's lock for each chunk only, until done or past
+/// `deadline` (the answer then says `complete: false`). Blocking: run it off the async
+/// runtime.
+fn run_preview(
+    s: &Instance,
+    text: &str,
+    sample: usize,
+    deadline: Instant,
+) -> Result<PreviewAnswer, PreviewFailure> {
+    let mut tally: Option<Tally> = None;
+    for w in &s.workers {
+        let preview = Preview::compile(&mut w.engine(), PREVIEW_FILE, text)
+            .map_err(PreviewFailure::Invalid)?;
+        let t = tally.get_or_insert_with(|| Tally::new(&preview, sample));
+        let mut cursor = Cursor::default();
+        loop {
+            let done = preview
+                .scan(&w.engine(), t, &mut cursor, PREVIEW_CHUNK)
+                .map_err(PreviewFailure::Changed)?;
+            if done {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let mut partial = tally.expect("started").finish();
+                partial.complete = false;
+                return Ok(partial);
+            }
+        }
+    }
+    Ok(tally.expect("at least one worker").finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_preview_at_a_time_and_the_gate_opens_when_the_pass_is_dropped() {
+        let gate = Arc::new(PreviewGate::default());
+        let pass = gate.try_enter().expect("the first enters");
+        assert!(gate.try_enter().is_none(), "a second waits its turn");
+        drop(pass);
+        let again = gate.try_enter();
+        assert!(again.is_some(), "free again after the first ended");
+        // A pass moved into another thread still holds the gate until that thread ends.
+        let pass = again.unwrap();
+        let t = std::thread::spawn(move || drop(pass));
+        t.join().unwrap();
+        assert!(gate.try_enter().is_some());
+    }
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use segstream::generator::{generate, FunnelConfig};
-use segstream_core::engine::{Engine, EngineConfig};
+use segstream_core::engine::{Engine, EngineConfig, Preview, DEFAULT_SAMPLE};
 use segstream_core::event::InputFormat;
 use segstream_core::symbols::Symbols;
 use segstream_core::time::{parse_duration, parse_rfc3339, Millis};
@@ -120,6 +120,11 @@ struct ReplayArgs {
     /// Print the summary as JSON instead of a table.
     #[arg(long)]
     json_summary: bool,
+    /// After the replay, preview this candidate segment (one `[segments.NAME]` table or a
+    /// bare condition) over the final profiles and print the answer as JSON on stdout, as
+    /// `POST /segments/preview` gives it. Nothing is activated.
+    #[arg(long)]
+    preview: Option<PathBuf>,
 }
 
 fn duration(s: &str) -> Result<Millis, String> {
@@ -333,6 +338,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ..EngineConfig::default()
             };
             let mut engine = Engine::new(defs, symbols, config);
+            // The candidate is checked before the replay: an invalid one stops it early.
+            let preview = match &a.preview {
+                None => None,
+                Some(_) if a.transitions_out == "-" => {
+                    anyhow::bail!(
+                        "--preview prints its answer on stdout: write the transitions to a \
+                         file (--transitions-out FILE, or /dev/null)"
+                    )
+                }
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        anyhow::anyhow!("cannot read candidate {}: {e}", path.display())
+                    })?;
+                    let file = path.display().to_string();
+                    match Preview::compile(&mut engine, &file, &text) {
+                        Ok(p) => Some(p),
+                        Err(diags) => {
+                            eprintln!("{diags}");
+                            eprintln!(
+                                "{} error(s) in the candidate; nothing was replayed",
+                                diags.len()
+                            );
+                            return Ok(ExitCode::from(2));
+                        }
+                    }
+                }
+            };
             let input: Box<dyn io::BufRead> = if a.events == "-" {
                 Box::new(BufReader::new(io::stdin().lock()))
             } else {
@@ -356,6 +388,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 eprint!("{}", summary.render());
+            }
+            if let Some(p) = &preview {
+                let answer = segstream::replay::preview_answer(&engine, p, DEFAULT_SAMPLE);
+                println!("{}", serde_json::to_string_pretty(&answer)?);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -9,7 +9,7 @@ use std::io::{BufRead, Write};
 
 use serde::Serialize;
 
-use segstream_core::engine::Engine;
+use segstream_core::engine::{Cursor, Engine, Preview, PreviewAnswer, Tally};
 use segstream_core::event::InputFormat;
 use segstream_core::time::{format_rfc3339, Millis};
 use segstream_core::transition::{Direction, Transition};
@@ -246,6 +246,17 @@ fn trim(b: &[u8]) -> &[u8] {
         .rposition(|c| !c.is_ascii_whitespace())
         .map_or(start, |e| e + 1);
     &b[start..end]
+}
+
+/// The answer to a preview over all of the engine's profiles (e.g. after a replay): what
+/// `POST /segments/preview` answers, with up to `sample` member ids.
+pub fn preview_answer(engine: &Engine, preview: &Preview, sample: usize) -> PreviewAnswer {
+    let mut tally = Tally::new(preview, sample);
+    let mut cursor = Cursor::default();
+    // One scan to the end; the definitions cannot change under it (`engine` is borrowed).
+    let scanned = preview.scan(engine, &mut tally, &mut cursor, usize::MAX);
+    debug_assert_eq!(scanned, Ok(true));
+    tally.finish()
 }
 
 /// Writes every profile as one JSON line, ordered by customer id.

@@ -350,3 +350,103 @@ fn replay_reads_the_segment_spec_with_format_segment() {
         "{err}"
     );
 }
+
+/// `segstream replay --preview FILE`: the answer is printed on stdout after the replay, and
+/// its population and members are what a replay with the candidate in the file gives.
+#[test]
+fn replay_previews_a_candidate_as_a_reload_of_it_would_give() {
+    let dir = tempfile::tempdir().unwrap();
+    let candidate = "[segments.dach-contact]\ndescription = \"Anyone in DACH\"\n\
+                     condition = 'trait.country in [\"DE\", \"AT\", \"CH\"] and not profile.opted_out'\n";
+    let cand = dir.path().join("candidate.toml");
+    std::fs::write(&cand, candidate).unwrap();
+    let run = |segments: &std::path::Path, preview: Option<&std::path::Path>| {
+        let pr = dir.path().join("p.jsonl");
+        let mut cmd = bin();
+        cmd.args(["replay", "-s"])
+            .arg(segments)
+            .arg("-e")
+            .arg("schemas/examples/events/reference-funnel.jsonl")
+            .args(["-t", "/dev/null", "--profiles-out"])
+            .arg(&pr);
+        if let Some(p) = preview {
+            cmd.arg("--preview").arg(p);
+        }
+        let out = cmd.output().unwrap();
+        let profiles: Vec<serde_json::Value> = std::fs::read_to_string(&pr)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (out, profiles)
+    };
+    let (out, profiles) = run("segments/library.toml".as_ref(), Some(&cand));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["segment"], "dach-contact");
+    assert_eq!(answer["complete"], true);
+    assert_eq!(answer["replaces"], false);
+    assert_eq!(answer["profiles"], profiles.len());
+    // Overlap: the candidate's members that are in each running segment.
+    let members: Vec<&str> = answer["sample"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let in_dach = profiles
+        .iter()
+        .filter(|p| members.contains(&p["customer_id"].as_str().unwrap()))
+        .filter(|p| {
+            p["segments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s == "dach-decision-makers")
+        })
+        .count();
+    assert_eq!(answer["overlap"]["dach-decision-makers"], in_dach);
+
+    // The library with the candidate in it, replayed: the same members.
+    let with = dir.path().join("with.toml");
+    let library = std::fs::read_to_string("segments/library.toml").unwrap();
+    std::fs::write(&with, format!("{library}\n{candidate}")).unwrap();
+    let (out, profiles) = run(&with, None);
+    assert!(out.status.success());
+    let mut expected: Vec<&str> = profiles
+        .iter()
+        .filter(|p| {
+            p["segments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s == "dach-contact")
+        })
+        .map(|p| p["customer_id"].as_str().unwrap())
+        .collect();
+    expected.sort();
+    assert!(!expected.is_empty());
+    assert_eq!(answer["population"], expected.len());
+    assert_eq!(members, expected);
+
+    // An invalid candidate stops the replay with its diagnostics, before anything runs.
+    std::fs::write(
+        &cand,
+        "[segments.x]\ncondition = 'in_segment(\"dach-decision-maker\")'\n",
+    )
+    .unwrap();
+    let (out, _) = run("segments/library.toml".as_ref(), Some(&cand));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:2:25: segment `x` uses unknown segment",
+            cand.display()
+        )),
+        "{err}"
+    );
+}

@@ -24,9 +24,10 @@ const BASE_URI: &str = "https://segstream.dev/schemas/";
 const EVENT_SCHEMA: &str = "event.schema.json";
 const TRANSITION_SCHEMA: &str = "transition.schema.json";
 const SEGMENT_SCHEMA: &str = "segment-spec.schema.json";
+const PREVIEW_SCHEMA: &str = "preview.schema.json";
 
 /// The schemas the contract consists of. Every one must exist; no other may.
-const SCHEMA_FILES: [&str; 12] = [
+const SCHEMA_FILES: [&str; 13] = [
     "event.schema.json",
     "clickstream.schema.json",
     "email.schema.json",
@@ -39,6 +40,7 @@ const SCHEMA_FILES: [&str; 12] = [
     "transition.schema.json",
     "segment-spec.schema.json",
     "membership.schema.json",
+    "preview.schema.json",
 ];
 
 /// Event-family schemas: their examples must also pass the `event.schema.json` envelope.
@@ -133,6 +135,11 @@ fn event_validator() -> &'static Validator {
 fn transition_validator() -> &'static Validator {
     static V: OnceLock<Validator> = OnceLock::new();
     V.get_or_init(|| build_validator(TRANSITION_SCHEMA))
+}
+
+fn preview_validator() -> &'static Validator {
+    static V: OnceLock<Validator> = OnceLock::new();
+    V.get_or_init(|| build_validator(PREVIEW_SCHEMA))
 }
 
 fn segment_validator() -> &'static Validator {
@@ -979,9 +986,40 @@ fn generated_funnel_events_are_valid() {
     );
 }
 
+/// A preview answer as the engine gives it (over the reference funnel, one candidate
+/// table and one bare condition) satisfies `preview.schema.json`.
+#[test]
+fn preview_answers_are_valid() {
+    use segstream_core::engine::{Engine, EngineConfig, Preview, DEFAULT_SAMPLE};
+    let root = repo_root();
+    let library = std::fs::read_to_string(root.join("segments/library.toml")).unwrap();
+    let mut engine =
+        Engine::from_source("library.toml", &library, EngineConfig::default()).unwrap();
+    let events =
+        std::fs::read_to_string(root.join("schemas/examples/events/reference-funnel.jsonl"))
+            .unwrap();
+    let mut out = Vec::new();
+    for line in events.lines() {
+        engine.process(line.as_bytes(), &mut out).unwrap();
+    }
+    for candidate in [
+        "[segments.dach-contact]\ncondition = 'trait.country in [\"DE\", \"AT\", \"CH\"]'\n",
+        "[segments.engaged-reader]\ncondition = 'count(email_open, 30d) >= 1'\n",
+        "profile.purchases >= 1",
+    ] {
+        let preview = Preview::compile(&mut engine, "candidate", candidate).unwrap();
+        let answer = segstream::replay::preview_answer(&engine, &preview, DEFAULT_SAMPLE);
+        assert!(answer.population > 0, "{candidate}: {answer:?}");
+        let doc = serde_json::to_value(&answer).unwrap();
+        if let Some(e) = errors(preview_validator(), &doc) {
+            panic!("{candidate}: the answer fails {PREVIEW_SCHEMA}:\n{e}\n{doc:#}");
+        }
+    }
+}
+
 /// JSON examples in the documentation (```json blocks in README.md and docs/*.md) are
 /// examples in the repository too: events validate as events, transitions as transitions,
-/// Segment Spec messages (with a `messageId`) against `segment-spec.schema.json`.
+/// preview answers (with a `population`) as preview answers, Segment Spec messages (with a `messageId`) against `segment-spec.schema.json`.
 #[test]
 fn documentation_examples_are_valid() {
     let root = repo_root();
@@ -1009,6 +1047,8 @@ fn documentation_examples_are_valid() {
                         ("membership", &membership)
                     } else if doc.get("transition_id").is_some() {
                         ("transition", transition_validator())
+                    } else if doc.get("population").is_some() {
+                        ("preview answer", preview_validator())
                     } else if doc.get("messageId").is_some() {
                         ("Segment Spec message", segment_validator())
                     } else {

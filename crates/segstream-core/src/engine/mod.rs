@@ -31,6 +31,7 @@
 //! - `changes`: the changed and removed profiles a changelog writer drains;
 //! - `restore`: the changelog side of the engine (drain, restore, drop shards);
 //! - `reload`: replacing the definitions at run time;
+//! - `preview`: what a reload with one more (or one changed) segment would give, in chunks;
 //! - `evict`: keeping the profile count within `max_profiles`.
 
 mod apply;
@@ -41,6 +42,7 @@ mod evict;
 pub mod handoff;
 pub mod identity;
 mod persons;
+mod preview;
 mod reload;
 mod restore;
 mod timers;
@@ -62,6 +64,7 @@ pub use changes::{IdentityChange, StateChange};
 pub use handoff::{Handed, Handoff, MergeRequest, Route, Transfer};
 pub use identity::{home, Blocklist, IdentityConfig, Refusal};
 pub use persons::{Applied, Link};
+pub use preview::{Cursor, DefinitionsChanged, Preview, PreviewAnswer, Tally, DEFAULT_SAMPLE};
 pub use reload::ReloadReport;
 
 use changes::ChangeTracker;

@@ -199,6 +199,7 @@ impl<'a> Compiler<'a> {
         let (features_by_type, features_any) = self.feature_indexes();
         Some(Definitions {
             file: String::new(),
+            source: Arc::from(""),
             version: canonical::set_version(&ordered.segments, &scoring_canon),
             segments: ordered.segments,
             features: self.features,

@@ -209,6 +209,9 @@ pub struct Scoring {
 #[derive(Debug, Clone)]
 pub struct Definitions {
     pub file: String,
+    /// The text the set was compiled from (a preview compiles a candidate segment
+    /// together with it).
+    pub source: Arc<str>,
     /// Hash of the whole set.
     pub version: Arc<str>,
     /// In dependency order: a segment comes after every segment it uses.
