@@ -8,6 +8,9 @@
 //! - `parse_only/serde_json_ignored`: `serde_json` validating each line into `IgnoredAny`
 //!   (a lower bound on the cost of looking at the JSON at all);
 //! - `parse_only/serde_json_value`: `serde_json` parsing each line into a `Value` tree;
+//! - `parse_only/serde_json_typed`: a plain `#[derive(Deserialize)]` envelope with owned
+//!   fields, as a user would write it (`benches/support/typed_event.rs`); the **ratio** of
+//!   the engine is (time of this parse) / (time of `full_path/library`) on the same lines;
 //! - `parse_only/segstream_parse_event`: the typed, validated `event::parse_event`;
 //! - `full_path/library`: a fresh engine with `segments/library.toml` per iteration (built
 //!   outside the timed section), then `Engine::process` for every line: parse, profile
@@ -24,6 +27,11 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingM
 use segstream::generator::{generate, FunnelConfig};
 use segstream_core::engine::{Engine, EngineConfig};
 use segstream_core::event::parse_event;
+
+mod support {
+    pub mod typed_event;
+}
+use support::typed_event::TypedEvent;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -150,6 +158,14 @@ fn benches(c: &mut Criterion) {
             }
         })
     });
+    parse.bench_function("serde_json_typed", |b| {
+        b.iter(|| {
+            for line in &lines {
+                let e: TypedEvent = serde_json::from_slice(black_box(line)).expect("valid event");
+                black_box(e);
+            }
+        })
+    });
     parse.bench_function("segstream_parse_event", |b| {
         b.iter(|| {
             for line in &lines {
@@ -192,6 +208,14 @@ fn benches(c: &mut Criterion) {
                 let v: serde_json::Value =
                     serde_json::from_slice(black_box(line)).expect("valid JSON");
                 black_box(v);
+            }
+        })
+    });
+    warm.bench_function("parse_only_serde_json_typed", |b| {
+        b.iter(|| {
+            for line in &week2 {
+                let e: TypedEvent = serde_json::from_slice(black_box(line)).expect("valid event");
+                black_box(e);
             }
         })
     });
