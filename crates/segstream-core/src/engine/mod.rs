@@ -31,13 +31,15 @@
 //! - `changes`: the changed and removed profiles a changelog writer drains;
 //! - `restore`: the changelog side of the engine (drain, restore, drop shards);
 //! - `reload`: replacing the definitions at run time;
-//! - `evict`: keeping the profile count within `max_profiles`.
+//! - `evict`: keeping the profile count within `max_profiles`;
+//! - [`explain`]: one segment's condition for one person as a tree of values and results.
 
 mod apply;
 mod changes;
 pub mod eval;
 mod evaluate;
 mod evict;
+pub mod explain;
 pub mod handoff;
 pub mod identity;
 mod persons;
@@ -59,6 +61,10 @@ use crate::time::{format_duration, format_rfc3339, Millis, DAY, MINUTE, SECOND};
 use crate::transition::{Cause, TimerKind, Transition};
 
 pub use changes::{IdentityChange, StateChange};
+pub use explain::{
+    CauseEntry, ExplainError, Explanation, Kind as ExplainKind, NextChange, Node as ExplainNode,
+    OperandValue,
+};
 pub use handoff::{Handed, Handoff, MergeRequest, Route, Transfer};
 pub use identity::{home, Blocklist, IdentityConfig, Refusal};
 pub use persons::{Applied, Link};
