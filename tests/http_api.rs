@@ -167,7 +167,7 @@ condition = 'in_segment("dach") and count(email_open, 30d) >= 3'
     let count = &c["children"][1];
     assert_eq!(count["text"], "count(email_open,4w2d)>=3");
     assert_eq!(count["kind"], "count");
-    assert_eq!(count["value"], 2.0);
+    assert_eq!(count["value"], 2);
     assert_eq!(count["needs"], ">= 3");
     assert_eq!(count["result"], false);
     assert_eq!(count["next_change"]["kind"], "window");

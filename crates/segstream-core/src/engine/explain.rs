@@ -268,8 +268,10 @@ impl Engine {
     }
 }
 
-/// Canonical text of compiled conditions (`segment/compile/canonical.rs` writes it from
-/// the syntax tree; this writes the same from the compiled form).
+/// Builds the tree for one profile at one time. The canonical text is written from the
+/// compiled form: `segment/compile/canonical.rs` writes it from the syntax tree, which
+/// the definitions do not keep; the tests check that the two agree (the text hashes to
+/// the rule version) for every shipped segment.
 struct Explainer<'a> {
     ctx: Ctx<'a>,
 }
@@ -338,6 +340,7 @@ impl Explainer<'_> {
         };
         match from_key {
             Some(p) => p.to_string(),
+            // Not written by the compiler: the event type alone (without its filter).
             None => self.event_name(match f.pattern.event {
                 crate::segment::compile::EventMatch::Any => None,
                 crate::segment::compile::EventMatch::Type(t) => Some(t),
@@ -481,10 +484,12 @@ impl Explainer<'_> {
         }
     }
 
-    /// An operand's value as JSON: `since` as a duration.
+    /// An operand's value as JSON: `since` as a duration, whole numbers as integers (a
+    /// count of 2 is `2`).
     fn value(&self, o: &Op) -> J {
         match self.ctx.operand(o) {
             Val::Num(n) if is_since(o) => J::from(format_duration(n as Millis)),
+            Val::Num(n) if n.fract() == 0.0 && n.abs() < 9e15 => J::from(n as i64),
             Val::Num(n) => J::from(n),
             Val::Str(s) => J::from(s),
             Val::Bool(b) => J::from(b),
