@@ -1,6 +1,7 @@
 //! HTTP: `/metrics`, `/healthz`, `/readyz` (open), and the token-protected
-//! `GET /profiles/{customer_id}`, `GET /segments`, `POST /segments/reload` and
-//! `POST /segments/preview`.
+//! `GET /profiles/{customer_id}`, `GET /profiles/{customer_id}/explain?segment=NAME`,
+//! `GET /segments`, `GET /segments/{name}`, `GET /segments/{name}/members`,
+//! `POST /segments/reload` and `POST /segments/preview`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub fn router(shared: Arc<Instance>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/profiles/{customer_id}", get(profile))
+        .route("/profiles/{customer_id}/explain", get(explain))
         .route("/segments", get(segments))
         .route("/segments/reload", post(reload))
         .route("/segments/{name}", get(segment))
@@ -127,6 +129,56 @@ async fn profile(
         None => (
             StatusCode::NOT_FOUND,
             Json(json!({"error": "no profile for this customer", "customer_id": customer_id})),
+        )
+            .into_response(),
+    }
+}
+
+/// The query of `GET /profiles/{customer_id}/explain`.
+#[derive(serde::Deserialize)]
+struct ExplainQuery {
+    segment: Option<String>,
+}
+
+/// Why a customer is (or is not) in a segment: the condition as a tree of values and
+/// results at the engine's time for the customer (`Engine::explain_now`). 404 for an
+/// unknown customer, 400 for a missing or unknown segment (with a suggestion).
+///
+/// `causes` is empty: the engine keeps no transition history.
+async fn explain(
+    State(s): State<Arc<Instance>>,
+    headers: HeaderMap,
+    Path(customer_id): Path<String>,
+    Query(q): Query<ExplainQuery>,
+) -> Response {
+    use segstream_core::engine::ExplainError;
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    let Some(segment) = q.segment else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "the query parameter `segment` is required: /profiles/{customer_id}/explain?segment=NAME"})),
+        )
+            .into_response();
+    };
+    // The worker that holds the person answers; the others do not know the id.
+    let result = s
+        .find(|engine| match engine.explain_now(&customer_id, &segment) {
+            Err(ExplainError::UnknownProfile(_)) => None,
+            r => Some(r),
+        })
+        .unwrap_or_else(|| Err(ExplainError::UnknownProfile(customer_id.clone())));
+    match result {
+        Ok(e) => Json(e).into_response(),
+        Err(e @ ExplainError::UnknownProfile(_)) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": e.to_string(), "customer_id": customer_id})),
+        )
+            .into_response(),
+        Err(ref e @ ExplainError::UnknownSegment { ref suggestion, .. }) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": e.to_string(), "segment": segment, "did_you_mean": suggestion})),
         )
             .into_response(),
     }

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use segstream::generator::{generate, FunnelConfig};
-use segstream_core::engine::{Engine, EngineConfig, Preview, DEFAULT_SAMPLE};
+use segstream_core::engine::{Engine, EngineConfig, ExplainError, Preview, DEFAULT_SAMPLE};
 use segstream_core::event::InputFormat;
+use segstream_core::segment::suggest::suggest;
 use segstream_core::symbols::Symbols;
 use segstream_core::time::{parse_duration, parse_rfc3339, Millis};
 
@@ -125,6 +126,14 @@ struct ReplayArgs {
     /// `POST /segments/preview` gives it. Nothing is activated.
     #[arg(long)]
     preview: Option<PathBuf>,
+    /// After the replay, explain this customer's segments (any id of the person): each
+    /// condition as a tree of values and results, and the customer's transitions of it,
+    /// as pretty JSON on stdout (after the transitions, if they go to stdout too).
+    #[arg(long, value_name = "ID")]
+    explain: Option<String>,
+    /// With --explain: only this segment (one JSON object instead of an array).
+    #[arg(long = "segment", value_name = "NAME", requires = "explain")]
+    explain_segment: Option<String>,
 }
 
 fn duration(s: &str) -> Result<Millis, String> {
@@ -365,6 +374,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             };
+            // An unknown segment to explain stops before the replay.
+            if let Some(name) = &a.explain_segment {
+                let defs = engine.definitions();
+                if defs.segment_index(name).is_none() {
+                    let e = ExplainError::UnknownSegment {
+                        name: name.clone(),
+                        suggestion: suggest(name, defs.segments.iter().map(|s| &*s.name))
+                            .map(str::to_string),
+                    };
+                    eprintln!("--segment: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
             let input: Box<dyn io::BufRead> = if a.events == "-" {
                 Box::new(BufReader::new(io::stdin().lock()))
             } else {
@@ -378,7 +400,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 now: Some(a.now.unwrap_or_else(segstream::clock::now_millis)),
                 format: a.format,
             };
-            let summary = segstream::replay::replay(&mut engine, input, &mut out, options)?;
+            let mut collected = a
+                .explain
+                .as_deref()
+                .map(segstream::replay::CustomerTransitions::new);
+            let summary = segstream::replay::replay_observed(
+                &mut engine,
+                input,
+                &mut out,
+                options,
+                &mut |t| {
+                    if let Some(c) = &mut collected {
+                        c.observe(t);
+                    }
+                },
+            )?;
             drop(out);
             if let Some(p) = &a.profiles_out {
                 let mut w = BufWriter::new(File::create(p)?);
@@ -392,6 +428,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(p) = &preview {
                 let answer = segstream::replay::preview_answer(&engine, p, DEFAULT_SAMPLE);
                 println!("{}", serde_json::to_string_pretty(&answer)?);
+            }
+            if let Some(c) = &collected {
+                let segment = a.explain_segment.as_deref();
+                match segstream::replay::explanations(&engine, c, segment) {
+                    Ok(list) => {
+                        let json = match (segment, list.first()) {
+                            (Some(_), Some(one)) => serde_json::to_string_pretty(one)?,
+                            _ => serde_json::to_string_pretty(&list)?,
+                        };
+                        let mut stdout = io::stdout().lock();
+                        writeln!(stdout, "{json}")?;
+                        stdout.flush()?;
+                    }
+                    Err(e) => {
+                        eprintln!("--explain: {e}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -2,14 +2,18 @@
 //!
 //! Events are processed in input order with event-time semantics; transitions are written
 //! as JSON lines; the final profiles optionally as JSON lines; a summary counts what was
-//! read, accepted, rejected (by reason), late, and the transitions per segment.
+//! read, accepted, rejected (by reason), late, and the transitions per segment. With
+//! `--explain ID`, the customer's segments are explained after the replay
+//! ([`explanations`]), with the customer's transitions collected during it as causes.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 
 use serde::Serialize;
 
-use segstream_core::engine::{Cursor, Engine, Preview, PreviewAnswer, Tally};
+use segstream_core::engine::{
+    Cursor, Engine, ExplainError, Explanation, Preview, PreviewAnswer, Tally,
+};
 use segstream_core::event::InputFormat;
 use segstream_core::time::{format_rfc3339, Millis};
 use segstream_core::transition::{Direction, Transition};
@@ -125,6 +129,17 @@ pub fn replay(
     transitions: &mut dyn Write,
     options: ReplayOptions,
 ) -> std::io::Result<ReplaySummary> {
+    replay_observed(engine, events, transitions, options, &mut |_| {})
+}
+
+/// [`replay`], showing `observe` every transition as it is written.
+pub fn replay_observed(
+    engine: &mut Engine,
+    events: impl BufRead,
+    transitions: &mut dyn Write,
+    options: ReplayOptions,
+    observe: &mut dyn FnMut(&Transition),
+) -> std::io::Result<ReplaySummary> {
     let skew = engine.config().max_future_skew;
     let mut summary = ReplaySummary::default();
     let mut out = Vec::new();
@@ -189,11 +204,11 @@ pub fn replay(
                 }
             }
         }
-        flush(&mut summary, &mut out, transitions)?;
+        flush(&mut summary, &mut out, transitions, observe)?;
     }
     if let Some(t) = options.advance_to {
         engine.advance_watermark(t, &mut out);
-        flush(&mut summary, &mut out, transitions)?;
+        flush(&mut summary, &mut out, transitions, observe)?;
     }
     summary.profiles = engine.profile_count();
     summary.links = engine.stats().links;
@@ -224,12 +239,14 @@ fn flush(
     summary: &mut ReplaySummary,
     out: &mut Vec<Transition>,
     w: &mut dyn Write,
+    observe: &mut dyn FnMut(&Transition),
 ) -> std::io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
     summary.count(out);
     for t in out.drain(..) {
+        observe(&t);
         serde_json::to_writer(&mut *w, &t)?;
         w.write_all(b"\n")?;
     }
@@ -257,6 +274,60 @@ pub fn preview_answer(engine: &Engine, preview: &Preview, sample: usize) -> Prev
     let scanned = preview.scan(engine, &mut tally, &mut cursor, usize::MAX);
     debug_assert_eq!(scanned, Ok(true));
     tally.finish()
+}
+
+/// The transitions of one customer during a replay (for `--explain`): those for the id
+/// itself or naming it among the person's other ids.
+#[derive(Debug, Clone)]
+pub struct CustomerTransitions {
+    pub id: String,
+    pub transitions: Vec<Transition>,
+}
+
+impl CustomerTransitions {
+    pub fn new(id: &str) -> Self {
+        CustomerTransitions {
+            id: id.to_string(),
+            transitions: Vec::new(),
+        }
+    }
+
+    /// Keeps `t` if it is the customer's.
+    pub fn observe(&mut self, t: &Transition) {
+        if *t.customer_id == *self.id || t.anonymous_ids.iter().any(|i| **i == *self.id) {
+            self.transitions.push(t.clone());
+        }
+    }
+}
+
+/// The customer's segments explained after a replay (`segment`: only that one), at the
+/// engine's time for the customer ([`Engine::explain_now`]: the later of its clock and
+/// the watermark), each with the customer's transitions of it as causes: those
+/// collected for any id of the person.
+pub fn explanations(
+    engine: &Engine,
+    collected: &CustomerTransitions,
+    segment: Option<&str>,
+) -> Result<Vec<Explanation>, ExplainError> {
+    let id = collected.id.as_str();
+    let mut list = match segment {
+        Some(name) => vec![engine.explain_now(id, name)?],
+        None => {
+            let now = engine
+                .evaluation_time(id)
+                .ok_or_else(|| ExplainError::UnknownProfile(id.to_string()))?;
+            engine.explain_all(id, now)?
+        }
+    };
+    let canonical = engine.canonical_id(id);
+    let others = engine.other_ids(canonical);
+    let of_person = |t: &&Transition| {
+        *t.customer_id == *canonical || others.iter().any(|o| **o == *t.customer_id)
+    };
+    for e in &mut list {
+        e.add_causes(collected.transitions.iter().filter(of_person));
+    }
+    Ok(list)
 }
 
 /// Writes every profile as one JSON line, ordered by customer id.

@@ -450,3 +450,106 @@ fn replay_previews_a_candidate_as_a_reload_of_it_would_give() {
         "{err}"
     );
 }
+
+/// `replay --explain ID [--segment NAME]`: after the replay, the customer's segments
+/// explained as pretty JSON on stdout, with the customer's transitions as causes; the
+/// other outputs are unchanged.
+#[test]
+fn replay_explains_a_customer_after_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let tr = dir.path().join("t.jsonl");
+    let run = |extra: &[&str]| {
+        bin()
+            .args(["replay", "--segments", "segments/library.toml", "--events"])
+            .arg("schemas/examples/events/reference-funnel.jsonl")
+            .arg("--transitions-out")
+            .arg(&tr)
+            .args(["--advance-to", "2026-11-20T00:00:00Z", "--json-summary"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "--explain",
+        "c-000103",
+        "--segment",
+        "clicked-but-not-registered",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let golden =
+        std::fs::read_to_string("schemas/examples/transitions/reference-funnel.jsonl").unwrap();
+    assert_eq!(std::fs::read_to_string(&tr).unwrap(), golden);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(summary["events_read"], 43);
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["customer_id"], "c-000103");
+    assert_eq!(e["segment"], "clicked-but-not-registered");
+    assert_eq!((&e["member"], &e["result"]), (&true.into(), &true.into()));
+    assert_eq!(e["at"], "2026-11-20T00:00:00.000Z");
+    let c = &e["condition"];
+    assert_eq!(c["kind"], "absence");
+    assert_eq!(
+        c["text"],
+        r#"ad_click(campaign="webinar-q4-ads") then no webinar_registered(webinar_id="W-2026-12") within 1d"#
+    );
+    assert_eq!(c["value"]["pending"][0]["passed"], true);
+    // The causes are this customer's transitions of this segment in the replay.
+    let expected: Vec<serde_json::Value> = golden
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|t| t["customer_id"] == "c-000103" && t["segment"] == e["segment"])
+        .collect();
+    assert!(!expected.is_empty());
+    let causes = e["causes"].as_array().unwrap();
+    assert_eq!(causes.len(), expected.len());
+    for (c, t) in causes.iter().zip(&expected) {
+        assert_eq!(
+            (&c["at"], &c["direction"], &c["cause"], &c["sequence"]),
+            (
+                &t["timestamp"],
+                &t["direction"],
+                &t["cause"],
+                &t["sequence"]
+            )
+        );
+    }
+
+    // Without --segment: every segment, in definition order, each result the recorded
+    // membership (as in the profile).
+    let out = run(&["--explain", "c-000103"]);
+    assert!(out.status.success());
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.len(), 15);
+    for e in &list {
+        assert_eq!(e["result"], e["member"], "{e:#}");
+        assert_eq!(e["condition"]["result"], e["result"]);
+    }
+    let members: Vec<&str> = list
+        .iter()
+        .filter(|e| e["member"] == true)
+        .map(|e| e["segment"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        members,
+        [
+            "clicked-but-not-registered",
+            "unsubscribed",
+            "dach-decision-makers"
+        ]
+    );
+
+    // An unknown segment stops before the replay, with a suggestion; an unknown customer
+    // fails after it.
+    let out = run(&["--explain", "c-000103", "--segment", "unsubscrbed"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(r#"did you mean "unsubscribed""#), "{err}");
+    let out = run(&["--explain", "nobody"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no profile for customer \"nobody\""));
+    assert!(out.stdout.is_empty());
+}

@@ -197,3 +197,116 @@ async fn preview_answers_what_a_reload_would_give_and_activates_nothing() {
     );
     stop(svc).await;
 }
+
+/// `GET /profiles/{id}/explain?segment=NAME`: token-protected like the profile, the
+/// condition as a tree whose result is the recorded membership, 404 for an unknown
+/// customer, 400 for a missing or unknown segment (with a suggestion).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_explains_a_membership() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("segments.toml");
+    std::fs::write(
+        &defs,
+        r#"[segments.dach]
+condition = 'trait.country in ["DE", "AT"]'
+[segments.engaged-reader]
+condition = 'in_segment("dach") and count(email_open, 30d) >= 3'
+"#,
+    )
+    .unwrap();
+    let (_cluster, mut cfg, input) = setup(2, defs.to_str().unwrap());
+    let brokers = cfg.kafka.brokers.clone();
+    cfg.http.token = Some("0123456789abcdef-token".into());
+    let svc = start(cfg.clone()).await;
+    let token = cfg.http.token.as_deref();
+    wait_for_readyz(&svc, 200, 20).await;
+
+    let ev = |id: &str, ty: &str, time: &str, extra: &str| {
+        (
+            Some("c1".to_string()),
+            format!(r#"{{"event_id":"{id}","customer_id":"c1","type":"{ty}","timestamp":"{time}"{extra}}}"#)
+                .into_bytes(),
+        )
+    };
+    produce(
+        &brokers,
+        &input,
+        &[
+            ev("o1", "email_open", "2026-11-22T09:00:00Z", ""),
+            ev("o2", "email_open", "2026-11-22T09:30:00Z", ""),
+            ev(
+                "i1",
+                "identify",
+                "2026-11-22T10:00:00Z",
+                r#","traits":{"country":"DE"}"#,
+            ),
+        ],
+    )
+    .await;
+    // dach is entered by the identify: then the whole batch has been applied.
+    assert_eq!(
+        read(
+            &brokers,
+            &cfg.kafka.output_topic,
+            1,
+            Duration::from_secs(30)
+        )
+        .await
+        .len(),
+        1
+    );
+
+    let path = "/profiles/c1/explain?segment=engaged-reader";
+    assert_eq!(http::get(&url(&svc, path), None).await.0, 401);
+    let (status, body) = http::get(&url(&svc, path), token).await;
+    assert_eq!(status, 200, "{body}");
+    let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(e["customer_id"], "c1");
+    assert_eq!(e["segment"], "engaged-reader");
+    assert_eq!(e["member"], false);
+    assert_eq!(e["result"], false);
+    assert_eq!(e["at"], "2026-11-22T10:00:00.000Z");
+    assert_eq!(e["causes"], serde_json::json!([]));
+    let c = &e["condition"];
+    assert_eq!(c["kind"], "and");
+    assert_eq!(c["value"], 1);
+    assert_eq!(c["children"][0]["kind"], "segment");
+    assert_eq!(c["children"][0]["value"], true);
+    let count = &c["children"][1];
+    assert_eq!(count["text"], "count(email_open,4w2d)>=3");
+    assert_eq!(count["kind"], "count");
+    assert_eq!(count["value"], 2);
+    assert_eq!(count["needs"], ">= 3");
+    assert_eq!(count["result"], false);
+    assert_eq!(count["next_change"]["kind"], "window");
+
+    let (status, body) = http::get(&url(&svc, "/profiles/c1/explain?segment=dach"), token).await;
+    assert_eq!(status, 200, "{body}");
+    let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((&e["member"], &e["result"]), (&true.into(), &true.into()));
+    assert_eq!(e["condition"]["value"], "DE");
+
+    let (status, body) = http::get(
+        &url(&svc, "/profiles/c1/explain?segment=engaged-raeder"),
+        token,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(err["did_you_mean"], "engaged-reader");
+    assert!(
+        err["error"].as_str().unwrap().contains("did you mean"),
+        "{body}"
+    );
+    assert_eq!(
+        http::get(&url(&svc, "/profiles/c1/explain"), token).await.0,
+        400
+    );
+    assert_eq!(
+        http::get(&url(&svc, "/profiles/nobody/explain?segment=dach"), token)
+            .await
+            .0,
+        404
+    );
+    stop(svc).await;
+}

@@ -7,7 +7,9 @@
 //!   `schemas/examples/transitions/` are transitions, files under `schemas/examples/segment/`
 //!   messages of the Segment Spec (`segment-spec.schema.json`), all others input events;
 //! - one-rule-at-a-time mutations of a valid event or transition are rejected;
-//! - the funnel simulator (`segstream::generator`) only produces valid events.
+//! - the funnel simulator (`segstream::generator`) only produces valid events;
+//! - every explanation of the reference funnel's replay (every customer, every segment of
+//!   the library) matches `explain.schema.json`, and broken ones are rejected.
 //!
 //! All schemas are registered with the validator by their `$id`, so the relative
 //! `$ref`s between them resolve offline; any other reference is an error.
@@ -27,7 +29,7 @@ const SEGMENT_SCHEMA: &str = "segment-spec.schema.json";
 const PREVIEW_SCHEMA: &str = "preview.schema.json";
 
 /// The schemas the contract consists of. Every one must exist; no other may.
-const SCHEMA_FILES: [&str; 13] = [
+const SCHEMA_FILES: [&str; 14] = [
     "event.schema.json",
     "clickstream.schema.json",
     "email.schema.json",
@@ -38,6 +40,7 @@ const SCHEMA_FILES: [&str; 13] = [
     "identity.schema.json",
     "custom.schema.json",
     "transition.schema.json",
+    "explain.schema.json",
     "segment-spec.schema.json",
     "membership.schema.json",
     "preview.schema.json",
@@ -140,6 +143,11 @@ fn transition_validator() -> &'static Validator {
 fn preview_validator() -> &'static Validator {
     static V: OnceLock<Validator> = OnceLock::new();
     V.get_or_init(|| build_validator(PREVIEW_SCHEMA))
+}
+
+fn explain_validator() -> &'static Validator {
+    static V: OnceLock<Validator> = OnceLock::new();
+    V.get_or_init(|| build_validator("explain.schema.json"))
 }
 
 fn segment_validator() -> &'static Validator {
@@ -1051,6 +1059,8 @@ fn documentation_examples_are_valid() {
                         ("preview answer", preview_validator())
                     } else if doc.get("messageId").is_some() {
                         ("Segment Spec message", segment_validator())
+                    } else if doc.get("condition").is_some() {
+                        ("explanation", explain_validator())
                     } else {
                         ("event", event_validator())
                     };
@@ -1112,4 +1122,102 @@ fn membership_records_match_their_schema() {
         }
     }
     assert!(records > 5, "{records}");
+}
+
+/// Every customer of the reference funnel, every segment of the library: the explanation
+/// (with its causes, as `replay --explain` writes it) matches `explain.schema.json`; a
+/// few broken ones do not.
+#[test]
+fn explanations_match_the_explain_schema() {
+    use segstream::replay::{explanations, replay_observed, CustomerTransitions, ReplayOptions};
+    use segstream_core::engine::{Engine, EngineConfig};
+
+    let root = repo_root();
+    let defs = std::fs::read_to_string(root.join("segments/library.toml")).unwrap();
+    let events =
+        std::fs::read(root.join("schemas/examples/events/reference-funnel.jsonl")).unwrap();
+    let mut engine = Engine::from_source("library.toml", &defs, EngineConfig::default()).unwrap();
+    let mut all = Vec::new();
+    let options = ReplayOptions {
+        advance_to: segstream_core::time::parse_rfc3339("2026-11-20T00:00:00Z"),
+        ..ReplayOptions::default()
+    };
+    replay_observed(
+        &mut engine,
+        &events[..],
+        &mut std::io::sink(),
+        options,
+        &mut |t| all.push(t.clone()),
+    )
+    .unwrap();
+    let validator = explain_validator();
+    let mut ids: Vec<String> = engine.profiles().map(|(k, _)| k.to_string()).collect();
+    ids.sort();
+    assert!(ids.len() >= 5, "{ids:?}");
+    let mut kinds = BTreeSet::new();
+    let mut failures = String::new();
+    for id in &ids {
+        let mut collected = CustomerTransitions::new(id);
+        for t in &all {
+            collected.observe(t);
+        }
+        for e in explanations(&engine, &collected, None).unwrap() {
+            let v = serde_json::to_value(&e).unwrap();
+            fn walk(n: &Value, kinds: &mut BTreeSet<String>) {
+                kinds.insert(n["kind"].as_str().unwrap().to_string());
+                for c in n["children"].as_array().into_iter().flatten() {
+                    walk(c, kinds);
+                }
+            }
+            walk(&v["condition"], &mut kinds);
+            if let Some(p) = errors(validator, &v) {
+                let _ = write!(failures, "{id} {}:\n{p}", e.segment);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{failures}");
+    // The library uses every kind but `constant` and `literal`.
+    for k in [
+        "and",
+        "or",
+        "not",
+        "count",
+        "sum",
+        "since",
+        "since_first",
+        "score",
+        "trait",
+        "attribute",
+        "arithmetic",
+        "segment",
+        "absence",
+    ] {
+        assert!(kinds.contains(k), "no `{k}` node among {kinds:?}");
+    }
+
+    let example = schema("explain.schema.json")["examples"][0].clone();
+    assert!(errors(validator, &example).is_none());
+    for (pointer, value) in [
+        ("/member", json!("yes")),
+        ("/condition/kind", json!("sometimes")),
+        (
+            "/condition/next_change",
+            json!({"at": "2026-12-18T16:25:00.000Z", "kind": "ttl"}),
+        ),
+        ("/at", json!("2026-11-20T00:00:00Z")),
+        ("/causes/0/cause", json!("because")),
+        ("/condition/extra", json!(1)),
+    ] {
+        let mut broken = example.clone();
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        broken
+            .pointer_mut(parent)
+            .and_then(Value::as_object_mut)
+            .unwrap()
+            .insert(key.to_string(), value);
+        assert!(
+            errors(validator, &broken).is_some(),
+            "{pointer} broken is accepted"
+        );
+    }
 }

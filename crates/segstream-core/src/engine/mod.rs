@@ -32,13 +32,15 @@
 //! - `restore`: the changelog side of the engine (drain, restore, drop shards);
 //! - `reload`: replacing the definitions at run time;
 //! - `preview`: what a reload with one more (or one changed) segment would give, in chunks;
-//! - `evict`: keeping the profile count within `max_profiles`.
+//! - `evict`: keeping the profile count within `max_profiles`;
+//! - [`explain`]: one segment's condition for one person as a tree of values and results.
 
 mod apply;
 mod changes;
 pub mod eval;
 mod evaluate;
 mod evict;
+pub mod explain;
 pub mod handoff;
 pub mod identity;
 mod persons;
@@ -61,6 +63,10 @@ use crate::time::{format_duration, format_rfc3339, Millis, DAY, MINUTE, SECOND};
 use crate::transition::{Cause, TimerKind, Transition};
 
 pub use changes::{IdentityChange, StateChange};
+pub use explain::{
+    CauseEntry, ExplainError, Explanation, Kind as ExplainKind, NextChange, Node as ExplainNode,
+    OperandValue,
+};
 pub use handoff::{Handed, Handoff, MergeRequest, Route, Transfer};
 pub use identity::{home, Blocklist, IdentityConfig, Refusal};
 pub use persons::{Applied, Link};
