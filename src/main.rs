@@ -120,6 +120,12 @@ struct ReplayArgs {
     /// Print the summary as JSON instead of a table.
     #[arg(long)]
     json_summary: bool,
+    /// Engines working in parallel, customers spread over them by id (a person's linked
+    /// ids stay together). The transitions, profiles and summary are those of one worker,
+    /// byte for byte (default: the available cores; with --max-profiles always 1, since the
+    /// cap is over all profiles).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
 }
 
 fn duration(s: &str) -> Result<Millis, String> {
@@ -152,6 +158,22 @@ fn output(path: &str) -> io::Result<Box<dyn Write>> {
     } else {
         Box::new(BufWriter::new(File::create(path)?))
     })
+}
+
+/// How many workers a replay runs: as asked, else the available cores; one with
+/// `--max-profiles` (the cap counts every profile, so one engine must hold them all).
+fn replay_workers(asked: Option<u16>, max_profiles: Option<usize>) -> usize {
+    let workers = asked.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get().min(256)),
+        usize::from,
+    );
+    if workers > 1 && max_profiles.is_some() {
+        if asked.is_some() {
+            eprintln!("note: --max-profiles caps all profiles together: replaying with one worker");
+        }
+        return 1;
+    }
+    workers
 }
 
 fn main() -> ExitCode {
@@ -332,7 +354,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_profiles: a.max_profiles,
                 ..EngineConfig::default()
             };
-            let mut engine = Engine::new(defs, symbols, config);
+            let workers = replay_workers(a.workers, a.max_profiles);
+            let mut engines = vec![Engine::new(defs, symbols, config.clone())];
+            while engines.len() < workers {
+                let mut symbols = Symbols::new();
+                let defs = segstream::definitions::load(&a.segments, &mut symbols)
+                    .map_err(|d| anyhow::anyhow!("{d}"))?;
+                engines.push(Engine::new(defs, symbols, config.clone()));
+            }
             let input: Box<dyn io::BufRead> = if a.events == "-" {
                 Box::new(BufReader::new(io::stdin().lock()))
             } else {
@@ -346,11 +375,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 now: Some(a.now.unwrap_or_else(segstream::clock::now_millis)),
                 format: a.format,
             };
-            let summary = segstream::replay::replay(&mut engine, input, &mut out, options)?;
+            let summary = if let [engine] = &mut engines[..] {
+                segstream::replay::replay(engine, input, &mut out, options)?
+            } else {
+                segstream::replay::replay_workers(&mut engines, input, &mut out, options)?
+            };
             drop(out);
             if let Some(p) = &a.profiles_out {
                 let mut w = BufWriter::new(File::create(p)?);
-                segstream::replay::write_profiles(&engine, &mut w)?;
+                segstream::replay::write_profiles_of(&engines, &mut w)?;
             }
             if a.json_summary {
                 eprintln!("{}", serde_json::to_string_pretty(&summary)?);
