@@ -34,10 +34,12 @@
 //! reach a cap, N engines reach it later or not at all, and the output may differ; the
 //! replay says so on stderr (and in the summary as `symbol_cap_reached`).
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::io::{self, BufRead, Write};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use segstream_core::engine::{home, Blocklist, Engine, Firing, Link, MovedPersons};
 use segstream_core::event::{Event, EventError, EventKind, RejectReason};
@@ -52,7 +54,7 @@ use super::{
 
 /// Lines per chunk: large enough that the three steps' hand-overs cost little, small
 /// enough that a chunk's buffer and events stay in cache-friendly sizes.
-pub const CHUNK_LINES: usize = 32 * 1024;
+pub const CHUNK_LINES: usize = 8 * 1024;
 
 /// At most this many rejections are listed in the summary (as in a replay with one engine).
 const LISTED_REJECTIONS: usize = 20;
@@ -84,15 +86,74 @@ struct Move {
 enum Slot<'a> {
     Blank,
     Rejected(EventError),
-    Event(Event<'a>),
+    Event(Event<'a>, Ids),
+}
+
+/// Which of an event's ids step 2 routes by, found in step 1 (in parallel): the fields of
+/// the subject and of the id it links (as `Engine::resolve` picks them, blocked ids left
+/// out), with their hashes.
+#[derive(Debug, Clone, Copy)]
+struct Ids {
+    subject: Option<(IdField, u64)>,
+    wanted: Option<(IdField, u64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdField {
+    Customer,
+    Anonymous,
+    Previous,
+}
+
+impl IdField {
+    fn of<'e>(self, event: &'e Event<'_>) -> &'e str {
+        match self {
+            IdField::Customer => event.customer_id.as_deref(),
+            IdField::Anonymous => event.anonymous_id.as_deref(),
+            IdField::Previous => event.previous_id.as_deref(),
+        }
+        .unwrap_or_default()
+    }
+}
+
+impl Ids {
+    fn of(event: &Event<'_>, blocklist: &Blocklist, hasher: &DefaultHashBuilder) -> Ids {
+        let usable = |f: IdField| {
+            let id = match f {
+                IdField::Customer => event.customer_id.as_deref(),
+                IdField::Anonymous => event.anonymous_id.as_deref(),
+                IdField::Previous => event.previous_id.as_deref(),
+            }?;
+            (!blocklist.contains(id)).then(|| (f, hasher.hash_one(id)))
+        };
+        let Some(subject) = usable(IdField::Customer).or_else(|| usable(IdField::Anonymous)) else {
+            return Ids {
+                subject: None,
+                wanted: None,
+            };
+        };
+        let wanted = if event.kind == EventKind::Alias {
+            usable(IdField::Previous)
+        } else if subject.0 == IdField::Customer {
+            usable(IdField::Anonymous)
+        } else {
+            None
+        }
+        .filter(|w| w.0.of(event) != subject.0.of(event));
+        Ids {
+            subject: Some(subject),
+            wanted,
+        }
+    }
 }
 
 /// Step 2's state across chunks: persons (a union-find over ids) and their workers, and
 /// event time.
 struct Router {
-    blocklist: Blocklist,
+    hasher: DefaultHashBuilder,
     workers: u16,
-    index: HashMap<Box<str>, u32>,
+    /// Every id seen (an index into `names`), by the id's hash.
+    index: HashTable<u32>,
     names: Vec<Arc<str>>,
     parent: Vec<u32>,
     /// At a component's root: its worker and its ids.
@@ -105,9 +166,9 @@ struct Router {
 impl Router {
     fn new(engine: &Engine, workers: u16) -> Self {
         Router {
-            blocklist: Blocklist::new(&engine.config().identity),
+            hasher: DefaultHashBuilder::default(),
             workers,
-            index: HashMap::new(),
+            index: HashTable::new(),
             names: Vec::new(),
             parent: Vec::new(),
             worker: Vec::new(),
@@ -127,16 +188,19 @@ impl Router {
     }
 
     /// The root of `id`'s component, if `id` was seen.
-    fn root(&mut self, id: &str) -> Option<u32> {
-        let i = *self.index.get(id)?;
+    fn root(&mut self, id: &str, hash: u64) -> Option<u32> {
+        let names = &self.names;
+        let i = *self.index.find(hash, |&i| &*names[i as usize] == id)?;
         Some(self.find(i))
     }
 
     /// Adds a new id to the component of `root` (a new component of its own if `None`,
     /// on the worker the id hashes to). Returns the root.
-    fn add(&mut self, id: &str, root: Option<u32>) -> u32 {
+    fn add(&mut self, id: &str, hash: u64, root: Option<u32>) -> u32 {
         let i = self.names.len() as u32;
-        self.index.insert(id.into(), i);
+        let names = &self.names;
+        self.index
+            .insert_unique(hash, i, |&j| self.hasher.hash_one(&*names[j as usize]));
         self.names.push(Arc::from(id));
         let r = root.unwrap_or(i);
         self.parent.push(r);
@@ -147,8 +211,8 @@ impl Router {
     }
 
     /// Plans one parsed event: its worker, a person that moves first, the watermark after.
-    fn plan(&mut self, event: &Event<'_>, moves: &mut Vec<Move>) -> Plan {
-        let Some(subject) = self.blocklist.subject(event) else {
+    fn plan(&mut self, event: &Event<'_>, ids: Ids, moves: &mut Vec<Move>) -> Plan {
+        let Some((subject_field, subject_hash)) = ids.subject else {
             // Every id is blocked: the engine rejects it (any worker will do), and it
             // does not move event time.
             return Plan {
@@ -163,33 +227,26 @@ impl Router {
         } else {
             Millis::MIN
         };
-        // The id the event links (as `Engine::resolve` picks it), unless blocked.
-        let wanted = if event.kind == EventKind::Alias {
-            event.previous_id.as_deref()
-        } else if Some(subject) == event.customer_id.as_deref() {
-            event.anonymous_id.as_deref()
-        } else {
-            event.customer_id.as_deref()
-        }
-        .filter(|w| *w != subject && !self.blocklist.contains(w));
-        let a = self.root(subject);
-        let b = wanted.and_then(|w| self.root(w));
+        let subject = subject_field.of(event);
+        let wanted = ids.wanted.map(|(f, h)| (f.of(event), h));
+        let a = self.root(subject, subject_hash);
+        let b = wanted.and_then(|(w, h)| self.root(w, h));
         let mut moving = NO_MOVE;
         let root = match (a, b) {
             (None, None) => {
-                let r = self.add(subject, None);
-                if let Some(w) = wanted {
-                    self.add(w, Some(r));
+                let r = self.add(subject, subject_hash, None);
+                if let Some((w, h)) = wanted {
+                    self.add(w, h, Some(r));
                 }
                 r
             }
             (Some(r), None) => {
-                if let Some(w) = wanted {
-                    self.add(w, Some(r));
+                if let Some((w, h)) = wanted {
+                    self.add(w, h, Some(r));
                 }
                 r
             }
-            (None, Some(r)) => self.add(subject, Some(r)),
+            (None, Some(r)) => self.add(subject, subject_hash, Some(r)),
             (Some(x), Some(y)) if x == y => x,
             (Some(x), Some(y)) => {
                 let (big, small) =
@@ -243,6 +300,14 @@ impl Mark {
     }
 }
 
+/// A worker's output for one chunk: transitions as JSON lines, in runs marked with where
+/// one engine would have written them.
+#[derive(Default)]
+struct Output {
+    bytes: Vec<u8>,
+    marks: Vec<Mark>,
+}
+
 /// One worker: its engine's counts across chunks, and a chunk's output.
 #[derive(Default)]
 struct Worker {
@@ -257,6 +322,14 @@ struct Worker {
 }
 
 impl Worker {
+    /// The chunk's output, leaving an empty one.
+    fn take_output(&mut self) -> Output {
+        Output {
+            bytes: std::mem::take(&mut self.bytes),
+            marks: std::mem::take(&mut self.marks),
+        }
+    }
+
     /// Serializes `self.out` (from `from`) as one run tagged `line`/`phase`/`due`/`customer`.
     fn emit(&mut self, from: usize, line: u32, phase: u8, due: Millis, customer: Option<Arc<str>>) {
         if from >= self.out.len() {
@@ -332,12 +405,12 @@ impl Worker {
         engine: &mut Engine,
         first_line: u64,
         plans: &[Plan],
-        slots: &[Slot<'_>],
+        slots: &[Vec<Slot<'_>>],
         moves: &[Move],
         give: Vec<Sender<MovedPersons>>,
         take: Vec<Receiver<MovedPersons>>,
     ) -> io::Result<()> {
-        for (k, plan) in plans.iter().enumerate() {
+        for (k, (plan, slot)) in plans.iter().zip(slots.iter().flatten()).enumerate() {
             let line = k as u32;
             if plan.moving != NO_MOVE {
                 let m = &moves[plan.moving as usize];
@@ -354,7 +427,7 @@ impl Worker {
                 }
             }
             if plan.worker == me {
-                let Slot::Event(event) = &slots[k] else {
+                let Slot::Event(event, _) = slot else {
                     unreachable!("only parsed events are planned to a worker");
                 };
                 let line_no = first_line + k as u64;
@@ -411,86 +484,83 @@ pub fn replay_workers(
     );
     let skew = engines[0].config().max_future_skew;
     let mut router = Router::new(&engines[0], n as u16);
+    // Step 1's share of the routing: which ids an event links (blocked ones left out),
+    // hashed as the router's table hashes them.
+    let blocklist = Blocklist::new(&engines[0].config().identity);
+    let hasher = router.hasher.clone();
     let mut workers: Vec<Worker> = (0..n).map(|_| Worker::default()).collect();
     let mut summary = ReplaySummary::default();
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_LINES * 256);
     let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(CHUNK_LINES);
+    let mut next_buf: Vec<u8> = Vec::with_capacity(CHUNK_LINES * 256);
+    let mut next_ranges: Vec<(usize, usize)> = Vec::with_capacity(CHUNK_LINES);
+    // The previous chunk's output, written while the workers apply the next one.
+    let mut pending: Vec<Output> = Vec::new();
     let mut next_line = 1u64;
-    loop {
-        buf.clear();
-        ranges.clear();
-        while ranges.len() < CHUNK_LINES {
-            let start = buf.len();
-            if events.read_until(b'\n', &mut buf)? == 0 {
-                break;
-            }
-            ranges.push((start, buf.len()));
-        }
-        if ranges.is_empty() {
-            break;
-        }
+    read_chunk(&mut events, &mut buf, &mut ranges)?;
+    while !ranges.is_empty() {
         let first_line = next_line;
         next_line += ranges.len() as u64;
 
-        // Step 1: parse, each worker a contiguous share.
-        let share = ranges.len().div_ceil(n);
+        // Steps 1 and 2: the workers parse the chunk in parts, each in line order; the
+        // plan follows the parts as they come.
+        let parts_n = (4 * n).min(ranges.len());
+        let part_len = ranges.len().div_ceil(parts_n);
+        let parts_n = ranges.len().div_ceil(part_len);
         let format = options.format;
         let now = options.now;
-        let slots: Vec<Slot<'_>> = std::thread::scope(|s| {
-            let handles: Vec<_> = ranges
-                .chunks(share)
-                .map(|part| {
-                    let buf = &buf;
-                    s.spawn(move || {
-                        part.iter()
-                            .map(|&(a, b)| parse_line(trim(&buf[a..b]), format, now, skew))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
+        let mut moves = Vec::new();
+        let mut plans = Vec::with_capacity(ranges.len());
+        let slots: Vec<Vec<Slot<'_>>> = std::thread::scope(|s| {
+            let (tx, rx) = channel::<(usize, Vec<Slot<'_>>)>();
+            let (blocklist, hasher, buf, ranges) = (&blocklist, &hasher, &buf, &ranges);
+            for t in 0..n.min(parts_n) {
+                let tx = tx.clone();
+                s.spawn(move || {
+                    for part in (t..parts_n).step_by(n) {
+                        let lines =
+                            &ranges[part * part_len..((part + 1) * part_len).min(ranges.len())];
+                        let slots = lines
+                            .iter()
+                            .map(|&(a, b)| {
+                                parse_line(trim(&buf[a..b]), format, now, skew, blocklist, hasher)
+                            })
+                            .collect();
+                        if tx.send((part, slots)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let mut parts: Vec<Option<Vec<Slot<'_>>>> = (0..parts_n).map(|_| None).collect();
+            let mut planned = 0;
+            for (part, slots) in rx {
+                parts[part] = Some(slots);
+                while let Some(Some(slots)) = parts.get(planned) {
+                    let first = first_line + (planned * part_len) as u64;
+                    for (k, slot) in slots.iter().enumerate() {
+                        plans.push(plan_line(
+                            &mut router,
+                            &mut summary,
+                            first + k as u64,
+                            slot,
+                            &mut moves,
+                        ));
+                    }
+                    planned += 1;
+                }
+            }
+            parts
                 .into_iter()
-                .flat_map(|h| h.join().expect("a parse worker panicked"))
+                .map(|p| p.expect("a parse worker panicked"))
                 .collect()
         });
 
-        // Step 2: plan.
-        let mut moves = Vec::new();
-        let mut plans = Vec::with_capacity(slots.len());
-        for (k, slot) in slots.iter().enumerate() {
-            let mut plan = Plan {
-                worker: NO_WORKER,
-                moving: NO_MOVE,
-                watermark: Millis::MIN,
-            };
-            match slot {
-                Slot::Blank => {}
-                Slot::Rejected(e) => {
-                    summary.events_read += 1;
-                    summary.rejected += 1;
-                    *summary
-                        .rejected_by_reason
-                        .entry(e.reason.as_str().to_string())
-                        .or_default() += 1;
-                    if summary.rejections.len() < LISTED_REJECTIONS {
-                        summary.rejections.push(Rejection {
-                            line: first_line + k as u64,
-                            reason: e.reason.as_str().to_string(),
-                            detail: e.detail.clone(),
-                        });
-                    }
-                }
-                Slot::Event(event) => {
-                    summary.events_read += 1;
-                    plan = router.plan(event, &mut moves);
-                }
-            }
-            plans.push(plan);
-        }
-
-        // Step 3: apply.
+        // Step 3: the workers apply the chunk; meanwhile the previous chunk's output is
+        // written and the next chunk read.
         let (give, take) = channels(n);
-        let results: Vec<io::Result<()>> = std::thread::scope(|s| {
+        let (results, io_result) = std::thread::scope(|s| {
             let handles: Vec<_> = workers
                 .iter_mut()
                 .zip(engines.iter_mut())
@@ -505,16 +575,24 @@ pub fn replay_workers(
                     })
                 })
                 .collect();
-            handles
+            let io_result = write_in_order(&mut pending, transitions)
+                .and_then(|()| read_chunk(&mut events, &mut next_buf, &mut next_ranges));
+            let results: Vec<io::Result<()>> = handles
                 .into_iter()
                 .map(|h| h.join().expect("a replay worker panicked"))
-                .collect()
+                .collect();
+            (results, io_result)
         });
         for r in results {
             r?;
         }
-        write_in_order(&mut workers, transitions)?;
+        io_result?;
+        drop(slots);
+        pending = workers.iter_mut().map(Worker::take_output).collect();
+        std::mem::swap(&mut buf, &mut next_buf);
+        std::mem::swap(&mut ranges, &mut next_ranges);
     }
+    write_in_order(&mut pending, transitions)?;
 
     if let Some(t) = options.advance_to {
         std::thread::scope(|s| {
@@ -525,7 +603,8 @@ pub fn replay_workers(
                 });
             }
         });
-        write_in_order(&mut workers, transitions)?;
+        let mut outputs: Vec<Output> = workers.iter_mut().map(Worker::take_output).collect();
+        write_in_order(&mut outputs, transitions)?;
     }
 
     for (w, engine) in workers.iter().zip(engines.iter()) {
@@ -615,26 +694,82 @@ fn channels(
     (give, take)
 }
 
-/// Writes the workers' runs of the chunk in the order one engine would have written them.
-fn write_in_order(workers: &mut [Worker], w: &mut dyn Write) -> io::Result<()> {
+/// Writes the workers' runs of a chunk in the order one engine would have written them.
+fn write_in_order(outputs: &mut [Output], w: &mut dyn Write) -> io::Result<()> {
     let mut runs: Vec<(usize, usize)> = Vec::new();
-    for (i, worker) in workers.iter().enumerate() {
-        runs.extend((0..worker.marks.len()).map(|m| (i, m)));
+    for (i, o) in outputs.iter().enumerate() {
+        runs.extend((0..o.marks.len()).map(|m| (i, m)));
     }
     runs.sort_by(|a, b| {
-        workers[a.0].marks[a.1]
+        outputs[a.0].marks[a.1]
             .key()
-            .cmp(&workers[b.0].marks[b.1].key())
+            .cmp(&outputs[b.0].marks[b.1].key())
     });
     for (i, m) in runs {
-        let mark = &workers[i].marks[m];
-        w.write_all(&workers[i].bytes[mark.start..mark.end])?;
+        let mark = &outputs[i].marks[m];
+        w.write_all(&outputs[i].bytes[mark.start..mark.end])?;
     }
-    for worker in workers {
-        worker.bytes.clear();
-        worker.marks.clear();
+    for o in outputs {
+        o.bytes.clear();
+        o.marks.clear();
     }
     Ok(())
+}
+
+/// Reads up to [`CHUNK_LINES`] lines into `buf`, their ranges into `ranges` (none at the
+/// end of the input).
+fn read_chunk(
+    events: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    ranges: &mut Vec<(usize, usize)>,
+) -> io::Result<()> {
+    buf.clear();
+    ranges.clear();
+    while ranges.len() < CHUNK_LINES {
+        let start = buf.len();
+        if events.read_until(b'\n', buf)? == 0 {
+            break;
+        }
+        ranges.push((start, buf.len()));
+    }
+    Ok(())
+}
+
+/// Step 2 for one line: counts a line rejected before the engine, plans an event.
+fn plan_line(
+    router: &mut Router,
+    summary: &mut ReplaySummary,
+    line: u64,
+    slot: &Slot<'_>,
+    moves: &mut Vec<Move>,
+) -> Plan {
+    match slot {
+        Slot::Blank => {}
+        Slot::Rejected(e) => {
+            summary.events_read += 1;
+            summary.rejected += 1;
+            *summary
+                .rejected_by_reason
+                .entry(e.reason.as_str().to_string())
+                .or_default() += 1;
+            if summary.rejections.len() < LISTED_REJECTIONS {
+                summary.rejections.push(Rejection {
+                    line,
+                    reason: e.reason.as_str().to_string(),
+                    detail: e.detail.clone(),
+                });
+            }
+        }
+        Slot::Event(event, ids) => {
+            summary.events_read += 1;
+            return router.plan(event, *ids, moves);
+        }
+    }
+    Plan {
+        worker: NO_WORKER,
+        moving: NO_MOVE,
+        watermark: Millis::MIN,
+    }
 }
 
 /// Step 1 for one line (trimmed): as a replay with one engine checks it before the engine.
@@ -643,6 +778,8 @@ fn parse_line<'a>(
     format: segstream_core::event::InputFormat,
     now: Option<Millis>,
     skew: Option<Millis>,
+    blocklist: &Blocklist,
+    hasher: &DefaultHashBuilder,
 ) -> Slot<'a> {
     if line.is_empty() {
         return Slot::Blank;
@@ -657,7 +794,10 @@ fn parse_line<'a>(
         ));
     }
     match parse_checked(format, line, now, skew) {
-        Ok(e) => Slot::Event(e),
+        Ok(e) => {
+            let ids = Ids::of(&e, blocklist, hasher);
+            Slot::Event(e, ids)
+        }
         Err(e) => Slot::Rejected(e),
     }
 }
