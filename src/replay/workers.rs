@@ -487,7 +487,7 @@ pub fn replay_workers(
     // Step 1's share of the routing: which ids an event links (blocked ones left out),
     // hashed as the router's table hashes them.
     let blocklist = Blocklist::new(&engines[0].config().identity);
-    let hasher = router.hasher.clone();
+    let hasher = router.hasher;
     let mut workers: Vec<Worker> = (0..n).map(|_| Worker::default()).collect();
     let mut summary = ReplaySummary::default();
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_LINES * 256);
