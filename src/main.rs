@@ -134,6 +134,23 @@ struct ReplayArgs {
     /// With --explain: only this segment (one JSON object instead of an array).
     #[arg(long = "segment", value_name = "NAME", requires = "explain")]
     explain_segment: Option<String>,
+    /// Engines working in parallel, customers spread over them by id (a person's linked
+    /// ids stay together). The transitions, profiles and summary are those of one worker,
+    /// byte for byte. Default 1 (README, Performance). Always 1 with --max-profiles (the
+    /// cap is over all profiles), --explain and --preview (they read one engine).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
+}
+
+/// How many workers a replay runs: as asked, else one; one with `--max-profiles` (the
+/// cap counts every profile, so one engine must hold them all).
+fn replay_workers(asked: Option<u16>, max_profiles: Option<usize>) -> usize {
+    let workers = asked.map_or(1, usize::from);
+    if workers > 1 && max_profiles.is_some() {
+        eprintln!("note: --max-profiles caps all profiles together: replaying with one worker");
+        return 1;
+    }
+    workers
 }
 
 fn duration(s: &str) -> Result<Millis, String> {
@@ -346,7 +363,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_profiles: a.max_profiles,
                 ..EngineConfig::default()
             };
-            let mut engine = Engine::new(defs, symbols, config);
+            let workers = if a.explain.is_some() || a.preview.is_some() {
+                1
+            } else {
+                replay_workers(a.workers, a.max_profiles)
+            };
+            let mut engines = vec![Engine::new(defs, symbols, config.clone())];
+            while engines.len() < workers {
+                let mut symbols = Symbols::new();
+                let defs = segstream::definitions::load(&a.segments, &mut symbols)
+                    .map_err(|d| anyhow::anyhow!("{d}"))?;
+                engines.push(Engine::new(defs, symbols, config.clone()));
+            }
             // The candidate is checked before the replay: an invalid one stops it early.
             let preview = match &a.preview {
                 None => None,
@@ -361,7 +389,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         anyhow::anyhow!("cannot read candidate {}: {e}", path.display())
                     })?;
                     let file = path.display().to_string();
-                    match Preview::compile(&mut engine, &file, &text) {
+                    match Preview::compile(&mut engines[0], &file, &text) {
                         Ok(p) => Some(p),
                         Err(diags) => {
                             eprintln!("{diags}");
@@ -376,7 +404,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             // An unknown segment to explain stops before the replay.
             if let Some(name) = &a.explain_segment {
-                let defs = engine.definitions();
+                let defs = engines[0].definitions();
                 if defs.segment_index(name).is_none() {
                     let e = ExplainError::UnknownSegment {
                         name: name.clone(),
@@ -404,21 +432,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .explain
                 .as_deref()
                 .map(segstream::replay::CustomerTransitions::new);
-            let summary = segstream::replay::replay_observed(
-                &mut engine,
-                input,
-                &mut out,
-                options,
-                &mut |t| {
+            let summary = if let [engine] = &mut engines[..] {
+                segstream::replay::replay_observed(engine, input, &mut out, options, &mut |t| {
                     if let Some(c) = &mut collected {
                         c.observe(t);
                     }
-                },
-            )?;
+                })?
+            } else {
+                segstream::replay::replay_workers(&mut engines, input, &mut out, options)?
+            };
+            let engine = &engines[0];
             drop(out);
             if let Some(p) = &a.profiles_out {
                 let mut w = BufWriter::new(File::create(p)?);
-                segstream::replay::write_profiles(&engine, &mut w)?;
+                segstream::replay::write_profiles_of(&engines, &mut w)?;
             }
             if a.json_summary {
                 eprintln!("{}", serde_json::to_string_pretty(&summary)?);
@@ -426,12 +453,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprint!("{}", summary.render());
             }
             if let Some(p) = &preview {
-                let answer = segstream::replay::preview_answer(&engine, p, DEFAULT_SAMPLE);
+                let answer = segstream::replay::preview_answer(engine, p, DEFAULT_SAMPLE);
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             }
             if let Some(c) = &collected {
                 let segment = a.explain_segment.as_deref();
-                match segstream::replay::explanations(&engine, c, segment) {
+                match segstream::replay::explanations(engine, c, segment) {
                     Ok(list) => {
                         let json = match (segment, list.first()) {
                             (Some(_), Some(one)) => serde_json::to_string_pretty(one)?,

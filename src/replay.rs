@@ -18,6 +18,9 @@ use segstream_core::event::InputFormat;
 use segstream_core::time::{format_rfc3339, Millis};
 use segstream_core::transition::{Direction, Transition};
 
+mod workers;
+pub use workers::{replay_workers, write_profiles_of, CHUNK_LINES};
+
 /// Largest accepted line (the live path has the same limit per message).
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
 
@@ -53,6 +56,10 @@ pub struct ReplaySummary {
     /// The process's peak resident memory (Linux `VmHWM`), when known.
     pub peak_resident_bytes: Option<u64>,
     pub watermark: Option<String>,
+    /// With several workers: an engine's symbol table filled up in some class, so the
+    /// transitions may differ from one worker's (see `replay::workers`). Absent when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub symbol_cap_reached: bool,
 }
 
 impl ReplaySummary {

@@ -553,3 +553,265 @@ fn replay_explains_a_customer_after_the_replay() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no profile for customer \"nobody\""));
     assert!(out.stdout.is_empty());
 }
+
+/// One `segstream replay` over the file `events` with `--workers workers` and `args`: the
+/// JSON summary (without the peak memory, which is the process's own), the transitions
+/// and the profiles as written.
+fn replay_with_workers(
+    events: &std::path::Path,
+    workers: u16,
+    args: &[&str],
+) -> (serde_json::Value, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let tr = dir.path().join("t.jsonl");
+    let pr = dir.path().join("p.jsonl");
+    let out = bin()
+        .args(["replay", "-s", "segments/library.toml", "-e"])
+        .arg(events)
+        .arg("-t")
+        .arg(&tr)
+        .arg("--profiles-out")
+        .arg(&pr)
+        .args(["--json-summary", "--workers", &workers.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut summary: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    summary
+        .as_object_mut()
+        .unwrap()
+        .remove("peak_resident_bytes");
+    (
+        summary,
+        std::fs::read_to_string(&tr).unwrap(),
+        std::fs::read_to_string(&pr).unwrap(),
+    )
+}
+
+/// Per customer id, its transitions in the order written.
+fn per_customer(transitions: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for l in transitions.lines() {
+        let t: serde_json::Value = serde_json::from_str(l).unwrap();
+        m.entry(t["customer_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(l.to_string());
+    }
+    m
+}
+
+/// Replays `events` with 1, 2 and 3 workers and checks that the transitions (as a set,
+/// per customer in order, and byte for byte), the summaries and the profiles are the same.
+/// Returns the one-worker summary.
+fn assert_workers_agree(events: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let (summary, transitions, profiles) = replay_with_workers(events, 1, args);
+    for workers in [2, 3] {
+        let (s, t, p) = replay_with_workers(events, workers, args);
+        let mut set_one: Vec<&str> = transitions.lines().collect();
+        let mut set_n: Vec<&str> = t.lines().collect();
+        set_one.sort_unstable();
+        set_n.sort_unstable();
+        assert!(
+            set_one == set_n,
+            "{}: the transitions of {workers} workers are not one worker's (as a set)",
+            events.display()
+        );
+        assert!(
+            per_customer(&transitions) == per_customer(&t),
+            "{}: per customer, {workers} workers write another order",
+            events.display()
+        );
+        assert!(
+            transitions == t,
+            "{}: {workers} workers write the same transitions in another order",
+            events.display()
+        );
+        assert_eq!(s, summary, "{}: {workers} workers", events.display());
+        assert!(
+            profiles == p,
+            "{}: the profiles of {workers} workers differ",
+            events.display()
+        );
+    }
+    summary
+}
+
+/// `--workers N` writes exactly what one worker writes, on the repository's example
+/// event files (both formats; valid and invalid lines, links, merges, forgets).
+#[test]
+fn replay_workers_match_one_worker_on_the_example_files() {
+    let now = ["--now", "2026-12-31T00:00:00Z"];
+    for f in [
+        "identity.jsonl",
+        "invalid-identity.jsonl",
+        "invalid.jsonl",
+        "reference-funnel.jsonl",
+    ] {
+        let path = std::path::Path::new("schemas/examples/events").join(f);
+        assert_workers_agree(&path, &now);
+        assert_workers_agree(
+            &path,
+            &[&now[..], &["--advance-to", "2026-12-30T00:00:00Z"]].concat(),
+        );
+    }
+    for f in ["funnel.jsonl", "invalid.jsonl", "rudderstack.jsonl"] {
+        let path = std::path::Path::new("schemas/examples/segment").join(f);
+        let args = [
+            &now[..],
+            &[
+                "--format",
+                "segment",
+                "--advance-to",
+                "2026-12-30T00:00:00Z",
+            ],
+        ]
+        .concat();
+        assert_workers_agree(&path, &args);
+    }
+}
+
+/// `--workers N` on a generated funnel (40% anonymous visitors who link later, second
+/// devices linked by a mail click, so persons that lived on different workers merge),
+/// over more than one chunk of lines, with timers fired by event time and at the end:
+/// exactly one worker's transitions, summary and profiles.
+#[test]
+fn replay_workers_match_one_worker_on_a_generated_funnel() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("funnel.jsonl");
+    let cfg = segstream::generator::FunnelConfig {
+        customers: 3000,
+        days: 7,
+        seed: 11,
+        ..Default::default()
+    };
+    let mut lines = Vec::new();
+    for e in segstream::generator::generate(&cfg) {
+        lines.push(e.json);
+    }
+    assert!(
+        lines.len() > segstream::replay::CHUNK_LINES,
+        "more than one chunk: {} lines",
+        lines.len()
+    );
+    // A blank line and a broken one keep their line numbers.
+    lines.insert(100, String::new());
+    lines.insert(40_000, "{not json".to_string());
+    std::fs::write(&events, lines.join("\n")).unwrap();
+
+    // The input links persons that already had events of their own (a merge of two
+    // persons that, by their first ids, start on different workers).
+    let mut parent: std::collections::HashMap<String, String> = Default::default();
+    fn root(parent: &std::collections::HashMap<String, String>, id: &str) -> String {
+        let mut r = id.to_string();
+        while let Some(p) = parent.get(&r).filter(|p| **p != r) {
+            r = p.clone();
+        }
+        r
+    }
+    let mut merges_of_two = 0;
+    for l in &lines {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+            continue;
+        };
+        let ids: Vec<String> = ["customer_id", "anonymous_id"]
+            .iter()
+            .filter_map(|k| v[*k].as_str().map(str::to_string))
+            .collect();
+        let both_seen = ids.len() == 2 && ids.iter().all(|id| parent.contains_key(id));
+        for id in &ids {
+            parent.entry(id.clone()).or_insert_with(|| id.clone());
+        }
+        if let [c, a] = &ids[..] {
+            let (rc, ra) = (root(&parent, c), root(&parent, a));
+            if rc != ra {
+                merges_of_two += usize::from(both_seen);
+                parent.insert(ra, rc);
+            }
+        }
+    }
+    assert!(merges_of_two >= 1, "{merges_of_two} links of two known ids");
+
+    let summary = assert_workers_agree(
+        &events,
+        &[
+            "--now",
+            "2026-12-31T00:00:00Z",
+            "--advance-to",
+            "2026-12-30T00:00:00Z",
+        ],
+    );
+    assert!(summary["merges"].as_u64().unwrap() > 100, "{summary}");
+    assert!(summary["transitions"].as_u64().unwrap() > 1000, "{summary}");
+    assert_eq!(summary["rejected"], 1, "{summary}");
+    assert_eq!(summary["rejections"][0]["line"], 40_001, "{summary}");
+    // Without --advance-to, time stops at the last event's watermark.
+    assert_workers_agree(&events, &["--now", "2026-12-31T00:00:00Z"]);
+}
+
+/// Two persons with events of their own, whose ids start on different workers (with 2 and
+/// with 3), merge; before and after, other customers' timers fire around them: the person
+/// moves between workers and the output is one worker's.
+#[test]
+fn replay_workers_move_a_person_when_a_link_joins_two_workers() {
+    use segstream_core::engine::home;
+    let customer = "c-100001";
+    let anon = (0..)
+        .map(|i| format!("anon-{i:04x}"))
+        .find(|a| home(a, 2) != home(customer, 2) && home(a, 3) != home(customer, 3))
+        .unwrap();
+    let mut lines = Vec::new();
+    let mut ev = |n: usize, ids: &str, ty: &str, minute: usize, props: &str| {
+        lines.push(format!(
+            r#"{{"event_id": "m-{n}", {ids}, "type": "{ty}", "timestamp": "2026-11-16T{:02}:{:02}:00Z", "properties": {props}}}"#,
+            10 + minute / 60,
+            minute % 60
+        ));
+    };
+    let url = r#"{"url": "https://segstream.dev/pricing"}"#;
+    let c = format!(r#""customer_id": "{customer}""#);
+    let a = format!(r#""anonymous_id": "{anon}""#);
+    let both = format!(r#""customer_id": "{customer}", "anonymous_id": "{anon}""#);
+    let mut n = 0;
+    for minute in 0..30 {
+        n += 1;
+        ev(n, &a, "page_view", minute, url);
+        n += 1;
+        ev(
+            n,
+            &c,
+            "click",
+            minute,
+            r#"{"url": "https://segstream.dev/docs"}"#,
+        );
+        n += 1;
+        let other = format!(r#""customer_id": "c-2{minute:05}""#);
+        ev(n, &other, "page_view", minute, url);
+    }
+    n += 1;
+    ev(n, &both, "page_view", 31, url);
+    for minute in 32..300 {
+        n += 1;
+        ev(n, &both, "page_view", minute, url);
+        n += 1;
+        let other = format!(r#""customer_id": "c-3{minute:05}""#);
+        ev(n, &other, "click", minute, url);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("merge.jsonl");
+    std::fs::write(&events, lines.join("\n")).unwrap();
+    let summary = assert_workers_agree(
+        &events,
+        &[
+            "--now",
+            "2026-12-31T00:00:00Z",
+            "--advance-to",
+            "2026-12-30T00:00:00Z",
+        ],
+    );
+    assert_eq!(summary["merges"], 1, "{summary}");
+}

@@ -53,7 +53,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::changelog::Codec;
+use crate::changelog::{Codec, DecodeError};
 use crate::event::{parse_event, Event, EventError, EventKind, RejectReason};
 use crate::profile::{millis, Profile};
 use crate::segment::compile::Definitions;
@@ -612,15 +612,122 @@ impl Engine {
 
     /// Fires the timers of `shard` due at or before `to` (skipping stale heap entries).
     fn fire_timers_until(&mut self, shard: u16, to: Millis, out: &mut Vec<Transition>) {
+        self.fire_timers_marked(shard, to, out, None);
+    }
+
+    /// [`Engine::fire_timers_until`], noting each timer fired in `fired`.
+    fn fire_timers_marked(
+        &mut self,
+        shard: u16,
+        to: Millis,
+        out: &mut Vec<Transition>,
+        mut fired: Option<&mut Vec<Firing>>,
+    ) {
         while let Some((t, id)) = self.timers.pop_due(shard, to) {
             let due = self
                 .profiles
                 .get(&id)
                 .is_some_and(|p| millis(p.timer_at) == t);
             if due {
+                if let Some(f) = fired.as_deref_mut() {
+                    f.push(Firing {
+                        due: t,
+                        customer: id.clone(),
+                        start: out.len(),
+                    });
+                }
                 self.fire_customer(&id, t, out);
             }
         }
+    }
+
+    /// [`Engine::advance_shard_watermark`], noting every timer it fires in `fired` (in the
+    /// order fired: by due time, then customer id). For a caller that spreads customers
+    /// over several engines and merges their output in the order one engine would have
+    /// written it (`segstream replay --workers`).
+    pub fn advance_shard_watermark_marked(
+        &mut self,
+        shard: u16,
+        to: Millis,
+        out: &mut Vec<Transition>,
+        fired: &mut Vec<Firing>,
+    ) {
+        self.timers.raise_watermark(shard, to);
+        self.fire_timers_marked(shard, to, out, Some(fired));
+    }
+
+    /// [`Engine::advance_watermark`], noting every timer it fires in `fired` (see
+    /// [`Engine::advance_shard_watermark_marked`]).
+    pub fn advance_watermark_marked(
+        &mut self,
+        to: Millis,
+        out: &mut Vec<Transition>,
+        fired: &mut Vec<Firing>,
+    ) {
+        self.timers.raise_floor(to);
+        for s in self.timers.shards() {
+            self.advance_shard_watermark_marked(s, to, out, fired);
+        }
+    }
+
+    /// Takes every person and forget record of `ids` out of this engine, for another
+    /// engine of the same definitions to go on with ([`Engine::put_persons`]): the profile
+    /// (as a changelog record), the person's ids in the order they joined, and the time of
+    /// any forget of one of the ids. Nothing is emitted and no timer fires; the persons'
+    /// timers move with their profiles. For an offline replay that spreads persons over
+    /// several engines and moves a person when a link joins it to one of another engine;
+    /// an engine without change tracking and without `partitions` (the service moves
+    /// persons with [`Handoff`]s instead).
+    pub fn take_persons(&mut self, ids: &[Arc<str>]) -> MovedPersons {
+        let mut moved = MovedPersons::default();
+        let mut seen = hashbrown::HashSet::new();
+        for id in ids {
+            if let Some(at) = self.forgotten.remove(id) {
+                moved.forgotten.push((id.clone(), at));
+            }
+            let canonical = Arc::<str>::from(self.identities.canonical(id));
+            if !seen.insert(canonical.clone()) {
+                continue;
+            }
+            let profile = self.profiles.remove(&canonical);
+            let ids = self.identities.remove(&canonical);
+            if profile.is_none() && ids.len() == 1 {
+                continue;
+            }
+            let record = profile.map(|p| {
+                let mut buf = Vec::new();
+                self.codec.encode(&self.symbols, &p, &mut buf);
+                buf
+            });
+            moved.persons.push(MovedPerson { ids, record });
+        }
+        moved
+    }
+
+    /// Takes in the persons another engine of the same definitions gave up
+    /// ([`Engine::take_persons`]), as if they had always lived here.
+    pub fn put_persons(&mut self, moved: MovedPersons) -> Result<(), DecodeError> {
+        for (id, at) in moved.forgotten {
+            self.forgotten.insert(id, at);
+        }
+        for person in moved.persons {
+            let Some(canonical) = person.ids.first().cloned() else {
+                continue;
+            };
+            for id in &person.ids[1..] {
+                self.identities.restore(id.clone(), canonical.clone());
+            }
+            if let Some(bytes) = &person.record {
+                let parsed = self.codec.parse(bytes)?;
+                let profile = self.codec.finish(&mut self.symbols, parsed)?.profile;
+                if profile.timer_at != 0 {
+                    self.timers
+                        .push(profile.shard, millis(profile.timer_at), canonical.clone());
+                }
+                self.profiles.insert(canonical, profile);
+            }
+        }
+        Ok(())
     }
 
     /// Fires a customer's timer due at `t`: evaluates the segments time can change.
@@ -670,6 +777,34 @@ impl Engine {
             .map(|(k, p)| std::mem::size_of::<Profile>() + p.heap_bytes() + k.len() + 16)
             .sum()
     }
+}
+
+/// A timer an advance fired ([`Engine::advance_shard_watermark_marked`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Firing {
+    /// When it was due.
+    pub due: Millis,
+    /// The customer (canonical id) whose timer it was.
+    pub customer: Arc<str>,
+    /// Where in the output vector the transitions it caused begin.
+    pub start: usize,
+}
+
+/// One person taken out of an engine ([`Engine::take_persons`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MovedPerson {
+    /// Its canonical id first, then its other ids in the order they joined.
+    pub ids: Vec<Arc<str>>,
+    /// Its profile as a changelog record, if it has one.
+    pub record: Option<Vec<u8>>,
+}
+
+/// Persons and forget records taken out of an engine ([`Engine::take_persons`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MovedPersons {
+    pub persons: Vec<MovedPerson>,
+    /// Ids forgotten, with the time of the forget.
+    pub forgotten: Vec<(Arc<str>, Millis)>,
 }
 
 /// Members of a profile by segment name (for the API and tests).

@@ -1,0 +1,821 @@
+//! `segstream replay --workers N`: the replay spread over N engines, one per thread, with
+//! the output of one engine.
+//!
+//! The file is processed in chunks of [`CHUNK_LINES`] lines, each in three steps:
+//!
+//! 1. *parse* (parallel): each worker parses a contiguous share of the chunk's lines into
+//!    events borrowing the chunk's buffer (a line rejected here is rejected as by one
+//!    engine: size, format, future guard);
+//! 2. *plan* (serial, cheap): the [`Router`] gives every event the worker of its person and
+//!    every line the watermark one engine would have after it. Persons are the components
+//!    of a union-find over the ids events link (a superset of the engine's persons: a
+//!    refused link still joins them here, which only keeps more together); a new person
+//!    goes to the worker its first id hashes to. When a link joins two persons of
+//!    different workers, the smaller one *moves*: at that line its worker takes its
+//!    profiles, ids and forget records out ([`Engine::take_persons`]) and the other worker
+//!    takes them in ([`Engine::put_persons`]) before applying the linking event, which then
+//!    merges them exactly as one engine does. The watermark follows the largest event time
+//!    of the events the engine accepts (every parsed event with a usable id; a late event
+//!    is older than the largest time anyway);
+//! 3. *apply* (parallel): each worker walks the chunk's lines in order: it gives or takes a
+//!    moving person, applies its own events (an event's late check sees the watermark one
+//!    engine would have had at that line), and moves its watermark wherever one engine's
+//!    watermark moved (firing its own customers' timers, as one engine fires them there).
+//!    A worker that must take a person waits for the worker giving it to reach that line:
+//!    waits only ever go to earlier lines, so they always end.
+//!
+//! Every transition is tagged with where one engine would have written it: the line, then
+//! the event before the watermark move after it, and within one move by due time and
+//! customer id (the order of one engine's timer heap). Writing the chunk's transitions in
+//! that order gives the output of one engine byte for byte.
+//!
+//! Known limit: each engine interns names on its own, and a symbol class has a cap (4 095
+//! custom event types, 4 095 trait names, 65 535 favourite values). When one engine would
+//! reach a cap, N engines reach it later or not at all, and the output may differ; the
+//! replay says so on stderr (and in the summary as `symbol_cap_reached`).
+
+use std::hash::BuildHasher;
+use std::io::{self, BufRead, Write};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use segstream_core::engine::{home, Blocklist, Engine, Firing, Link, MovedPersons};
+use segstream_core::event::{Event, EventError, EventKind, RejectReason};
+use segstream_core::symbols::SymbolClass;
+use segstream_core::time::{format_rfc3339, Millis};
+use segstream_core::transition::Transition;
+
+use super::{
+    parse_checked, peak_resident_bytes, trim, Rejection, ReplayOptions, ReplaySummary,
+    MAX_EVENT_BYTES,
+};
+
+/// Lines per chunk: large enough that the three steps' hand-overs cost little, small
+/// enough that a chunk's buffer and events stay in cache-friendly sizes.
+pub const CHUNK_LINES: usize = 8 * 1024;
+
+/// At most this many rejections are listed in the summary (as in a replay with one engine).
+const LISTED_REJECTIONS: usize = 20;
+
+const NO_WORKER: u16 = u16::MAX;
+const NO_MOVE: u32 = u32::MAX;
+
+/// What one line asks of the workers.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// The worker that applies the line's event (`NO_WORKER`: blank, or rejected before
+    /// the engine).
+    worker: u16,
+    /// A person that moves between workers before the event (index into the moves).
+    moving: u32,
+    /// The watermark after this line, when the line's event moved it (`Millis::MIN`: not).
+    watermark: Millis,
+}
+
+/// A person (every id of its union-find component) moving from one worker to another.
+#[derive(Debug)]
+struct Move {
+    from: u16,
+    to: u16,
+    ids: Vec<Arc<str>>,
+}
+
+/// A line parsed in step 1.
+enum Slot<'a> {
+    Blank,
+    Rejected(EventError),
+    Event(Event<'a>, Ids),
+}
+
+/// Which of an event's ids step 2 routes by, found in step 1 (in parallel): the fields of
+/// the subject and of the id it links (as `Engine::resolve` picks them, blocked ids left
+/// out), with their hashes.
+#[derive(Debug, Clone, Copy)]
+struct Ids {
+    subject: Option<(IdField, u64)>,
+    wanted: Option<(IdField, u64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdField {
+    Customer,
+    Anonymous,
+    Previous,
+}
+
+impl IdField {
+    fn of<'e>(self, event: &'e Event<'_>) -> &'e str {
+        match self {
+            IdField::Customer => event.customer_id.as_deref(),
+            IdField::Anonymous => event.anonymous_id.as_deref(),
+            IdField::Previous => event.previous_id.as_deref(),
+        }
+        .unwrap_or_default()
+    }
+}
+
+impl Ids {
+    fn of(event: &Event<'_>, blocklist: &Blocklist, hasher: &DefaultHashBuilder) -> Ids {
+        let usable = |f: IdField| {
+            let id = match f {
+                IdField::Customer => event.customer_id.as_deref(),
+                IdField::Anonymous => event.anonymous_id.as_deref(),
+                IdField::Previous => event.previous_id.as_deref(),
+            }?;
+            (!blocklist.contains(id)).then(|| (f, hasher.hash_one(id)))
+        };
+        let Some(subject) = usable(IdField::Customer).or_else(|| usable(IdField::Anonymous)) else {
+            return Ids {
+                subject: None,
+                wanted: None,
+            };
+        };
+        let wanted = if event.kind == EventKind::Alias {
+            usable(IdField::Previous)
+        } else if subject.0 == IdField::Customer {
+            usable(IdField::Anonymous)
+        } else {
+            None
+        }
+        .filter(|w| w.0.of(event) != subject.0.of(event));
+        Ids {
+            subject: Some(subject),
+            wanted,
+        }
+    }
+}
+
+/// Step 2's state across chunks: persons (a union-find over ids) and their workers, and
+/// event time.
+struct Router {
+    hasher: DefaultHashBuilder,
+    workers: u16,
+    /// Every id seen (an index into `names`), by the id's hash.
+    index: HashTable<u32>,
+    names: Vec<Arc<str>>,
+    parent: Vec<u32>,
+    /// At a component's root: its worker and its ids.
+    worker: Vec<u16>,
+    members: Vec<Vec<u32>>,
+    max_event_time: Millis,
+    allowed_lateness: Millis,
+}
+
+impl Router {
+    fn new(engine: &Engine, workers: u16) -> Self {
+        Router {
+            hasher: DefaultHashBuilder::default(),
+            workers,
+            index: HashTable::new(),
+            names: Vec::new(),
+            parent: Vec::new(),
+            worker: Vec::new(),
+            members: Vec::new(),
+            max_event_time: Millis::MIN,
+            allowed_lateness: engine.config().allowed_lateness,
+        }
+    }
+
+    fn find(&mut self, mut i: u32) -> u32 {
+        while self.parent[i as usize] != i {
+            let up = self.parent[self.parent[i as usize] as usize];
+            self.parent[i as usize] = up;
+            i = up;
+        }
+        i
+    }
+
+    /// The root of `id`'s component, if `id` was seen.
+    fn root(&mut self, id: &str, hash: u64) -> Option<u32> {
+        let names = &self.names;
+        let i = *self.index.find(hash, |&i| &*names[i as usize] == id)?;
+        Some(self.find(i))
+    }
+
+    /// Adds a new id to the component of `root` (a new component of its own if `None`,
+    /// on the worker the id hashes to). Returns the root.
+    fn add(&mut self, id: &str, hash: u64, root: Option<u32>) -> u32 {
+        let i = self.names.len() as u32;
+        let names = &self.names;
+        self.index
+            .insert_unique(hash, i, |&j| self.hasher.hash_one(&*names[j as usize]));
+        self.names.push(Arc::from(id));
+        let r = root.unwrap_or(i);
+        self.parent.push(r);
+        self.worker.push(home(id, self.workers));
+        self.members.push(Vec::new());
+        self.members[r as usize].push(i);
+        r
+    }
+
+    /// Plans one parsed event: its worker, a person that moves first, the watermark after.
+    fn plan(&mut self, event: &Event<'_>, ids: Ids, moves: &mut Vec<Move>) -> Plan {
+        let Some((subject_field, subject_hash)) = ids.subject else {
+            // Every id is blocked: the engine rejects it (any worker will do), and it
+            // does not move event time.
+            return Plan {
+                worker: 0,
+                moving: NO_MOVE,
+                watermark: Millis::MIN,
+            };
+        };
+        let watermark = if event.timestamp > self.max_event_time {
+            self.max_event_time = event.timestamp;
+            event.timestamp.saturating_sub(self.allowed_lateness)
+        } else {
+            Millis::MIN
+        };
+        let subject = subject_field.of(event);
+        let wanted = ids.wanted.map(|(f, h)| (f.of(event), h));
+        let a = self.root(subject, subject_hash);
+        let b = wanted.and_then(|(w, h)| self.root(w, h));
+        let mut moving = NO_MOVE;
+        let root = match (a, b) {
+            (None, None) => {
+                let r = self.add(subject, subject_hash, None);
+                if let Some((w, h)) = wanted {
+                    self.add(w, h, Some(r));
+                }
+                r
+            }
+            (Some(r), None) => {
+                if let Some((w, h)) = wanted {
+                    self.add(w, h, Some(r));
+                }
+                r
+            }
+            (None, Some(r)) => self.add(subject, subject_hash, Some(r)),
+            (Some(x), Some(y)) if x == y => x,
+            (Some(x), Some(y)) => {
+                let (big, small) =
+                    if self.members[x as usize].len() >= self.members[y as usize].len() {
+                        (x, y)
+                    } else {
+                        (y, x)
+                    };
+                let small_members = std::mem::take(&mut self.members[small as usize]);
+                let (from, to) = (self.worker[small as usize], self.worker[big as usize]);
+                if from != to {
+                    moving = moves.len() as u32;
+                    moves.push(Move {
+                        from,
+                        to,
+                        ids: small_members
+                            .iter()
+                            .map(|&m| self.names[m as usize].clone())
+                            .collect(),
+                    });
+                }
+                self.parent[small as usize] = big;
+                self.members[big as usize].extend(small_members);
+                big
+            }
+        };
+        Plan {
+            worker: self.worker[root as usize],
+            moving,
+            watermark,
+        }
+    }
+}
+
+/// Where one engine would have written a run of transitions (see the module docs).
+#[derive(Debug)]
+struct Mark {
+    line: u32,
+    /// 0: the line's event; 1: the watermark move after it.
+    phase: u8,
+    due: Millis,
+    customer: Option<Arc<str>>,
+    /// The run's bytes in the worker's buffer.
+    start: usize,
+    end: usize,
+}
+
+impl Mark {
+    fn key(&self) -> (u32, u8, Millis, Option<&str>) {
+        (self.line, self.phase, self.due, self.customer.as_deref())
+    }
+}
+
+/// A worker's output for one chunk: transitions as JSON lines, in runs marked with where
+/// one engine would have written them.
+#[derive(Default)]
+struct Output {
+    bytes: Vec<u8>,
+    marks: Vec<Mark>,
+}
+
+/// One worker: its engine's counts across chunks, and a chunk's output.
+#[derive(Default)]
+struct Worker {
+    summary: ReplaySummary,
+    /// Events planned to move event time that the engine rejected (the plan was wrong:
+    /// the output may differ from one engine's).
+    mispredicted: u64,
+    bytes: Vec<u8>,
+    marks: Vec<Mark>,
+    out: Vec<Transition>,
+    fired: Vec<Firing>,
+}
+
+impl Worker {
+    /// The chunk's output, leaving an empty one.
+    fn take_output(&mut self) -> Output {
+        Output {
+            bytes: std::mem::take(&mut self.bytes),
+            marks: std::mem::take(&mut self.marks),
+        }
+    }
+
+    /// Serializes `self.out` (from `from`) as one run tagged `line`/`phase`/`due`/`customer`.
+    fn emit(&mut self, from: usize, line: u32, phase: u8, due: Millis, customer: Option<Arc<str>>) {
+        if from >= self.out.len() {
+            return;
+        }
+        let start = self.bytes.len();
+        self.summary.count(&self.out[from..]);
+        for t in &self.out[from..] {
+            // Writing to a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut self.bytes, t);
+            self.bytes.push(b'\n');
+        }
+        self.marks.push(Mark {
+            line,
+            phase,
+            due,
+            customer,
+            start,
+            end: self.bytes.len(),
+        });
+    }
+
+    /// Serializes the runs of the timers fired into `self.out` (cleared afterwards).
+    fn emit_fired(&mut self, line: u32) {
+        let fired = std::mem::take(&mut self.fired);
+        for (i, f) in fired.iter().enumerate() {
+            let end = fired.get(i + 1).map_or(self.out.len(), |n| n.start);
+            if end > f.start {
+                let start = self.bytes.len();
+                self.summary.count(&self.out[f.start..end]);
+                for t in &self.out[f.start..end] {
+                    let _ = serde_json::to_writer(&mut self.bytes, t);
+                    self.bytes.push(b'\n');
+                }
+                self.marks.push(Mark {
+                    line,
+                    phase: 1,
+                    due: f.due,
+                    customer: Some(f.customer.clone()),
+                    start,
+                    end: self.bytes.len(),
+                });
+            }
+        }
+        self.fired = fired;
+        self.fired.clear();
+        self.out.clear();
+    }
+
+    fn reject(&mut self, line: u64, e: EventError) {
+        let s = &mut self.summary;
+        s.rejected += 1;
+        if e.reason == RejectReason::Late {
+            s.late += 1;
+        }
+        *s.rejected_by_reason
+            .entry(e.reason.as_str().to_string())
+            .or_default() += 1;
+        if s.rejections.len() < LISTED_REJECTIONS {
+            s.rejections.push(Rejection {
+                line,
+                reason: e.reason.as_str().to_string(),
+                detail: e.detail,
+            });
+        }
+    }
+
+    /// Step 3 for one chunk.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_chunk(
+        &mut self,
+        me: u16,
+        engine: &mut Engine,
+        first_line: u64,
+        plans: &[Plan],
+        slots: &[Vec<Slot<'_>>],
+        moves: &[Move],
+        give: Vec<Sender<MovedPersons>>,
+        take: Vec<Receiver<MovedPersons>>,
+    ) -> io::Result<()> {
+        for (k, (plan, slot)) in plans.iter().zip(slots.iter().flatten()).enumerate() {
+            let line = k as u32;
+            if plan.moving != NO_MOVE {
+                let m = &moves[plan.moving as usize];
+                if m.from == me {
+                    // The receiver is gone only if its worker failed (reported there).
+                    let _ = give[usize::from(m.to)].send(engine.take_persons(&m.ids));
+                } else if m.to == me {
+                    let moved = take[usize::from(m.from)].recv().map_err(|_| {
+                        io::Error::other("a replay worker stopped before handing over a person")
+                    })?;
+                    engine
+                        .put_persons(moved)
+                        .map_err(|e| io::Error::other(format!("moving a person: {e}")))?;
+                }
+            }
+            if plan.worker == me {
+                let Slot::Event(event, _) = slot else {
+                    unreachable!("only parsed events are planned to a worker");
+                };
+                let line_no = first_line + k as u64;
+                match engine.apply(0, event, &mut self.out) {
+                    Ok(applied) => {
+                        self.summary.accepted += 1;
+                        if let Link::Refused(r) = applied.link {
+                            self.summary.links_refused += 1;
+                            if self.summary.rejections.len() < LISTED_REJECTIONS {
+                                self.summary.rejections.push(Rejection {
+                                    line: line_no,
+                                    reason: RejectReason::LinkRefused.as_str().to_string(),
+                                    detail: format!("{r} (the event itself was applied)"),
+                                });
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        if plan.watermark != Millis::MIN {
+                            self.mispredicted += 1;
+                        }
+                        self.reject(line_no, e);
+                    }
+                }
+                self.emit(0, line, 0, 0, None);
+                self.out.clear();
+            }
+            if plan.watermark != Millis::MIN {
+                engine.advance_shard_watermark_marked(
+                    0,
+                    plan.watermark,
+                    &mut self.out,
+                    &mut self.fired,
+                );
+                self.emit_fired(line);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the replay over `engines` (one per worker, built alike, fresh), writing the
+/// transitions one engine would have written, in its order. See the module docs.
+pub fn replay_workers(
+    engines: &mut [Engine],
+    mut events: impl BufRead,
+    transitions: &mut dyn Write,
+    options: ReplayOptions,
+) -> io::Result<ReplaySummary> {
+    let n = engines.len();
+    assert!(
+        (1..usize::from(NO_WORKER)).contains(&n),
+        "1 to 65534 workers"
+    );
+    let skew = engines[0].config().max_future_skew;
+    let mut router = Router::new(&engines[0], n as u16);
+    // Step 1's share of the routing: which ids an event links (blocked ones left out),
+    // hashed as the router's table hashes them.
+    let blocklist = Blocklist::new(&engines[0].config().identity);
+    let hasher = router.hasher;
+    let mut workers: Vec<Worker> = (0..n).map(|_| Worker::default()).collect();
+    let mut summary = ReplaySummary::default();
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_LINES * 256);
+    let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(CHUNK_LINES);
+    let mut next_buf: Vec<u8> = Vec::with_capacity(CHUNK_LINES * 256);
+    let mut next_ranges: Vec<(usize, usize)> = Vec::with_capacity(CHUNK_LINES);
+    // The previous chunk's output, written while the workers apply the next one.
+    let mut pending: Vec<Output> = Vec::new();
+    let mut next_line = 1u64;
+    read_chunk(&mut events, &mut buf, &mut ranges)?;
+    while !ranges.is_empty() {
+        let first_line = next_line;
+        next_line += ranges.len() as u64;
+
+        // Steps 1 and 2: the workers parse the chunk in parts, each in line order; the
+        // plan follows the parts as they come.
+        let parts_n = (4 * n).min(ranges.len());
+        let part_len = ranges.len().div_ceil(parts_n);
+        let parts_n = ranges.len().div_ceil(part_len);
+        let format = options.format;
+        let now = options.now;
+        let mut moves = Vec::new();
+        let mut plans = Vec::with_capacity(ranges.len());
+        let slots: Vec<Vec<Slot<'_>>> = std::thread::scope(|s| {
+            let (tx, rx) = channel::<(usize, Vec<Slot<'_>>)>();
+            let (blocklist, hasher, buf, ranges) = (&blocklist, &hasher, &buf, &ranges);
+            for t in 0..n.min(parts_n) {
+                let tx = tx.clone();
+                s.spawn(move || {
+                    for part in (t..parts_n).step_by(n) {
+                        let lines =
+                            &ranges[part * part_len..((part + 1) * part_len).min(ranges.len())];
+                        let slots = lines
+                            .iter()
+                            .map(|&(a, b)| {
+                                parse_line(trim(&buf[a..b]), format, now, skew, blocklist, hasher)
+                            })
+                            .collect();
+                        if tx.send((part, slots)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let mut parts: Vec<Option<Vec<Slot<'_>>>> = (0..parts_n).map(|_| None).collect();
+            let mut planned = 0;
+            for (part, slots) in rx {
+                parts[part] = Some(slots);
+                while let Some(Some(slots)) = parts.get(planned) {
+                    let first = first_line + (planned * part_len) as u64;
+                    for (k, slot) in slots.iter().enumerate() {
+                        plans.push(plan_line(
+                            &mut router,
+                            &mut summary,
+                            first + k as u64,
+                            slot,
+                            &mut moves,
+                        ));
+                    }
+                    planned += 1;
+                }
+            }
+            parts
+                .into_iter()
+                .map(|p| p.expect("a parse worker panicked"))
+                .collect()
+        });
+
+        // Step 3: the workers apply the chunk; meanwhile the previous chunk's output is
+        // written and the next chunk read.
+        let (give, take) = channels(n);
+        let (results, io_result) = std::thread::scope(|s| {
+            let handles: Vec<_> = workers
+                .iter_mut()
+                .zip(engines.iter_mut())
+                .zip(give.into_iter().zip(take))
+                .enumerate()
+                .map(|(me, ((worker, engine), (give, take)))| {
+                    let (plans, slots, moves) = (&plans, &slots, &moves);
+                    s.spawn(move || {
+                        worker.apply_chunk(
+                            me as u16, engine, first_line, plans, slots, moves, give, take,
+                        )
+                    })
+                })
+                .collect();
+            let io_result = write_in_order(&mut pending, transitions)
+                .and_then(|()| read_chunk(&mut events, &mut next_buf, &mut next_ranges));
+            let results: Vec<io::Result<()>> = handles
+                .into_iter()
+                .map(|h| h.join().expect("a replay worker panicked"))
+                .collect();
+            (results, io_result)
+        });
+        for r in results {
+            r?;
+        }
+        io_result?;
+        drop(slots);
+        pending = workers.iter_mut().map(Worker::take_output).collect();
+        std::mem::swap(&mut buf, &mut next_buf);
+        std::mem::swap(&mut ranges, &mut next_ranges);
+    }
+    write_in_order(&mut pending, transitions)?;
+
+    if let Some(t) = options.advance_to {
+        std::thread::scope(|s| {
+            for (worker, engine) in workers.iter_mut().zip(engines.iter_mut()) {
+                s.spawn(move || {
+                    engine.advance_watermark_marked(t, &mut worker.out, &mut worker.fired);
+                    worker.emit_fired(u32::MAX);
+                });
+            }
+        });
+        let mut outputs: Vec<Output> = workers.iter_mut().map(Worker::take_output).collect();
+        write_in_order(&mut outputs, transitions)?;
+    }
+
+    for (w, engine) in workers.iter().zip(engines.iter()) {
+        let s = &w.summary;
+        summary.accepted += s.accepted;
+        summary.rejected += s.rejected;
+        summary.late += s.late;
+        summary.links_refused += s.links_refused;
+        for (r, c) in &s.rejected_by_reason {
+            *summary.rejected_by_reason.entry(r.clone()).or_default() += c;
+        }
+        summary.rejections.extend(s.rejections.iter().cloned());
+        summary.transitions += s.transitions;
+        for (seg, [en, ex]) in &s.transitions_by_segment {
+            let e = summary
+                .transitions_by_segment
+                .entry(seg.clone())
+                .or_default();
+            e[0] += en;
+            e[1] += ex;
+        }
+        summary.profiles += engine.profile_count();
+        summary.links += engine.stats().links;
+        summary.merges += engine.stats().merges;
+        summary.profiles_evicted += engine.stats().profiles_evicted;
+    }
+    summary.rejections.sort_by_key(|r| r.line);
+    summary.rejections.truncate(LISTED_REJECTIONS);
+    summary.peak_resident_bytes = peak_resident_bytes();
+    let wm = engines[0].watermark();
+    summary.watermark = (wm != Millis::MIN).then(|| format_rfc3339(wm));
+    let mispredicted: u64 = workers.iter().map(|w| w.mispredicted).sum();
+    let capped = symbol_cap_reached(engines);
+    if mispredicted > 0 || capped {
+        eprintln!(
+            "warning: a symbol cap (4095 event types or trait names, 65535 values) was reached: \
+             with --workers {n} the transitions may differ from one worker's; replay with \
+             --workers 1 for the exact result"
+        );
+        summary.symbol_cap_reached = true;
+    }
+    transitions.flush()?;
+    Ok(summary)
+}
+
+/// Whether an engine's symbol table is full in some class (one engine for the whole input
+/// would have been full at least as early).
+fn symbol_cap_reached(engines: &[Engine]) -> bool {
+    let mut union: [std::collections::HashSet<&str>; 3] = Default::default();
+    for e in engines {
+        for (i, class) in [
+            SymbolClass::EventType,
+            SymbolClass::TraitKey,
+            SymbolClass::Value,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let sym = e.symbols();
+            for s in 0..sym.len(class) {
+                union[i].insert(sym.name(class, s as u32));
+            }
+        }
+    }
+    union[0].len() >= 4_095 || union[1].len() >= 4_095 || union[2].len() >= 65_535
+}
+
+/// One channel per pair of workers: `give[from][to]`, `take[to][from]`.
+#[allow(clippy::type_complexity)]
+fn channels(
+    n: usize,
+) -> (
+    Vec<Vec<Sender<MovedPersons>>>,
+    Vec<Vec<Receiver<MovedPersons>>>,
+) {
+    let mut give: Vec<Vec<Sender<MovedPersons>>> = (0..n).map(|_| Vec::with_capacity(n)).collect();
+    let mut take: Vec<Vec<Receiver<MovedPersons>>> =
+        (0..n).map(|_| Vec::with_capacity(n)).collect();
+    // `take[to]` is filled in `from` order, as `give[from]` in `to` order.
+    for g in give.iter_mut() {
+        for t in take.iter_mut() {
+            let (tx, rx) = channel();
+            g.push(tx);
+            t.push(rx);
+        }
+    }
+    (give, take)
+}
+
+/// Writes the workers' runs of a chunk in the order one engine would have written them.
+fn write_in_order(outputs: &mut [Output], w: &mut dyn Write) -> io::Result<()> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (i, o) in outputs.iter().enumerate() {
+        runs.extend((0..o.marks.len()).map(|m| (i, m)));
+    }
+    runs.sort_by(|a, b| {
+        outputs[a.0].marks[a.1]
+            .key()
+            .cmp(&outputs[b.0].marks[b.1].key())
+    });
+    for (i, m) in runs {
+        let mark = &outputs[i].marks[m];
+        w.write_all(&outputs[i].bytes[mark.start..mark.end])?;
+    }
+    for o in outputs {
+        o.bytes.clear();
+        o.marks.clear();
+    }
+    Ok(())
+}
+
+/// Reads up to [`CHUNK_LINES`] lines into `buf`, their ranges into `ranges` (none at the
+/// end of the input).
+fn read_chunk(
+    events: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    ranges: &mut Vec<(usize, usize)>,
+) -> io::Result<()> {
+    buf.clear();
+    ranges.clear();
+    while ranges.len() < CHUNK_LINES {
+        let start = buf.len();
+        if events.read_until(b'\n', buf)? == 0 {
+            break;
+        }
+        ranges.push((start, buf.len()));
+    }
+    Ok(())
+}
+
+/// Step 2 for one line: counts a line rejected before the engine, plans an event.
+fn plan_line(
+    router: &mut Router,
+    summary: &mut ReplaySummary,
+    line: u64,
+    slot: &Slot<'_>,
+    moves: &mut Vec<Move>,
+) -> Plan {
+    match slot {
+        Slot::Blank => {}
+        Slot::Rejected(e) => {
+            summary.events_read += 1;
+            summary.rejected += 1;
+            *summary
+                .rejected_by_reason
+                .entry(e.reason.as_str().to_string())
+                .or_default() += 1;
+            if summary.rejections.len() < LISTED_REJECTIONS {
+                summary.rejections.push(Rejection {
+                    line,
+                    reason: e.reason.as_str().to_string(),
+                    detail: e.detail.clone(),
+                });
+            }
+        }
+        Slot::Event(event, ids) => {
+            summary.events_read += 1;
+            return router.plan(event, *ids, moves);
+        }
+    }
+    Plan {
+        worker: NO_WORKER,
+        moving: NO_MOVE,
+        watermark: Millis::MIN,
+    }
+}
+
+/// Step 1 for one line (trimmed): as a replay with one engine checks it before the engine.
+fn parse_line<'a>(
+    line: &'a [u8],
+    format: segstream_core::event::InputFormat,
+    now: Option<Millis>,
+    skew: Option<Millis>,
+    blocklist: &Blocklist,
+    hasher: &DefaultHashBuilder,
+) -> Slot<'a> {
+    if line.is_empty() {
+        return Slot::Blank;
+    }
+    if line.len() > MAX_EVENT_BYTES {
+        return Slot::Rejected(EventError::new(
+            RejectReason::TooLarge,
+            format!(
+                "{} bytes exceed the {MAX_EVENT_BYTES}-byte limit",
+                line.len()
+            ),
+        ));
+    }
+    match parse_checked(format, line, now, skew) {
+        Ok(e) => {
+            let ids = Ids::of(&e, blocklist, hasher);
+            Slot::Event(e, ids)
+        }
+        Err(e) => Slot::Rejected(e),
+    }
+}
+
+/// [`super::write_profiles`] for the engines of a replay with several workers (each
+/// person lives in one of them): every profile as one JSON line, ordered by customer id.
+pub fn write_profiles_of(engines: &[Engine], w: &mut dyn Write) -> io::Result<()> {
+    let mut ids: Vec<(&str, usize)> = engines
+        .iter()
+        .enumerate()
+        .flat_map(|(i, e)| e.profiles().map(move |(k, _)| (&**k, i)))
+        .collect();
+    ids.sort_unstable();
+    for (id, i) in ids {
+        if let Some(v) = crate::profile_view::profile_json(&engines[i], id) {
+            serde_json::to_writer(&mut *w, &v)?;
+            w.write_all(b"\n")?;
+        }
+    }
+    w.flush()
+}
