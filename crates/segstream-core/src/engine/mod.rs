@@ -432,8 +432,10 @@ impl Engine {
         }
         self.stats.events_applied += 1;
         // Rescheduling a customer earlier leaves its old heap entry behind (skipped when
-        // popped); rebuild the heap when such stale entries outnumber the live ones.
-        if self.timers.entries(shard) > 2 * self.profiles.len() + 1024 {
+        // popped); rebuild the heaps when such stale entries, over all shards, pass half the
+        // live ones (a heap entry is 24 bytes: at most 36 per profile, stale included).
+        let live = self.profiles.len();
+        if self.timers.total_entries() > live + live / 2 + 1024 {
             self.timers.rebuild(&self.profiles);
         }
         self.timers.observe_event_time(shard, event.timestamp);

@@ -63,20 +63,23 @@ impl Profiles {
             .map(|&i| i as usize)
     }
 
-    pub(crate) fn contains_key(&self, id: &str) -> bool {
-        self.find(id).is_some()
+    pub(crate) fn contains_key(&self, id: &(impl AsRef<str> + ?Sized)) -> bool {
+        self.find(id.as_ref()).is_some()
     }
 
-    pub(crate) fn get(&self, id: &str) -> Option<&Profile> {
-        self.find(id).map(|i| &self.slots[i].1)
+    pub(crate) fn get(&self, id: &(impl AsRef<str> + ?Sized)) -> Option<&Profile> {
+        self.find(id.as_ref()).map(|i| &self.slots[i].1)
     }
 
-    pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut Profile> {
-        self.find(id).map(|i| &mut self.slots[i].1)
+    pub(crate) fn get_mut(&mut self, id: &(impl AsRef<str> + ?Sized)) -> Option<&mut Profile> {
+        self.find(id.as_ref()).map(|i| &mut self.slots[i].1)
     }
 
-    pub(crate) fn get_key_value(&self, id: &str) -> Option<(&Arc<str>, &Profile)> {
-        self.find(id).map(|i| {
+    pub(crate) fn get_key_value(
+        &self,
+        id: &(impl AsRef<str> + ?Sized),
+    ) -> Option<(&Arc<str>, &Profile)> {
+        self.find(id.as_ref()).map(|i| {
             let (k, p) = &self.slots[i];
             (k, p)
         })
@@ -136,12 +139,16 @@ impl Profiles {
         }
     }
 
-    pub(crate) fn remove(&mut self, id: &str) -> Option<Profile> {
+    pub(crate) fn remove(&mut self, id: &(impl AsRef<str> + ?Sized)) -> Option<Profile> {
         self.remove_entry(id).map(|(_, p)| p)
     }
 
     /// Removes `id`'s slot: the last slot moves into its place.
-    pub(crate) fn remove_entry(&mut self, id: &str) -> Option<(Arc<str>, Profile)> {
+    pub(crate) fn remove_entry(
+        &mut self,
+        id: &(impl AsRef<str> + ?Sized),
+    ) -> Option<(Arc<str>, Profile)> {
+        let id = id.as_ref();
         let Profiles {
             index,
             slots,

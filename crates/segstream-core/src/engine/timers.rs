@@ -30,6 +30,8 @@ struct ShardClock {
 #[derive(Debug)]
 pub(super) struct Timers {
     shards: hashbrown::HashMap<u16, ShardClock>,
+    /// Heap entries over every shard, stale ones included.
+    total: usize,
     /// The watermark a shard starts with (raised by `Engine::advance_watermark`).
     floor: Millis,
 }
@@ -38,6 +40,7 @@ impl Timers {
     pub(super) fn new() -> Self {
         Timers {
             shards: hashbrown::HashMap::new(),
+            total: 0,
             floor: Millis::MIN,
         }
     }
@@ -55,6 +58,7 @@ impl Timers {
     /// Schedules `id` at `at` in `shard`.
     pub(super) fn push(&mut self, shard: u16, at: Millis, id: Arc<str>) {
         self.clock(shard).heap.push(Reverse((at, id)));
+        self.total += 1;
     }
 
     /// Takes the earliest entry of `shard` if it is due at or before `to` (entries due at
@@ -64,12 +68,19 @@ impl Timers {
         if heap.peek().is_none_or(|Reverse((t, _))| *t > to) {
             return None;
         }
+        self.total -= 1;
         heap.pop().map(|Reverse(entry)| entry)
     }
 
     /// Heap entries of `shard`, stale ones included.
+    #[cfg(test)]
     pub(super) fn entries(&self, shard: u16) -> usize {
         self.shards.get(&shard).map_or(0, |s| s.heap.len())
+    }
+
+    /// Heap entries over every shard, stale ones included.
+    pub(super) fn total_entries(&self) -> usize {
+        self.total
     }
 
     /// Empties every heap (the clocks stay).
@@ -77,6 +88,7 @@ impl Timers {
         for s in self.shards.values_mut() {
             s.heap.clear();
         }
+        self.total = 0;
     }
 
     /// The heaps from the profiles' own due times (drops stale entries).
@@ -100,6 +112,7 @@ impl Timers {
     /// Forgets the clocks of the shards `keep` refuses.
     pub(super) fn retain_shards(&mut self, keep: &dyn Fn(u16) -> bool) {
         self.shards.retain(|s, _| keep(*s));
+        self.total = self.shards.values().map(|s| s.heap.len()).sum();
     }
 
     /// The lowest watermark over the shards (the floor if there are none).
@@ -176,6 +189,7 @@ mod tests {
             "an unknown shard has nothing due"
         );
         assert_eq!(t.entries(1), 1);
+        assert_eq!(t.total_entries(), 1);
     }
 
     #[test]
@@ -239,6 +253,7 @@ mod tests {
         t.rebuild(&profiles);
         assert_eq!(t.entries(0), 1);
         assert_eq!(t.entries(1), 1);
+        assert_eq!(t.total_entries(), 2);
         assert_eq!(t.shard_watermark(3), 1_000, "clocks survive a rebuild");
         assert_eq!(t.pop_due(0, Millis::MAX), Some((5_000, id("a"))));
         assert_eq!(t.pop_due(1, Millis::MAX), Some((7_000, id("c"))));
@@ -253,7 +268,9 @@ mod tests {
         t.push(1, 1_000, id("a"));
         t.push(2, 1_000, id("b"));
         t.raise_watermark(2, 500);
+        assert_eq!(t.total_entries(), 2);
         t.retain_shards(&|s| s != 2);
+        assert_eq!(t.total_entries(), 1);
         assert_eq!(t.shards(), [1]);
         assert_eq!(t.entries(2), 0);
         assert_eq!(t.shard_watermark(2), Millis::MIN, "back to the floor");
