@@ -4,10 +4,11 @@
 //! between 1.14 and 2.3 buckets per entry (load factor at most 7/8, capacity a power of
 //! two): with an 80-byte key and value that is 90 to 185 bytes per profile. Here the table
 //! holds only a `u32` slot number per bucket (5 bytes with its control byte), and the ids
-//! and profiles live in one dense `Vec` of slots. A `Vec` grows by doubling too, but the
-//! part of its capacity not written yet is never touched, so it costs address space, not
-//! resident memory. Removing a profile moves the last slot into its place (one more
-//! lookup to re-point that slot's table entry), so the slots stay dense.
+//! and profiles live in dense slots, in chunks of [`CHUNK`]: growing never copies the
+//! slots already there nor frees a large block (a single `Vec` doubling at 10 M profiles
+//! would hold its old and new buffers, 1.8 GB, at once), and at most one chunk is partly
+//! used. Removing a profile moves the last slot into its place (one more lookup to
+//! re-point that slot's table entry), so the slots stay dense.
 //!
 //! The order of iteration is the slots' order; like a hash map's, nothing may depend on
 //! it.
@@ -26,7 +27,7 @@ pub(crate) struct Profiles {
     /// Slot numbers, by the hash of the slot's id.
     index: HashTable<u32>,
     /// The ids and their profiles, dense.
-    slots: Vec<(Arc<str>, Profile)>,
+    slots: Slots,
     hasher: DefaultHashBuilder,
 }
 
@@ -173,7 +174,7 @@ impl Profiles {
     /// Keeps the profiles `keep` accepts (the table is rebuilt: for rare, bulk removals).
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Arc<str>, &mut Profile) -> bool) {
         let before = self.slots.len();
-        self.slots.retain_mut(|(k, p)| keep(k, p));
+        self.slots.retain(|(k, p)| keep(k, p));
         if self.slots.len() == before {
             return;
         }
@@ -217,7 +218,93 @@ impl Profiles {
     /// the ids and profiles own on the heap.
     pub(crate) fn table_bytes(&self) -> usize {
         self.index.capacity() * (std::mem::size_of::<u32>() + 1)
-            + self.slots.capacity() * std::mem::size_of::<(Arc<str>, Profile)>()
+            + self.slots.capacity() * std::mem::size_of::<Slot>()
+    }
+}
+
+/// An id and its profile.
+type Slot = (Arc<str>, Profile);
+
+/// Slots per chunk (a power of two: a chunk's `Vec` doubles up to exactly this; 1.2 MB).
+const CHUNK: usize = 1 << 14;
+
+/// Dense slots in chunks of [`CHUNK`]; every chunk but the last is full.
+#[derive(Default)]
+struct Slots {
+    chunks: Vec<Vec<Slot>>,
+    len: usize,
+}
+
+impl Slots {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn capacity(&self) -> usize {
+        self.chunks.iter().map(Vec::capacity).sum()
+    }
+
+    fn push(&mut self, slot: Slot) {
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            self.chunks.push(Vec::new());
+        }
+        if let Some(c) = self.chunks.last_mut() {
+            c.push(slot);
+        }
+        self.len += 1;
+    }
+
+    /// Removes slot `i`; the last slot takes its place.
+    fn swap_remove(&mut self, i: usize) -> Slot {
+        let last = self
+            .chunks
+            .last_mut()
+            .and_then(Vec::pop)
+            .expect("not empty");
+        if self.chunks.last().is_some_and(Vec::is_empty) {
+            self.chunks.pop();
+        }
+        self.len -= 1;
+        if i == self.len {
+            last
+        } else {
+            std::mem::replace(&mut self[i], last)
+        }
+    }
+
+    /// Keeps the slots `keep` accepts, in order, dense again.
+    fn retain(&mut self, mut keep: impl FnMut(&mut Slot) -> bool) {
+        let old = std::mem::take(self);
+        for c in old.chunks {
+            for mut slot in c {
+                if keep(&mut slot) {
+                    self.push(slot);
+                }
+            }
+        }
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        let chunks = (self.len + additional).div_ceil(CHUNK);
+        self.chunks
+            .reserve(chunks.saturating_sub(self.chunks.len()));
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Slot> {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl std::ops::Index<usize> for Slots {
+    type Output = Slot;
+    fn index(&self, i: usize) -> &Slot {
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Slots {
+    fn index_mut(&mut self, i: usize) -> &mut Slot {
+        &mut self.chunks[i / CHUNK][i % CHUNK]
     }
 }
 
@@ -283,5 +370,38 @@ mod tests {
         assert_eq!(ours.get(k), None);
         let (slot, fresh) = ours.slot_or_insert(k);
         assert!(fresh && ours.slot_mut(slot).1 == &Profile::new());
+    }
+
+    /// Across chunks: removals move the last slot (in another chunk) into the hole, and the
+    /// chunks stay full but the last.
+    #[test]
+    fn removals_across_chunks_keep_every_profile_reachable() {
+        let mut ours = Profiles::new();
+        let n = 2 * CHUNK + 5;
+        for i in 0..n {
+            assert_eq!(
+                ours.insert(Arc::from(format!("c{i}")), profile(i as u32)),
+                None
+            );
+        }
+        for i in (0..n).step_by(3) {
+            assert_eq!(
+                ours.remove(&format!("c{i}")).map(|p| p.sequence),
+                Some(i as u32)
+            );
+        }
+        assert_eq!(ours.len(), n - n.div_ceil(3));
+        assert_eq!(ours.slots.chunks.len(), ours.len().div_ceil(CHUNK));
+        for i in 0..n {
+            let got = ours.get(&format!("c{i}")).map(|p| p.sequence);
+            assert_eq!(got, (i % 3 != 0).then_some(i as u32), "c{i}");
+        }
+        ours.retain(|_, p| p.sequence % 2 == 0);
+        assert_eq!(ours.slots.chunks.len(), ours.len().div_ceil(CHUNK));
+        assert_eq!(ours.iter().count(), ours.len());
+        for i in 0..n {
+            let got = ours.get(&format!("c{i}")).map(|p| p.sequence);
+            assert_eq!(got, (i % 3 != 0 && i % 2 == 0).then_some(i as u32), "c{i}");
+        }
     }
 }
