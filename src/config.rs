@@ -516,6 +516,7 @@ fn check_keys(table: &toml::Table, origin: &str, errors: &mut Vec<String>) {
                 "max_future_skew",
                 "max_profiles",
                 "identity",
+                "workers",
             ],
         ),
         ("http", &["listen", "token"]),
@@ -580,6 +581,8 @@ mod tests {
                 ("SEGSTREAM__KAFKA__BROKERS", "b:9092"),
                 ("SEGSTREAM__KAFKA__INPUT_TOPICS", "[\"x\", \"y\"]"),
                 ("SEGSTREAM__HTTP__LISTEN", "0.0.0.0:9000"),
+                ("SEGSTREAM__ENGINE__WORKERS", "3"),
+                ("SEGSTREAM__KAFKA__MEMBERSHIP_TOPIC", "audience"),
                 ("OTHER", "ignored"),
             ]),
         )
@@ -590,6 +593,8 @@ mod tests {
         assert_eq!(c.kafka.librdkafka["security.protocol"], "ssl");
         assert_eq!(c.engine.allowed_lateness, 60_000);
         assert_eq!(c.http.listen.port(), 9000);
+        assert_eq!(c.engine.workers, Some(3));
+        assert_eq!(c.kafka.membership_topic, "audience");
     }
 
     #[test]

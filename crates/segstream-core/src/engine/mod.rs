@@ -105,7 +105,7 @@ pub struct EngineConfig {
     /// Identity resolution: the limits that keep one bad id from merging everyone.
     pub identity: IdentityConfig,
     /// Engines (worker threads) per service instance, each owning its share of the
-    /// partitions; `None`: the available cores. The engine itself is single-threaded: the
+    /// partitions; `None`: one. The engine itself is single-threaded: the
     /// service starts the workers.
     pub workers: Option<usize>,
 }
