@@ -198,12 +198,12 @@ mod tests {
             StateChange {
                 customer_id: b.clone(),
                 shard: 2,
-                record: record(&codec, &symbols, &profiles[&b]),
+                record: record(&codec, &symbols, profiles.get(&b).unwrap()),
             },
             StateChange {
                 customer_id: a.clone(),
                 shard: 1,
-                record: record(&codec, &symbols, &profiles[&a]),
+                record: record(&codec, &symbols, profiles.get(&a).unwrap()),
             },
         ];
         assert_eq!(out, expected, "in the order first changed, once each");

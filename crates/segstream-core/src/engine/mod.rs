@@ -45,6 +45,7 @@ pub mod handoff;
 pub mod identity;
 mod persons;
 mod preview;
+mod profiles;
 mod reload;
 mod restore;
 mod timers;
@@ -77,6 +78,7 @@ use changes::ChangeTracker;
 use eval::Ctx;
 use evaluate::{Evaluator, Schedule, Select, Trigger};
 use identity::Identities;
+use profiles::Profiles;
 use timers::Timers;
 
 /// Engine settings (the segment definitions are separate).
@@ -164,9 +166,6 @@ pub struct EngineStats {
     /// Links refused: the person would have too many ids.
     pub links_refused_too_many: u64,
 }
-
-/// The profiles by customer id.
-type Profiles = hashbrown::HashMap<Arc<str>, Profile>;
 
 /// The segment engine. See the module documentation.
 pub struct Engine {
@@ -447,8 +446,10 @@ impl Engine {
         }
         self.stats.events_applied += 1;
         // Rescheduling a customer earlier leaves its old heap entry behind (skipped when
-        // popped); rebuild the heap when such stale entries outnumber the live ones.
-        if self.timers.entries(shard) > 2 * self.profiles.len() + 1024 {
+        // popped); rebuild the heaps when such stale entries, over all shards, pass half the
+        // live ones (a heap entry is 24 bytes: at most 36 per profile, stale included).
+        let live = self.profiles.len();
+        if self.timers.total_entries() > live + live / 2 + 1024 {
             self.timers.rebuild(&self.profiles);
         }
         self.timers.observe_event_time(shard, event.timestamp);
@@ -497,21 +498,15 @@ impl Engine {
         let shard = self.person_shard(person, event_shard);
         let (profiles, mut ev) = self.split();
         // One map lookup: the profile, created if new.
-        let (id, profile, fresh) = match profiles.entry_ref(person) {
-            hashbrown::hash_map::EntryRef::Occupied(o) => {
-                let due = o.get().timer_at;
-                if due != 0 && millis(due) <= event.timestamp {
-                    return Some((o.key().clone(), millis(due)));
-                }
-                let id = o.key().clone();
-                (id, o.into_mut(), false)
+        let (slot, fresh) = profiles.slot_or_insert(person);
+        let (id, profile) = profiles.slot_mut(slot);
+        if !fresh {
+            let due = profile.timer_at;
+            if due != 0 && millis(due) <= event.timestamp {
+                return Some((id.clone(), millis(due)));
             }
-            hashbrown::hash_map::EntryRef::Vacant(v) => {
-                let e = v.insert_entry(Profile::new());
-                let id = e.key().clone();
-                (id, e.into_mut(), true)
-            }
-        };
+        }
+        let id = id.clone();
         let now = profile.clock.max(event.timestamp);
         profile.clock = now;
         if event.customer_id.is_some() {
@@ -770,12 +765,15 @@ impl Engine {
         );
     }
 
-    /// Approximate bytes of profile state: per profile, the struct, its heap and the key.
+    /// Approximate bytes of profile state: the storage (table and slots of id and profile,
+    /// at capacity), and per profile its arena and its id's bytes with the `Arc`'s counts.
     pub fn profile_bytes(&self) -> usize {
-        self.profiles
-            .iter()
-            .map(|(k, p)| std::mem::size_of::<Profile>() + p.heap_bytes() + k.len() + 16)
-            .sum()
+        self.profiles.table_bytes()
+            + self
+                .profiles
+                .iter()
+                .map(|(k, p)| p.heap_bytes() + k.len() + 16)
+                .sum::<usize>()
     }
 }
 

@@ -110,13 +110,10 @@ impl Engine {
         profile.shard = shard;
         let timer_at = profile.timer_at;
         // One hash of the id: replace in place, or insert with a new key.
-        let id: Arc<str> = match self.profiles.entry_ref(customer_id) {
-            hashbrown::hash_map::EntryRef::Occupied(mut o) => {
-                o.insert(profile);
-                o.key().clone()
-            }
-            hashbrown::hash_map::EntryRef::Vacant(v) => v.insert_entry(profile).key().clone(),
-        };
+        let (slot, _) = self.profiles.slot_or_insert(customer_id);
+        let (id, stored) = self.profiles.slot_mut(slot);
+        *stored = profile;
+        let id = id.clone();
         if decoded.same_layout {
             if timer_at != 0 {
                 self.timers.push(shard, millis(timer_at), id);

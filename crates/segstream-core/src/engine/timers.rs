@@ -10,26 +10,102 @@
 //! another shard): the profile's own `timer_at` is the truth, and the engine skips an entry
 //! that no longer matches it when popped.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use super::Profiles;
-use crate::profile::millis;
+use crate::profile::{millis, secs, Secs};
 use crate::time::Millis;
+
+/// A min-heap of `(due, customer id)` ordered by due time, then id, kept as two arrays:
+/// 20 bytes an entry (a due second and the id's `Arc`) where a `BinaryHeap` of
+/// `(Millis, Arc<str>)` takes 24. Due times are whole seconds (profiles keep `timer_at` in
+/// seconds), so the seconds are exact.
+#[derive(Debug, Default)]
+struct TimerHeap {
+    due: Vec<Secs>,
+    ids: Vec<Arc<str>>,
+}
+
+impl TimerHeap {
+    fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    fn clear(&mut self) {
+        self.due.clear();
+        self.ids.clear();
+    }
+
+    fn less(&self, i: usize, j: usize) -> bool {
+        (self.due[i], &*self.ids[i]) < (self.due[j], &*self.ids[j])
+    }
+
+    fn swap(&mut self, i: usize, j: usize) {
+        self.due.swap(i, j);
+        self.ids.swap(i, j);
+    }
+
+    fn push(&mut self, due: Secs, id: Arc<str>) {
+        self.due.push(due);
+        self.ids.push(id);
+        let mut i = self.len() - 1;
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if !self.less(i, parent) {
+                break;
+            }
+            self.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    /// The earliest due time.
+    fn peek(&self) -> Option<Secs> {
+        self.due.first().copied()
+    }
+
+    /// Takes the earliest entry (the smallest id among equal due times).
+    fn pop(&mut self) -> Option<(Secs, Arc<str>)> {
+        let last = self.len().checked_sub(1)?;
+        self.swap(0, last);
+        let entry = (self.due.pop()?, self.ids.pop()?);
+        let n = self.len();
+        let mut i = 0;
+        loop {
+            let left = 2 * i + 1;
+            if left >= n {
+                break;
+            }
+            let right = left + 1;
+            let child = if right < n && self.less(right, left) {
+                right
+            } else {
+                left
+            };
+            if !self.less(child, i) {
+                break;
+            }
+            self.swap(child, i);
+            i = child;
+        }
+        Some(entry)
+    }
+}
 
 /// One shard's event time and pending timers.
 #[derive(Debug)]
 struct ShardClock {
     watermark: Millis,
     max_event_time: Millis,
-    heap: BinaryHeap<Reverse<(Millis, Arc<str>)>>,
+    heap: TimerHeap,
 }
 
 /// The clocks and timer heaps of every shard seen. See the module documentation.
 #[derive(Debug)]
 pub(super) struct Timers {
     shards: hashbrown::HashMap<u16, ShardClock>,
+    /// Heap entries over every shard, stale ones included.
+    total: usize,
     /// The watermark a shard starts with (raised by `Engine::advance_watermark`).
     floor: Millis,
 }
@@ -38,6 +114,7 @@ impl Timers {
     pub(super) fn new() -> Self {
         Timers {
             shards: hashbrown::HashMap::new(),
+            total: 0,
             floor: Millis::MIN,
         }
     }
@@ -48,28 +125,37 @@ impl Timers {
         self.shards.entry(shard).or_insert_with(|| ShardClock {
             watermark: floor,
             max_event_time: Millis::MIN,
-            heap: BinaryHeap::new(),
+            heap: TimerHeap::default(),
         })
     }
 
-    /// Schedules `id` at `at` in `shard`.
+    /// Schedules `id` at `at` (a whole second, as profiles keep their timers) in `shard`.
     pub(super) fn push(&mut self, shard: u16, at: Millis, id: Arc<str>) {
-        self.clock(shard).heap.push(Reverse((at, id)));
+        debug_assert_eq!(millis(secs(at)), at, "timers are due at whole seconds");
+        self.clock(shard).heap.push(secs(at), id);
+        self.total += 1;
     }
 
     /// Takes the earliest entry of `shard` if it is due at or before `to` (entries due at
     /// the same time come out by customer id).
     pub(super) fn pop_due(&mut self, shard: u16, to: Millis) -> Option<(Millis, Arc<str>)> {
         let heap = &mut self.shards.get_mut(&shard)?.heap;
-        if heap.peek().is_none_or(|Reverse((t, _))| *t > to) {
+        if heap.peek().is_none_or(|t| millis(t) > to) {
             return None;
         }
-        heap.pop().map(|Reverse(entry)| entry)
+        self.total -= 1;
+        heap.pop().map(|(t, id)| (millis(t), id))
     }
 
     /// Heap entries of `shard`, stale ones included.
+    #[cfg(test)]
     pub(super) fn entries(&self, shard: u16) -> usize {
         self.shards.get(&shard).map_or(0, |s| s.heap.len())
+    }
+
+    /// Heap entries over every shard, stale ones included.
+    pub(super) fn total_entries(&self) -> usize {
+        self.total
     }
 
     /// Empties every heap (the clocks stay).
@@ -77,6 +163,7 @@ impl Timers {
         for s in self.shards.values_mut() {
             s.heap.clear();
         }
+        self.total = 0;
     }
 
     /// The heaps from the profiles' own due times (drops stale entries).
@@ -100,6 +187,7 @@ impl Timers {
     /// Forgets the clocks of the shards `keep` refuses.
     pub(super) fn retain_shards(&mut self, keep: &dyn Fn(u16) -> bool) {
         self.shards.retain(|s, _| keep(*s));
+        self.total = self.shards.values().map(|s| s.heap.len()).sum();
     }
 
     /// The lowest watermark over the shards (the floor if there are none).
@@ -162,7 +250,7 @@ mod tests {
         t.push(0, 3_000, id("c"));
         t.push(0, 1_000, id("b"));
         t.push(0, 1_000, id("a"));
-        t.push(1, 500, id("other shard"));
+        t.push(1, 5_000, id("other shard"));
         assert_eq!(t.entries(0), 3);
         assert_eq!(t.pop_due(0, 999), None);
         assert_eq!(t.pop_due(0, 1_000), Some((1_000, id("a"))));
@@ -176,6 +264,36 @@ mod tests {
             "an unknown shard has nothing due"
         );
         assert_eq!(t.entries(1), 1);
+        assert_eq!(t.total_entries(), 1);
+    }
+
+    /// The two-array heap pops exactly what a `BinaryHeap` of `(due, id)` pops.
+    #[test]
+    fn timer_heap_pops_in_the_order_of_a_binary_heap() {
+        use std::cmp::Reverse;
+        let mut ours = TimerHeap::default();
+        let mut std_heap = std::collections::BinaryHeap::new();
+        let mut x: u64 = 3;
+        for step in 0..20_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            if (x >> 40) % 3 == 0 {
+                let want = std_heap.pop().map(|Reverse(e)| e);
+                assert_eq!(ours.pop(), want, "step {step}");
+            } else {
+                let due = ((x >> 20) % 50) as Secs;
+                let name = id(&format!("c{}", (x >> 8) % 40));
+                ours.push(due, name.clone());
+                std_heap.push(Reverse((due, name)));
+            }
+            assert_eq!(ours.len(), std_heap.len());
+            assert_eq!(ours.peek(), std_heap.peek().map(|Reverse((t, _))| *t));
+        }
+        while let Some(Reverse(e)) = std_heap.pop() {
+            assert_eq!(ours.pop(), Some(e));
+        }
+        assert_eq!(ours.pop(), None);
     }
 
     #[test]
@@ -199,7 +317,7 @@ mod tests {
             10_000,
             "a raised floor leaves existing shards"
         );
-        t.push(5, 1, id("x"));
+        t.push(5, 1_000, id("x"));
         assert_eq!(t.shard_watermark(5), 20_000);
         let mut shards = t.shards();
         shards.sort();
@@ -239,10 +357,11 @@ mod tests {
         t.rebuild(&profiles);
         assert_eq!(t.entries(0), 1);
         assert_eq!(t.entries(1), 1);
+        assert_eq!(t.total_entries(), 2);
         assert_eq!(t.shard_watermark(3), 1_000, "clocks survive a rebuild");
         assert_eq!(t.pop_due(0, Millis::MAX), Some((5_000, id("a"))));
         assert_eq!(t.pop_due(1, Millis::MAX), Some((7_000, id("c"))));
-        t.push(1, 1, id("d"));
+        t.push(1, 1_000, id("d"));
         t.clear();
         assert_eq!(t.entries(1), 0);
     }
@@ -253,7 +372,9 @@ mod tests {
         t.push(1, 1_000, id("a"));
         t.push(2, 1_000, id("b"));
         t.raise_watermark(2, 500);
+        assert_eq!(t.total_entries(), 2);
         t.retain_shards(&|s| s != 2);
+        assert_eq!(t.total_entries(), 1);
         assert_eq!(t.shards(), [1]);
         assert_eq!(t.entries(2), 0);
         assert_eq!(t.shard_watermark(2), Millis::MIN, "back to the floor");

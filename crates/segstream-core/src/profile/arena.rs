@@ -210,7 +210,10 @@ impl Profile {
         for (_, _, from, to) in spans {
             arena.extend_from_slice(&copy.arena[from..to]);
         }
-        Profile { arena, ..copy }
+        Profile {
+            arena: arena.into(),
+            ..copy
+        }
     }
 
     // ---- portable form ----------------------------------------------------------------------
@@ -219,17 +222,16 @@ impl Profile {
     /// are encoded by segment, not by index). A record whose key maps to `None` is dropped,
     /// as is a trait value or favourite candidate whose value does.
     pub fn portable_arena(&self, map: &mut dyn FnMut(RefKind, u16) -> Option<u16>) -> Vec<u32> {
-        let mut words = self.arena.clone();
+        let mut words = self.arena.to_vec();
         remap_arena(&mut words, map);
         words
     }
 
     /// A profile from an arena [`Profile::check_arena`] accepted and [`remap_arena`]
     /// renumbered (which keeps it well-formed).
-    pub(crate) fn from_checked_arena(mut arena: Vec<u32>) -> Profile {
-        arena.shrink_to_fit();
+    pub(crate) fn from_checked_arena(arena: Vec<u32>) -> Profile {
         Profile {
-            arena,
+            arena: arena.into(),
             ..Profile::default()
         }
     }
@@ -293,8 +295,7 @@ impl Profile {
             }
             i += 1 + len;
         }
-        out.shrink_to_fit();
-        self.arena = out;
+        self.arena = out.into();
     }
 
     /// Bytes of the arena used by each record tag (for the size report).

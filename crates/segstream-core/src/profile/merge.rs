@@ -321,7 +321,7 @@ impl Profile {
                     inst.sort_by_key(|a| a.key);
                     let mut p = Profile::new();
                     p.set_absence(key_of(h), &inst);
-                    rec = p.arena;
+                    rec = p.arena.to_vec();
                 }
                 TAG_FAVOURITE => rec[1..].sort_by_key(|w| (std::cmp::Reverse(w & 0xffff), w >> 16)),
                 _ => {}
