@@ -44,6 +44,33 @@ pub fn default_shutdown_deadline() -> Millis {
     30_000
 }
 
+/// A map of librdkafka settings: strings, or numbers and booleans as their text.
+fn scalars_as_text<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a string, number or boolean")]
+    enum Scalar {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let map = BTreeMap::<String, Scalar>::deserialize(d)?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Scalar::Text(s) => s,
+                Scalar::Integer(i) => i.to_string(),
+                Scalar::Float(f) => f.to_string(),
+                Scalar::Bool(b) => b.to_string(),
+            };
+            (k, text)
+        })
+        .collect())
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
@@ -111,6 +138,9 @@ pub struct KafkaConfig {
     /// `source` attribute of the CloudEvents headers.
     pub cloudevents_source: String,
     /// Passed to librdkafka as they are, for consumer and producer (e.g. security settings).
+    /// Numbers and booleans are taken as their text (`"linger.ms" = 5`, or
+    /// `SEGSTREAM__KAFKA__LIBRDKAFKA__LINGER.MS=5`, which the environment parses as a number).
+    #[serde(deserialize_with = "scalars_as_text")]
     pub librdkafka: BTreeMap<String, String>,
 }
 
@@ -572,7 +602,7 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(
             &path,
-            "[kafka]\nbrokers = \"a:9092\"\nbatch_size = 10\n[kafka.librdkafka]\n\"security.protocol\" = \"ssl\"\n[engine]\nallowed_lateness = \"1m\"\n",
+            "[kafka]\nbrokers = \"a:9092\"\nbatch_size = 10\n[kafka.librdkafka]\n\"security.protocol\" = \"ssl\"\n\"linger.ms\" = 5\n\"queue.buffering.backpressure.threshold\" = 1.5\n[engine]\nallowed_lateness = \"1m\"\n",
         )
         .unwrap();
         let c = Config::load(
@@ -583,6 +613,11 @@ mod tests {
                 ("SEGSTREAM__HTTP__LISTEN", "0.0.0.0:9000"),
                 ("SEGSTREAM__ENGINE__WORKERS", "3"),
                 ("SEGSTREAM__KAFKA__MEMBERSHIP_TOPIC", "audience"),
+                ("SEGSTREAM__KAFKA__LIBRDKAFKA__BATCH.NUM.MESSAGES", "1"),
+                (
+                    "SEGSTREAM__KAFKA__LIBRDKAFKA__ENABLE.SSL.CERTIFICATE.VERIFICATION",
+                    "false",
+                ),
                 ("OTHER", "ignored"),
             ]),
         )
@@ -591,6 +626,17 @@ mod tests {
         assert_eq!(c.kafka.batch_size, 10);
         assert_eq!(c.kafka.input_topics, ["x", "y"]);
         assert_eq!(c.kafka.librdkafka["security.protocol"], "ssl");
+        // Numbers and booleans (from the file, or parsed so from the environment) as text.
+        assert_eq!(c.kafka.librdkafka["linger.ms"], "5");
+        assert_eq!(
+            c.kafka.librdkafka["queue.buffering.backpressure.threshold"],
+            "1.5"
+        );
+        assert_eq!(c.kafka.librdkafka["batch.num.messages"], "1");
+        assert_eq!(
+            c.kafka.librdkafka["enable.ssl.certificate.verification"],
+            "false"
+        );
         assert_eq!(c.engine.allowed_lateness, 60_000);
         assert_eq!(c.http.listen.port(), 9000);
         assert_eq!(c.engine.workers, Some(3));

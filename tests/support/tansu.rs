@@ -318,6 +318,16 @@ pub fn base_env(tansu: &Tansu, segments: &str, group: &str) -> Vec<(&'static str
             "dead-letters".to_string(),
         ),
         ("SEGSTREAM__SEGMENTS__FILE", segments.to_string()),
+        // One record per batch from segstream's producers (the router's persons-topic
+        // records, handoffs, the changelog): tansu 0.6 answers a fetch that starts inside a
+        // record batch with the batches after it, so a consumer resuming mid-batch (after
+        // a pause, a restart, a rebalance) would skip the rest of that batch. Kafka returns
+        // the batch holding the offset. See `tests/e2e/kafka_client.py` for the same on
+        // the test's own producer.
+        (
+            "SEGSTREAM__KAFKA__LIBRDKAFKA__BATCH.NUM.MESSAGES",
+            "1".to_string(),
+        ),
     ]
 }
 
