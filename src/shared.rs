@@ -56,6 +56,9 @@ pub struct Shared {
 pub struct Board {
     ready: Vec<AtomicBool>,
     gauges: Mutex<Vec<Gauges>>,
+    /// Workers whose output is stalled (a commit slower than the backpressure threshold):
+    /// while any is, every worker keeps its input paused (`service::backpressure`).
+    stalled: std::sync::atomic::AtomicUsize,
 }
 
 /// One worker's part of the engine gauges.
@@ -81,6 +84,22 @@ impl Board {
         Board {
             ready: (0..workers).map(|_| AtomicBool::new(false)).collect(),
             gauges: Mutex::new(vec![Gauges::default(); workers]),
+            stalled: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Workers whose output is stalled now.
+    pub fn stalled(&self) -> usize {
+        self.stalled.load(Ordering::SeqCst)
+    }
+
+    /// One more worker's output stalled (`true`) or delivered again (`false`); returns how
+    /// many are stalled now.
+    pub fn set_stalled(&self, stalled: bool) -> usize {
+        if stalled {
+            self.stalled.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            self.stalled.fetch_sub(1, Ordering::SeqCst) - 1
         }
     }
 

@@ -1,9 +1,7 @@
 //! At-least-once: a batch's effects are acknowledged before its input offsets are stored
 //! (then auto-committed), the pattern of rust-rdkafka's `at_least_once` example. The
-//! committer below can run beside the loop (the next batch applied while one is
-//! acknowledged), but the worker waits for each batch ([`Pipeline::drain`]) for now: with
-//! the next batch applied during a commit, the tansu output-outage test lost transitions in
-//! some runs, and the cause is not found yet.
+//! committer below runs beside the worker's loop: the next batch is applied while one is
+//! acknowledged.
 //!
 //! A [`Pipeline`] hands each applied batch to the [`committer`], which runs beside the
 //! worker's loop. Transitions, dead letters and persons-topic records go to the producer

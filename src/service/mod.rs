@@ -1,6 +1,6 @@
 //! The running service: Kafka in, the engine in the middle, Kafka out, HTTP on the side.
 //!
-//! An instance runs `engine.workers` [`worker`]s (default 1; see `worker_count`), each on a
+//! An instance runs `engine.workers` [`worker`]s (default: the available cores), each on a
 //! thread of its own with its own consumer in the group, producer and engine, like Kafka
 //! Streams' stream threads; the group spreads the partitions over them. A worker's loop
 //! reads a batch of messages and applies each to its engine ([`batch`]), then commits the
@@ -89,12 +89,13 @@ pub fn load_engine(config: &Config) -> anyhow::Result<Engine> {
         .map_err(|d| anyhow::anyhow!("invalid segment definitions ({} errors):\n{d}", d.len()))
 }
 
-/// The number of workers: `engine.workers`, or 1. Not the available cores by default:
-/// with two workers, `tests/resilience.rs`'s output outage (the transitions topic missing,
-/// then created) reads on in one worker while the other is paused and loses transitions in
-/// some runs; until that is fixed, more workers are opt-in (README, Configuration).
+/// The number of workers: `engine.workers`, or the available cores.
 pub fn worker_count(config: &Config) -> usize {
-    config.engine.workers.unwrap_or(1)
+    config.engine.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
 }
 
 /// Runs the service until `shutdown` completes, then drains and commits. `started` (if

@@ -104,6 +104,8 @@ async fn process(
     let exactly_once = shared.config.kafka.exactly_once;
     let result: anyhow::Result<()> = async {
         loop {
+            // Another worker's output stalled: this one reads nothing either.
+            backpressure::while_others_stalled(&clients.consumer, shared, stop).await?;
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -119,14 +121,10 @@ async fn process(
                         let commit = exactly_once::commit(clients, shared, batch, progress);
                         backpressure::while_committing(&clients.consumer, shared, commit).await?;
                     } else {
-                        // Each batch is committed before the next is read: with the next
-                        // batch applied during the commit, the tansu outage test
-                        // (tests/resilience.rs) lost transitions; until that is understood
-                        // the commit waits (see the pipeline's module documentation).
-                        let step = async {
-                            pipeline.push(clients, shared, batch, progress).await?;
-                            pipeline.drain().await
-                        };
+                        // The next batch is read and applied while this one is
+                        // acknowledged; `push` waits only while the committer is a whole
+                        // batch behind (then the input is paused if that takes long).
+                        let step = pipeline.push(clients, shared, batch, progress);
                         backpressure::while_committing(&clients.consumer, shared, step).await?;
                     }
                 }
