@@ -127,7 +127,10 @@ fn a_missing_output_topic_pauses_the_input_and_loses_nothing() {
         .map(|c| c.join("\n"))
         .collect();
 
+    // Two workers whatever the machine: the stalled worker pauses the other one too.
+    env.push(("SEGSTREAM__ENGINE__WORKERS", "2".to_string()));
     let mut svc = Segstream::start(&env);
+    svc.wait_settled(Duration::from_secs(5), Duration::from_secs(60));
     produce(&tansu.broker(), "events", &chunks[0]);
     // The first batch waits for the missing topic: the input is paused.
     let start = Instant::now();

@@ -195,6 +195,34 @@ impl Segstream {
             .map(|l| l[line_prefix.len()..].trim().to_string())
     }
 
+    /// Waits until the instance is ready and its consumer group has settled: no rebalance
+    /// for `quiet` (with several workers, cooperative rebalancing hands partitions over in
+    /// rounds after start-up; a test that stalls the output meanwhile would see the
+    /// handover's at-least-once duplicates).
+    pub fn wait_settled(&self, quiet: Duration, timeout: Duration) {
+        self.wait_ready(true, timeout);
+        let start = Instant::now();
+        let rebalances = || -> u64 {
+            self.get("/metrics")
+                .1
+                .lines()
+                .filter(|l| l.starts_with("segstream_rebalances_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        };
+        let mut last = rebalances();
+        let mut since = Instant::now();
+        while since.elapsed() < quiet {
+            assert!(start.elapsed() < timeout, "the group never settled");
+            std::thread::sleep(Duration::from_millis(200));
+            let now = rebalances();
+            if now != last {
+                last = now;
+                since = Instant::now();
+            }
+        }
+    }
+
     /// SIGTERM, and the exit status must be 0 within the deadline.
     pub fn terminate(&mut self) {
         let mut child = self.child.take().unwrap();
