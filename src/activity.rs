@@ -1,8 +1,9 @@
 //! Entries and exits per segment over the last hour and day (`GET /segments/{name}`),
 //! counted by the wall-clock minute the transitions were produced in: a ring of 1440
-//! minute buckets per segment, so memory stays fixed whatever the traffic.
+//! minute buckets per segment, so memory stays fixed whatever the traffic. And the worker's
+//! latest [`RECENT`] transitions, the causes `GET /profiles/{id}/explain` shows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use segstream_core::transition::{Direction, Transition};
@@ -61,14 +62,20 @@ impl std::ops::AddAssign for Counts {
     }
 }
 
-/// Per segment name, its ring.
+/// Transitions a worker keeps for explain's causes (about 2 MB at most): the engine
+/// keeps no history, so older causes are on the transitions topic only.
+pub const RECENT: usize = 10_000;
+
+/// Per segment name, its ring; the latest transitions.
 #[derive(Default)]
 pub struct Activity {
     segments: HashMap<Arc<str>, Ring>,
+    recent: VecDeque<Transition>,
 }
 
 impl Activity {
-    /// Counts `transitions`, produced at wall-clock time `now` (ms).
+    /// Counts `transitions`, produced at wall-clock time `now` (ms), and keeps them among
+    /// the latest [`RECENT`].
     pub fn record(&mut self, transitions: &[Transition], now: i64) {
         let minute = now.div_euclid(MINUTE);
         for t in transitions {
@@ -77,6 +84,18 @@ impl Activity {
                 .or_insert_with(Ring::new)
                 .add(minute, t.direction);
         }
+        let keep = transitions.len().min(RECENT);
+        let overflow = (self.recent.len() + keep).saturating_sub(RECENT);
+        self.recent.drain(..overflow);
+        self.recent
+            .extend(transitions[transitions.len() - keep..].iter().cloned());
+    }
+
+    /// The kept transitions of person `customer_id` (its canonical id), oldest first.
+    pub fn recent_of<'a>(&'a self, customer_id: &'a str) -> impl Iterator<Item = &'a Transition> {
+        self.recent
+            .iter()
+            .filter(move |t| &*t.customer_id == customer_id)
     }
 
     /// The counts of `segment` as of wall-clock time `now` (ms).
@@ -138,5 +157,31 @@ mod tests {
         let c = a.counts("s", start + 24 * h);
         assert_eq!((c.entered_last_day, c.exited_last_day), (0, 2));
         assert_eq!(a.counts("unknown", start), Counts::default());
+    }
+
+    #[test]
+    fn the_latest_transitions_are_kept_for_explain() {
+        let mut a = Activity::default();
+        let of = |id: &str, n: u32| {
+            let mut t = t("s", Direction::Entered);
+            t.customer_id = id.into();
+            t.sequence = n;
+            t
+        };
+        a.record(&[of("c1", 1), of("c2", 1), of("c1", 2)], 0);
+        let seq = |a: &Activity, id| a.recent_of(id).map(|t| t.sequence).collect::<Vec<_>>();
+        assert_eq!(seq(&a, "c1"), [1, 2]);
+        // Past RECENT, the oldest go first (also within one oversized call).
+        let many: Vec<Transition> = (0..RECENT as u32).map(|n| of("c3", n)).collect();
+        a.record(&many[..RECENT - 1], 0);
+        assert_eq!(seq(&a, "c1"), [2], "the first of c1 made room");
+        a.record(&[of("c1", 3), of("c1", 4)], 0);
+        assert_eq!(seq(&a, "c1"), [3, 4]);
+        let mut huge = many.clone();
+        huge.push(of("c4", 7));
+        a.record(&huge, 0);
+        assert_eq!(a.recent.len(), RECENT);
+        assert_eq!(seq(&a, "c4"), [7]);
+        assert!(seq(&a, "c1").is_empty());
     }
 }

@@ -144,7 +144,8 @@ struct ExplainQuery {
 /// results at the engine's time for the customer (`Engine::explain_now`). 404 for an
 /// unknown customer, 400 for a missing or unknown segment (with a suggestion).
 ///
-/// `causes` is empty: the engine keeps no transition history.
+/// `causes`: the person's transitions of the segment among the answering worker's latest
+/// (`activity::RECENT`); the engine itself keeps no transition history.
 async fn explain(
     State(s): State<Arc<Instance>>,
     headers: HeaderMap,
@@ -164,9 +165,18 @@ async fn explain(
     };
     // The worker that holds the person answers; the others do not know the id.
     let result = s
-        .find(|engine| match engine.explain_now(&customer_id, &segment) {
-            Err(ExplainError::UnknownProfile(_)) => None,
-            r => Some(r),
+        .workers
+        .iter()
+        .find_map(|w| {
+            let r = w.engine().explain_now(&customer_id, &segment);
+            match r {
+                Err(ExplainError::UnknownProfile(_)) => None,
+                Ok(mut e) => {
+                    e.add_causes(w.activity().recent_of(&e.customer_id.clone()));
+                    Some(Ok(e))
+                }
+                Err(e) => Some(Err(e)),
+            }
         })
         .unwrap_or_else(|| Err(ExplainError::UnknownProfile(customer_id.clone())));
     match result {

@@ -285,6 +285,19 @@ condition = 'in_segment("dach") and count(email_open, 30d) >= 3'
     let e: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!((&e["member"], &e["result"]), (&true.into(), &true.into()));
     assert_eq!(e["condition"]["value"], "DE");
+    // The entering transition, from the worker's latest transitions.
+    assert_eq!(
+        e["causes"],
+        serde_json::json!([{
+            "at": "2026-11-22T10:00:00.000Z",
+            "direction": "entered",
+            "cause": "event:i1",
+            "sequence": 1,
+            "rule_version": e["rule_version"],
+            "customer_id": "c1"
+        }]),
+        "{body}"
+    );
 
     let (status, body) = http::get(
         &url(&svc, "/profiles/c1/explain?segment=engaged-raeder"),

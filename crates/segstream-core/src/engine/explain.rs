@@ -18,7 +18,8 @@
 //! The engine keeps no history of transitions (a profile holds only its sequence number),
 //! so [`Explanation::causes`] is empty when it comes from the engine; a caller that has
 //! the person's transitions adds them with [`Explanation::add_causes`] (the offline
-//! replay does, from the transitions it produced).
+//! replay does, from the transitions it produced; the service from each worker's latest
+//! transitions).
 
 use std::fmt::Write as _;
 
