@@ -108,7 +108,8 @@ pub struct Options {
     /// resolution across partitions on the same events
     #[arg(long)]
     pub no_router: bool,
-    /// Service engine.workers [default: the service default, the available cores]
+    /// Service engine.workers [default: the service default: 1 with the router, the
+    /// available cores with --no-router]
     #[arg(long, value_name = "N", value_parser = common::count)]
     pub workers: Option<usize>,
     /// Comma list of the phases to run: raw consume, full path (with engine only and
