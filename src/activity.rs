@@ -75,20 +75,19 @@ pub struct Activity {
 
 impl Activity {
     /// Counts `transitions`, produced at wall-clock time `now` (ms), and keeps them among
-    /// the latest [`RECENT`].
-    pub fn record(&mut self, transitions: &[Transition], now: i64) {
+    /// the latest [`RECENT`] (taken over, not copied: the callers are done with them).
+    pub fn record(&mut self, transitions: Vec<Transition>, now: i64) {
         let minute = now.div_euclid(MINUTE);
-        for t in transitions {
+        for t in &transitions {
             self.segments
                 .entry(t.segment.clone())
                 .or_insert_with(Ring::new)
                 .add(minute, t.direction);
         }
-        let keep = transitions.len().min(RECENT);
-        let overflow = (self.recent.len() + keep).saturating_sub(RECENT);
+        let skip = transitions.len().saturating_sub(RECENT);
+        let overflow = (self.recent.len() + transitions.len() - skip).saturating_sub(RECENT);
         self.recent.drain(..overflow);
-        self.recent
-            .extend(transitions[transitions.len() - keep..].iter().cloned());
+        self.recent.extend(transitions.into_iter().skip(skip));
     }
 
     /// The kept transitions of person `customer_id` (its canonical id), oldest first.
@@ -139,11 +138,11 @@ mod tests {
         let h = 60 * MINUTE;
         let start = 1_000 * 24 * h;
         a.record(
-            &[t("s", Direction::Entered), t("s", Direction::Entered)],
+            vec![t("s", Direction::Entered), t("s", Direction::Entered)],
             start,
         );
-        a.record(&[t("s", Direction::Exited)], start + 30 * MINUTE);
-        a.record(&[t("other", Direction::Entered)], start);
+        a.record(vec![t("s", Direction::Exited)], start + 30 * MINUTE);
+        a.record(vec![t("other", Direction::Entered)], start);
         let c = a.counts("s", start + 30 * MINUTE);
         assert_eq!((c.entered_last_hour, c.exited_last_hour), (2, 1));
         assert_eq!((c.entered_last_day, c.exited_last_day), (2, 1));
@@ -153,7 +152,7 @@ mod tests {
         assert_eq!((c.entered_last_day, c.exited_last_day), (2, 1));
         // A day later the start minute's bucket counts the new minute only; the exit at
         // 30 minutes is still inside the day.
-        a.record(&[t("s", Direction::Exited)], start + 24 * h);
+        a.record(vec![t("s", Direction::Exited)], start + 24 * h);
         let c = a.counts("s", start + 24 * h);
         assert_eq!((c.entered_last_day, c.exited_last_day), (0, 2));
         assert_eq!(a.counts("unknown", start), Counts::default());
@@ -168,18 +167,18 @@ mod tests {
             t.sequence = n;
             t
         };
-        a.record(&[of("c1", 1), of("c2", 1), of("c1", 2)], 0);
+        a.record(vec![of("c1", 1), of("c2", 1), of("c1", 2)], 0);
         let seq = |a: &Activity, id| a.recent_of(id).map(|t| t.sequence).collect::<Vec<_>>();
         assert_eq!(seq(&a, "c1"), [1, 2]);
         // Past RECENT, the oldest go first (also within one oversized call).
         let many: Vec<Transition> = (0..RECENT as u32).map(|n| of("c3", n)).collect();
-        a.record(&many[..RECENT - 1], 0);
+        a.record(many[..RECENT - 1].to_vec(), 0);
         assert_eq!(seq(&a, "c1"), [2], "the first of c1 made room");
-        a.record(&[of("c1", 3), of("c1", 4)], 0);
+        a.record(vec![of("c1", 3), of("c1", 4)], 0);
         assert_eq!(seq(&a, "c1"), [3, 4]);
         let mut huge = many.clone();
         huge.push(of("c4", 7));
-        a.record(&huge, 0);
+        a.record(huge, 0);
         assert_eq!(a.recent.len(), RECENT);
         assert_eq!(seq(&a, "c4"), [7]);
         assert!(seq(&a, "c1").is_empty());

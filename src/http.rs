@@ -172,7 +172,8 @@ async fn explain(
             match r {
                 Err(ExplainError::UnknownProfile(_)) => None,
                 Ok(mut e) => {
-                    e.add_causes(w.activity().recent_of(&e.customer_id.clone()));
+                    let person = e.customer_id.clone();
+                    e.add_causes(w.activity().recent_of(&person));
                     Some(Ok(e))
                 }
                 Err(e) => Some(Err(e)),

@@ -141,14 +141,7 @@ fn a_missing_output_topic_pauses_the_input_and_loses_nothing() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let consumed = |s: &Segstream| -> u64 {
-        s.get("/metrics")
-            .1
-            .lines()
-            .filter(|l| l.starts_with("segstream_events_consumed_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    };
+    let consumed = |s: &Segstream| s.metric_sum("segstream_events_consumed_total");
     let paused_at = consumed(&svc);
     let rss_paused = svc.resident_bytes();
     let mut rss_max = rss_paused;

@@ -130,7 +130,7 @@ pub async fn read_batch(
         // Timers (a profile expired) can end waits too.
         super::persons::run_released(shared, progress, &mut batch, &mut transitions);
     }
-    collect_outputs(shared, progress, &mut batch, &transitions);
+    collect_outputs(shared, progress, &mut batch, transitions);
     if progress
         .last_gauges
         .is_none_or(|t| t.elapsed() > Duration::from_secs(5))
@@ -311,10 +311,10 @@ fn collect_outputs(
     shared: &Shared,
     progress: &Progress,
     batch: &mut Batch,
-    transitions: &[Transition],
+    transitions: Vec<Transition>,
 ) {
     let k = &shared.config.kafka;
-    for t in transitions {
+    for t in &transitions {
         batch.outgoing.push(Outgoing::transition(
             t,
             &k.output_topic,

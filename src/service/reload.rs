@@ -64,7 +64,7 @@ pub async fn reload(
         .collect();
     shared
         .activity()
-        .record(&transitions, crate::clock::now_millis());
+        .record(transitions, crate::clock::now_millis());
     let produced = if k.exactly_once {
         super::exactly_once::produce_transaction(&clients.producer, &outgoing, &shared.metrics)
             .await

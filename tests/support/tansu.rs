@@ -195,6 +195,17 @@ impl Segstream {
             .map(|l| l[line_prefix.len()..].trim().to_string())
     }
 
+    /// The sum of every series of a metric (`name{...} value` lines), 0 if none.
+    pub fn metric_sum(&self, name: &str) -> u64 {
+        let prefix = format!("{name}{{");
+        self.get("/metrics")
+            .1
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// Waits until the instance is ready and its consumer group has settled: no rebalance
     /// for `quiet` (with several workers, cooperative rebalancing hands partitions over in
     /// rounds after start-up; a test that stalls the output meanwhile would see the
@@ -202,14 +213,7 @@ impl Segstream {
     pub fn wait_settled(&self, quiet: Duration, timeout: Duration) {
         self.wait_ready(true, timeout);
         let start = Instant::now();
-        let rebalances = || -> u64 {
-            self.get("/metrics")
-                .1
-                .lines()
-                .filter(|l| l.starts_with("segstream_rebalances_total{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                .sum()
-        };
+        let rebalances = || self.metric_sum("segstream_rebalances_total");
         let mut last = rebalances();
         let mut since = Instant::now();
         while since.elapsed() < quiet {
