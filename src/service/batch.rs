@@ -75,13 +75,15 @@ pub async fn read_batch(
     let idle = Duration::from_millis(k.idle_after as u64);
     let batch_timeout = Duration::from_millis(k.batch_timeout as u64);
     loop {
+        // The first message is waited for (up to `idle_after`); after it, the batch takes
+        // what the consumer already holds and ends when nothing more is waiting (or at
+        // `batch_size` / `batch_timeout`): under load the batches grow by themselves, and
+        // a lone event is not held back for the timeout.
         let wait = match batch.started {
             None => idle,
-            Some(s) => batch_timeout.saturating_sub(s.elapsed()),
+            Some(s) if s.elapsed() >= batch_timeout => break,
+            Some(_) => Duration::ZERO,
         };
-        if batch.started.is_some() && wait.is_zero() {
-            break;
-        }
         let msg = match tokio::time::timeout(wait, clients.consumer.recv()).await {
             Err(_) => {
                 if batch.started.is_none() {

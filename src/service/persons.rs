@@ -118,8 +118,8 @@ pub fn run_released(
         }
         for person in released.drain(..) {
             // The events still to apply keep holding their shard's time back.
-            progress.releasing = progress.held.remove(&person).unwrap_or_default().into();
-            while let Some(held) = progress.releasing.pop_front() {
+            progress.release(&person);
+            while let Some(held) = progress.next_released() {
                 let kind = Kind::of(&held.record).unwrap_or(Kind::Event);
                 apply_event(
                     shared,
@@ -197,11 +197,14 @@ fn apply_event(
     match outcome {
         Ok(Outcome::Forwarded) => {}
         Ok(Outcome::Held(person, event_time)) => {
-            progress.held.entry(person).or_default().push(Held {
-                record: taken.hold(),
-                event_time,
-                sequence,
-            });
+            progress.hold(
+                person,
+                Held {
+                    record: taken.hold(),
+                    event_time,
+                    sequence,
+                },
+            );
         }
         Ok(Outcome::Applied(applied)) => {
             with_original(&taken, |o| report(shared, o, Ok(applied), batch))

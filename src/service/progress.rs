@@ -2,7 +2,7 @@
 //! numbers it owns (their state is in the engine), the last offset applied per input
 //! partition, and each partition's event time.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,6 +32,27 @@ impl Held {
     }
 }
 
+/// One shard's held events as multisets: event times (held, being released, named by a
+/// restored position) and persons-topic offsets (held).
+#[derive(Debug, Default)]
+struct Holds {
+    times: BTreeMap<i64, u32>,
+    offsets: BTreeMap<i64, u32>,
+}
+
+fn add(set: &mut BTreeMap<i64, u32>, v: i64) {
+    *set.entry(v).or_default() += 1;
+}
+
+fn remove(set: &mut BTreeMap<i64, u32>, v: i64) {
+    if let std::collections::btree_map::Entry::Occupied(mut e) = set.entry(v) {
+        *e.get_mut() -= 1;
+        if *e.get() == 0 {
+            e.remove();
+        }
+    }
+}
+
 /// The loop's bookkeeping (see the module documentation).
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -46,13 +67,16 @@ pub struct Progress {
     pub routed: HashMap<(String, i32), i64>,
     /// With the router: events held while their person is being merged with a person of
     /// another instance, per person, in the order they came (see `service::persons`).
-    pub held: HashMap<Arc<str>, Vec<Held>>,
+    held: HashMap<Arc<str>, Vec<Held>>,
     /// The held events of a released person not applied yet (while they are applied).
-    pub releasing: std::collections::VecDeque<Held>,
+    releasing: VecDeque<Held>,
     /// Held events a restored position names (sequence, shard, source offset): read again,
     /// they are not duplicates though below their sequence's highest offset.
     /// With their event times (which hold the shard's time back until they are applied).
-    pub held_sources: HashMap<(String, i32, i64), i64>,
+    held_sources: HashMap<(String, i32, i64), i64>,
+    /// Per shard, the event times and offsets of the three above, counted: the earliest
+    /// of each is read per message without a scan of every held event.
+    holds: HashMap<i32, Holds>,
     /// Event time per input partition (routed: per source partition and shard).
     pub clocks: PartitionClocks,
     /// With the router: the sequence of every input partition (`src:{topic}:{partition}`),
@@ -63,6 +87,14 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// A worker's progress before its first assignment; `sources` as [`Progress::sources`].
+    pub fn new(sources: Vec<String>) -> Self {
+        Progress {
+            sources,
+            ..Default::default()
+        }
+    }
+
     /// Whether a message at `offset` was applied already (then it is skipped); otherwise
     /// records it as applied.
     pub fn first_application(&mut self, topic: &str, partition: i32, offset: i64) -> bool {
@@ -85,9 +117,16 @@ impl Progress {
         match self.routed.get_mut(&(sequence.to_string(), shard)) {
             Some(a) if offset <= *a => {
                 // Held when the position was written: not applied yet.
-                self.held_sources
+                match self
+                    .held_sources
                     .remove(&(sequence.to_string(), shard, offset))
-                    .is_some()
+                {
+                    Some(time) => {
+                        remove(&mut self.holds.entry(shard).or_default().times, time);
+                        true
+                    }
+                    None => false,
+                }
             }
             Some(a) => {
                 *a = offset;
@@ -108,10 +147,41 @@ impl Progress {
             .filter(move |h| h.shard() == shard)
     }
 
+    /// Holds `held` for `person` (after the events held for it before).
+    pub fn hold(&mut self, person: Arc<str>, held: Held) {
+        let holds = self.holds.entry(held.shard()).or_default();
+        add(&mut holds.times, held.event_time);
+        add(&mut holds.offsets, held.offset());
+        self.held.entry(person).or_default().push(held);
+    }
+
+    /// `person`'s held events become the ones being released, in the order they came
+    /// (taken with [`Progress::next_released`]); they hold their shard's time back until
+    /// then.
+    pub fn release(&mut self, person: &str) {
+        let held = self.held.remove(person).unwrap_or_default();
+        for h in &held {
+            if let Some(holds) = self.holds.get_mut(&h.shard()) {
+                remove(&mut holds.offsets, h.offset());
+            }
+        }
+        self.releasing.extend(held);
+    }
+
+    /// The next event being released, to be applied now.
+    pub fn next_released(&mut self) -> Option<Held> {
+        let h = self.releasing.pop_front()?;
+        if let Some(holds) = self.holds.get_mut(&h.shard()) {
+            remove(&mut holds.times, h.event_time);
+        }
+        Some(h)
+    }
+
     /// The offset of the first event held from partition `shard` (input from there is
     /// read again from it after a restart).
     pub fn first_held(&self, shard: i32) -> Option<i64> {
-        self.held_in(shard).map(Held::offset).min()
+        let holds = self.holds.get(&shard)?;
+        holds.offsets.keys().next().copied()
     }
 
     /// The earliest event time held in partition `shard`. The shard's watermark and
@@ -119,16 +189,8 @@ impl Progress {
     /// have been when it came (not late, and no deadline of its person passed meanwhile),
     /// however long the merge it waits for takes.
     pub fn hold_limit(&self, shard: i32) -> Option<i64> {
-        self.held_in(shard)
-            .chain(self.releasing.iter().filter(|h| h.shard() == shard))
-            .map(|h| h.event_time)
-            .chain(
-                self.held_sources
-                    .iter()
-                    .filter(|((_, p, _), _)| *p == shard)
-                    .map(|(_, t)| *t),
-            )
-            .min()
+        let holds = self.holds.get(&shard)?;
+        holds.times.keys().next().copied()
     }
 
     /// How many events are held.
@@ -175,8 +237,14 @@ impl Progress {
     pub fn restore_input(&mut self, shard: i32, key: &str, offset: i64, max_event_time: i64) {
         if let Some(held) = key.strip_prefix(HELD_PREFIX) {
             if let Some((_, sequence)) = held.split_once('|') {
-                self.held_sources
-                    .insert((sequence.to_string(), shard, offset), max_event_time);
+                let times = &mut self.holds.entry(shard).or_default().times;
+                if let Some(before) = self
+                    .held_sources
+                    .insert((sequence.to_string(), shard, offset), max_event_time)
+                {
+                    remove(times, before);
+                }
+                add(times, max_event_time);
             }
         } else if is_sequence(key) {
             self.routed.insert((key.to_string(), shard), offset);
@@ -199,6 +267,22 @@ impl Progress {
             held.retain(|h| owned.contains(&h.shard()));
         }
         self.held.retain(|_, h| !h.is_empty());
+        self.releasing.retain(|h| owned.contains(&h.shard()));
+        self.holds.clear();
+        for h in self.held.values().flatten() {
+            let holds = self.holds.entry(h.shard()).or_default();
+            add(&mut holds.times, h.event_time);
+            add(&mut holds.offsets, h.offset());
+        }
+        for h in &self.releasing {
+            add(
+                &mut self.holds.entry(h.shard()).or_default().times,
+                h.event_time,
+            );
+        }
+        for ((_, shard, _), time) in &self.held_sources {
+            add(&mut self.holds.entry(*shard).or_default().times, *time);
+        }
     }
 }
 
@@ -277,15 +361,33 @@ mod tests {
         };
         let mut p = Progress::default();
         assert!(p.first_routed("src:clicks:0", 2, 40));
-        p.held
-            .entry("c-1".into())
-            .or_default()
-            .extend([held(7, 30, 5_000), held(9, 35, 4_000)]);
+        p.hold("c-1".into(), held(7, 30, 5_000));
+        p.hold("c-1".into(), held(9, 35, 4_000));
+        p.hold("c-2".into(), held(8, 33, 4_500));
         assert_eq!(p.hold_limit(2), Some(4_000));
         assert_eq!(p.hold_limit(1), None);
         assert_eq!(p.first_held(2), Some(7));
+        assert_eq!(p.held_count(), 3);
         let inputs = p.inputs_of(2);
         assert_eq!(inputs["held:30|src:clicks:0"], (30, 5_000));
+        // Released: no longer held for the offsets, but the time waits until applied.
+        let mut released = Progress::default();
+        released.hold("c-1".into(), held(7, 30, 5_000));
+        released.hold("c-1".into(), held(9, 35, 4_000));
+        released.hold("c-2".into(), held(8, 33, 4_500));
+        released.release("c-1");
+        assert_eq!(released.first_held(2), Some(8));
+        assert_eq!(released.hold_limit(2), Some(4_000));
+        assert_eq!(released.next_released().map(|h| h.offset()), Some(7));
+        assert_eq!(released.hold_limit(2), Some(4_000));
+        assert_eq!(released.next_released().map(|h| h.offset()), Some(9));
+        assert_eq!(released.hold_limit(2), Some(4_500), "c-2 still held");
+        assert!(released.next_released().is_none());
+        released.retain_shards(&BTreeSet::from([1]));
+        assert_eq!(
+            (released.hold_limit(2), released.first_held(2)),
+            (None, None)
+        );
         // A new owner restores the marker: the held events hold the shard back until
         // they are read again, and are not taken for duplicates then.
         let mut restored = Progress::default();
@@ -299,6 +401,8 @@ mod tests {
             "applied before"
         );
         assert!(restored.first_routed("src:clicks:0", 2, 35));
+        assert_eq!(restored.hold_limit(2), Some(4_500));
+        assert!(restored.first_routed("src:clicks:0", 2, 33));
         assert_eq!(restored.hold_limit(2), None);
     }
 }

@@ -26,9 +26,11 @@ use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use segstream_core::engine::{home, Blocklist};
 use segstream_core::event::{check_not_future, EventError, InputFormat, RejectReason};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::kafka::produce::{send_all, InFlight, KEEP_ALL};
 use crate::kafka::records::{Original, Rejection};
 use crate::kafka::{self, KafkaContext, Outgoing};
 use crate::metrics::{series, EventOutcome, Label, PersonsKind};
@@ -63,7 +65,10 @@ pub async fn run(
     info!(topics = ?topics, persons = %k.persons_topic, partitions = router.partitions, "routing");
     let blocklist = Blocklist::new(&shared.config.engine.identity);
     let mut quiet = QuietSources::default();
-    let result: anyhow::Result<()> = async {
+    let (handed, acknowledged) = mpsc::channel::<Sent>(DEPTH);
+    let routing = async {
+        // Dropped at the end: the committer then finishes what it was handed and returns.
+        let handed = handed;
         loop {
             let mut batch = tokio::select! {
                 biased;
@@ -74,11 +79,26 @@ pub async fn run(
             if batch.outgoing.is_empty() && batch.offsets.count() == 0 {
                 continue;
             }
-            commit(&router, &shared, batch).await?;
+            if k.exactly_once {
+                commit_transaction(&router, &shared, batch).await?;
+            } else {
+                // Handed to the producer now; acknowledged (then its offsets stored) by the
+                // committer while the next batch is read. The hand-over waits while the
+                // committer is a whole batch behind, and pauses the input if that is long.
+                let sent =
+                    send_all(&router.producer, &batch.outgoing, KEEP_ALL, &shared.metrics).await;
+                let step = async {
+                    handed
+                        .send(Sent { batch, sent })
+                        .await
+                        .map_err(|_| anyhow::anyhow!("the router's committer stopped"))
+                };
+                super::backpressure::while_committing(&router.consumer, &shared, step).await?;
+            }
         }
         Ok(())
-    }
-    .await;
+    };
+    let (result, ()) = tokio::join!(routing, committer(&router, &shared, acknowledged));
     let _ = router.producer.flush(Duration::from_secs(5));
     if !k.exactly_once {
         if let Err(e) = router
@@ -189,13 +209,12 @@ async fn read(router: &Router, shared: &Shared, blocklist: &Blocklist) -> Batch 
     let mut started: Option<Instant> = None;
     let mut messages = 0;
     while messages < k.batch_size {
+        // As in the segment stage: after the first message, what is already waiting.
         let wait = match started {
             None => idle,
-            Some(s) => batch_timeout.saturating_sub(s.elapsed()),
+            Some(s) if s.elapsed() >= batch_timeout => break,
+            Some(_) => Duration::ZERO,
         };
-        if started.is_some() && wait.is_zero() {
-            break;
-        }
         let msg = match tokio::time::timeout(wait, router.consumer.recv()).await {
             Err(_) => break,
             Ok(Err(e)) => {
@@ -305,47 +324,59 @@ fn route(
     ))
 }
 
-/// Produces a batch's records and stores (or, exactly-once, commits) its offsets.
-async fn commit(router: &Router, shared: &Shared, batch: Batch) -> anyhow::Result<()> {
-    let k = &shared.config.kafka;
-    if k.exactly_once {
-        let timeout = Duration::from_secs(30);
+/// Batches handed to the producer and waiting for the committer: one, so at most two
+/// batches are in flight while a third is read (as in the segment stage's pipeline).
+const DEPTH: usize = 1;
+
+/// A batch handed to the producer, not yet acknowledged.
+struct Sent {
+    batch: Batch,
+    sent: InFlight,
+}
+
+/// At-least-once: waits for each batch's acknowledgements in order (re-sending what failed),
+/// then stores its offsets; returns when the router's loop has ended and everything it
+/// handed over is stored.
+async fn committer(router: &Router, shared: &Shared, mut handed: mpsc::Receiver<Sent>) {
+    let m = &shared.metrics;
+    while let Some(Sent { batch, sent }) = handed.recv().await {
+        let acknowledged = sent.complete(&router.producer, &batch.outgoing, KEEP_ALL, m);
+        // Output slow or unavailable: the loop's next hand-over pauses the input.
+        acknowledged.await;
+        if let Err(e) = router.consumer.store_offsets(&batch.offsets) {
+            // A partition revoked meanwhile: its new owner re-reads from the last commit.
+            warn!(error = %e, "router: storing offsets failed");
+        }
+    }
+}
+
+/// Exactly-once: a batch's records and its offsets in one transaction.
+async fn commit_transaction(router: &Router, shared: &Shared, batch: Batch) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(30);
+    router
+        .producer
+        .begin_transaction()
+        .context("the router beginning a transaction")?;
+    let done: anyhow::Result<()> = async {
+        kafka::produce_once(&router.producer, &batch.outgoing, &shared.metrics)
+            .await
+            .map_err(|f| f.error)
+            .context("the router producing in its transaction")?;
+        let group = router
+            .consumer
+            .group_metadata()
+            .context("no consumer group metadata")?;
         router
             .producer
-            .begin_transaction()
-            .context("the router beginning a transaction")?;
-        let done: anyhow::Result<()> = async {
-            kafka::produce_once(&router.producer, &batch.outgoing, &shared.metrics)
-                .await
-                .map_err(|f| f.error)
-                .context("the router producing in its transaction")?;
-            let group = router
-                .consumer
-                .group_metadata()
-                .context("no consumer group metadata")?;
-            router
-                .producer
-                .send_offsets_to_transaction(&batch.offsets, &group, timeout)
-                .context("the router adding offsets to its transaction")?;
-            router.producer.commit_transaction(timeout)?;
-            Ok(())
-        }
-        .await;
-        if let Err(e) = done {
-            let _ = router.producer.abort_transaction(timeout);
-            return Err(e.context("the router's transaction was aborted: stopping"));
-        }
-        return Ok(());
-    }
-    let produce = kafka::produce_all(&router.producer, &batch.outgoing, &shared.metrics);
-    super::backpressure::while_committing(&router.consumer, shared, async {
-        produce.await;
+            .send_offsets_to_transaction(&batch.offsets, &group, timeout)
+            .context("the router adding offsets to its transaction")?;
+        router.producer.commit_transaction(timeout)?;
         Ok(())
-    })
-    .await?;
-    if let Err(e) = router.consumer.store_offsets(&batch.offsets) {
-        // A partition revoked meanwhile: its new owner re-reads from the last commit.
-        warn!(error = %e, "router: storing offsets failed");
+    }
+    .await;
+    if let Err(e) = done {
+        let _ = router.producer.abort_transaction(timeout);
+        return Err(e.context("the router's transaction was aborted: stopping"));
     }
     Ok(())
 }

@@ -57,10 +57,7 @@ pub async fn run(worker: Worker, stop: CancellationToken) -> anyhow::Result<()> 
         .subscribe(&topic_refs)
         .map_err(|e| anyhow::anyhow!("subscribing to the input topics: {e}"))?;
     *crate::shared::lock(&shared.kafka.producer) = Some(clients.producer.clone());
-    let mut progress = progress::Progress {
-        sources,
-        ..Default::default()
-    };
+    let mut progress = progress::Progress::new(sources);
     let (pipeline, steps) = at_least_once::Pipeline::new();
     let committer = at_least_once::committer(&clients, &shared, steps);
     let processing = process(
