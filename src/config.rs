@@ -123,9 +123,10 @@ pub struct KafkaConfig {
     /// `message.max.bytes` (librdkafka's default 1 000 000) and the dead-letter topic's
     /// `max.message.bytes`.
     pub dead_letter_max_bytes: usize,
-    /// At most this many messages are processed between two offset stores.
+    /// At most this many messages are processed between two offset stores. A batch takes
+    /// the messages the consumer already holds and ends as soon as none is waiting.
     pub batch_size: usize,
-    /// A batch is closed after this long even if not full.
+    /// A batch is closed after this long even if messages are still waiting.
     #[serde(with = "segstream_core::time::serde_duration")]
     pub batch_timeout: Millis,
     /// With no message for this long, the input counts as idle and caught up.

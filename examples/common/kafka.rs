@@ -125,15 +125,17 @@ pub struct ServiceTopics {
 }
 
 impl ServiceTopics {
-    /// Creates `inputs` input topics, the output topic (all of `partitions` partitions), a
-    /// dead-letter topic of one partition, the changelog (compacted) and the persons topic,
-    /// as many partitions as the inputs (the service would create those two itself, but the
-    /// MockCluster does not implement CreateTopics).
+    /// Creates `inputs` input topics of `partitions` partitions, a dead-letter topic of one
+    /// partition, and the output, changelog (compacted), persons and membership topics of
+    /// `shards` partitions (the service would create the internal ones itself, but the
+    /// MockCluster does not implement CreateTopics). Without the router `shards` must be
+    /// `partitions` (the service checks the co-partitioning at start-up).
     pub async fn create(
         broker: &Broker,
         prefix: &str,
         inputs: usize,
         partitions: i32,
+        shards: i32,
     ) -> anyhow::Result<ServiceTopics> {
         let t = ServiceTopics {
             inputs: (0..inputs)
@@ -148,11 +150,11 @@ impl ServiceTopics {
         for input in &t.inputs {
             broker.create_topic(input, partitions, false).await?;
         }
-        broker.create_topic(&t.output, partitions, false).await?;
+        broker.create_topic(&t.output, shards, false).await?;
         broker.create_topic(&t.dead, 1, false).await?;
-        broker.create_topic(&t.changelog, partitions, true).await?;
-        broker.create_topic(&t.persons, partitions, false).await?;
-        broker.create_topic(&t.membership, partitions, true).await?;
+        broker.create_topic(&t.changelog, shards, true).await?;
+        broker.create_topic(&t.persons, shards, false).await?;
+        broker.create_topic(&t.membership, shards, true).await?;
         Ok(t)
     }
 

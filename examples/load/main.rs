@@ -16,7 +16,9 @@
 //!    (a customer's events all go to one topic) and check, by the watermarks, that the
 //!    broker holds all of them. The MockCluster keeps at most 5 MB per partition, so with
 //!    it the default number of topics is as many as keep each partition under 4 MB
-//!    ([`backlog`]).
+//!    ([`backlog`]). With the router the persons and changelog topics get as many
+//!    partitions (shards) as hold the whole routed backlog on the MockCluster (the router
+//!    can run that far ahead of the segment stage), at least `--partitions`.
 //! 1. **Raw consume**: a consumer with the service's settings that only counts messages
 //!    reads the backlog from the beginning: `BaseConsumer::poll` in a loop (the reference),
 //!    then the service's own `StreamConsumer` (`segstream::kafka::consumer`) read with
@@ -211,8 +213,19 @@ async fn run(o: Options, broker: Broker) -> anyhow::Result<()> {
         (None, Broker::External(_)) => 1,
     }
     .max(1);
+    // With the router the whole backlog passes through the persons topic, and the router
+    // can run far ahead of the segment stage: on the MockCluster (5 MB per partition, older
+    // records dropped) it gets enough partitions to hold all of it (routed records carry
+    // about 200 bytes of routing headers more). Without the router, the input's partitions.
+    let shards = match &broker {
+        Broker::Mock(_) if !o.no_router => {
+            let routed = stored_bytes + n * 200;
+            (routed.div_ceil(MOCK_PARTITION_BYTES) as i32).max(o.partitions)
+        }
+        _ => o.partitions,
+    };
     println!(
-        "workload:         {n} events ({} bytes mean, generated in {:.1} s); input topics x partitions: backlog {inputs} x {p}, live {} x {p}",
+        "workload:         {n} events ({} bytes mean, generated in {:.1} s); input topics x partitions: backlog {inputs} x {p}, live {} x {p}; backlog shards (persons, changelog partitions): {shards}",
         bytes / n.max(1),
         t.elapsed().as_secs_f64(),
         o.topics.unwrap_or(1),
@@ -220,7 +233,7 @@ async fn run(o: Options, broker: Broker) -> anyhow::Result<()> {
     );
     let segments = std::env::temp_dir().join(format!("segstream-load-{}.toml", std::process::id()));
     std::fs::write(&segments, &w.segments).context("writing the segments file")?;
-    let result = phases(&o, &broker, &w, &segments, inputs).await;
+    let result = phases(&o, &broker, &w, &segments, inputs, shards).await;
     let _ = std::fs::remove_file(&segments);
     result
 }
@@ -231,10 +244,12 @@ async fn phases(
     w: &Workload,
     segments: &std::path::Path,
     inputs: usize,
+    shards: i32,
 ) -> anyhow::Result<()> {
     let mut full_rate = None;
     if o.runs(Phase::Raw) || o.runs(Phase::Full) {
-        let topics = ServiceTopics::create(broker, "load-backlog", inputs, o.partitions).await?;
+        let topics =
+            ServiceTopics::create(broker, "load-backlog", inputs, o.partitions, shards).await?;
         backlog::preload(o, broker, &topics, w).await?;
         let raw_rate = if o.runs(Phase::Raw) {
             Some(backlog::raw_consume(o, broker, &topics, w.payloads.len()).await?)
@@ -257,8 +272,14 @@ async fn phases(
         // One input topic unless told otherwise: live, the retention limit of the
         // MockCluster does not matter, and fewer, larger message sets keep its fetch
         // handler (a linear search through a partition's message sets) cheap.
-        let topics =
-            ServiceTopics::create(broker, "load-live", o.topics.unwrap_or(1), o.partitions).await?;
+        let topics = ServiceTopics::create(
+            broker,
+            "load-live",
+            o.topics.unwrap_or(1),
+            o.partitions,
+            o.partitions,
+        )
+        .await?;
         latency::latency(o, broker, &topics, segments, w, rate).await?;
     }
     Ok(())

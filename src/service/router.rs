@@ -13,8 +13,9 @@
 //! Messages that are not events (not JSON, failing the contract, too large, stamped in the
 //! future, every id blocked) go to the dead-letter topic from here, as they came. Offsets
 //! are stored after the routed records are acknowledged (at-least-once: the segment stage
-//! recognises a routed event it has applied by its origin), or committed in one
-//! transaction with them (exactly-once).
+//! recognises a routed event it has applied by its origin; the acknowledgements are awaited
+//! by a [`committer`] beside the loop, so the next batch is read meanwhile), or committed in
+//! one transaction with them (exactly-once).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
