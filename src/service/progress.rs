@@ -33,11 +33,37 @@ impl Held {
 }
 
 /// One shard's held events as multisets: event times (held, being released, named by a
-/// restored position) and persons-topic offsets (held).
+/// restored position) and persons-topic offsets (held); and the held events' entries of the
+/// shard's position marker: per (sequence, source offset), the event time and how many.
 #[derive(Debug, Default)]
 struct Holds {
     times: BTreeMap<i64, u32>,
     offsets: BTreeMap<i64, u32>,
+    markers: BTreeMap<(String, i64), (i64, u32)>,
+}
+
+impl Holds {
+    fn add_held(&mut self, h: &Held) {
+        add(&mut self.times, h.event_time);
+        add(&mut self.offsets, h.offset());
+        if let Some(key) = &h.sequence {
+            let e = self.markers.entry(key.clone()).or_insert((h.event_time, 0));
+            *e = (h.event_time, e.1 + 1);
+        }
+    }
+
+    /// `h` is no longer held (its time still holds the shard back until it is applied).
+    fn remove_held(&mut self, h: &Held) {
+        remove(&mut self.offsets, h.offset());
+        if let Some(key) = &h.sequence {
+            if let Some(e) = self.markers.get_mut(key) {
+                e.1 -= 1;
+                if e.1 == 0 {
+                    self.markers.remove(key);
+                }
+            }
+        }
+    }
 }
 
 fn add(set: &mut BTreeMap<i64, u32>, v: i64) {
@@ -139,19 +165,9 @@ impl Progress {
         }
     }
 
-    /// The events held from partition `shard`.
-    fn held_in(&self, shard: i32) -> impl Iterator<Item = &Held> {
-        self.held
-            .values()
-            .flatten()
-            .filter(move |h| h.shard() == shard)
-    }
-
     /// Holds `held` for `person` (after the events held for it before).
     pub fn hold(&mut self, person: Arc<str>, held: Held) {
-        let holds = self.holds.entry(held.shard()).or_default();
-        add(&mut holds.times, held.event_time);
-        add(&mut holds.offsets, held.offset());
+        self.holds.entry(held.shard()).or_default().add_held(&held);
         self.held.entry(person).or_default().push(held);
     }
 
@@ -162,7 +178,7 @@ impl Progress {
         let held = self.held.remove(person).unwrap_or_default();
         for h in &held {
             if let Some(holds) = self.holds.get_mut(&h.shard()) {
-                remove(&mut holds.offsets, h.offset());
+                holds.remove_held(h);
             }
         }
         self.releasing.extend(held);
@@ -219,9 +235,11 @@ impl Progress {
             .filter(|((_, p), _)| *p == shard)
             .map(|((k, _), o)| (k.clone(), (*o, self.clocks.max_event_time(k, shard))));
         let held = self
-            .held_in(shard)
-            .filter_map(|h| Some((h.sequence.as_ref()?, h.event_time)))
-            .map(|((seq, o), t)| (format!("{HELD_PREFIX}{o}|{seq}"), (*o, t)));
+            .holds
+            .get(&shard)
+            .into_iter()
+            .flat_map(|h| &h.markers)
+            .map(|((seq, o), (t, _))| (format!("{HELD_PREFIX}{o}|{seq}"), (*o, *t)));
         // Held before a restart and not re-read yet: still held.
         let unread = self
             .held_sources
@@ -270,9 +288,7 @@ impl Progress {
         self.releasing.retain(|h| owned.contains(&h.shard()));
         self.holds.clear();
         for h in self.held.values().flatten() {
-            let holds = self.holds.entry(h.shard()).or_default();
-            add(&mut holds.times, h.event_time);
-            add(&mut holds.offsets, h.offset());
+            self.holds.entry(h.shard()).or_default().add_held(h);
         }
         for h in &self.releasing {
             add(
@@ -376,6 +392,9 @@ mod tests {
         released.hold("c-1".into(), held(9, 35, 4_000));
         released.hold("c-2".into(), held(8, 33, 4_500));
         released.release("c-1");
+        let markers = released.inputs_of(2);
+        assert!(markers.contains_key("held:33|src:clicks:0"));
+        assert!(!markers.contains_key("held:30|src:clicks:0"), "released");
         assert_eq!(released.first_held(2), Some(8));
         assert_eq!(released.hold_limit(2), Some(4_000));
         assert_eq!(released.next_released().map(|h| h.offset()), Some(7));
