@@ -100,8 +100,9 @@ pub struct Progress {
     /// they are not duplicates though below their sequence's highest offset.
     /// With their event times (which hold the shard's time back until they are applied).
     held_sources: HashMap<(String, i32, i64), i64>,
-    /// Per shard, the event times and offsets of the three above, counted: the earliest
-    /// of each is read per message without a scan of every held event.
+    /// Per shard, the event times and offsets of the three above, counted, and the held
+    /// events' marker entries: read per message and per marker without a scan of every
+    /// held event.
     holds: HashMap<i32, Holds>,
     /// Event time per input partition (routed: per source partition and shard).
     pub clocks: PartitionClocks,
@@ -286,19 +287,8 @@ impl Progress {
         }
         self.held.retain(|_, h| !h.is_empty());
         self.releasing.retain(|h| owned.contains(&h.shard()));
-        self.holds.clear();
-        for h in self.held.values().flatten() {
-            self.holds.entry(h.shard()).or_default().add_held(h);
-        }
-        for h in &self.releasing {
-            add(
-                &mut self.holds.entry(h.shard()).or_default().times,
-                h.event_time,
-            );
-        }
-        for ((_, shard, _), time) in &self.held_sources {
-            add(&mut self.holds.entry(*shard).or_default().times, *time);
-        }
+        // What an owned shard holds is unchanged: only the others' counts go.
+        self.holds.retain(|p, _| owned.contains(p));
     }
 }
 

@@ -341,9 +341,9 @@ struct Sent {
 async fn committer(router: &Router, shared: &Shared, mut handed: mpsc::Receiver<Sent>) {
     let m = &shared.metrics;
     while let Some(Sent { batch, sent }) = handed.recv().await {
-        let acknowledged = sent.complete(&router.producer, &batch.outgoing, KEEP_ALL, m);
         // Output slow or unavailable: the loop's next hand-over pauses the input.
-        acknowledged.await;
+        sent.complete(&router.producer, &batch.outgoing, KEEP_ALL, m)
+            .await;
         if let Err(e) = router.consumer.store_offsets(&batch.offsets) {
             // A partition revoked meanwhile: its new owner re-reads from the last commit.
             warn!(error = %e, "router: storing offsets failed");
