@@ -11,7 +11,6 @@
 //! id): a person has at most `max_ids` ids, and `blocked_ids` never link. A refused link
 //! merges nothing; the caller reports it.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -136,23 +135,73 @@ pub fn murmur2(data: &[u8]) -> i32 {
 }
 
 /// The blocked id values, compared case-insensitively.
+///
+/// Checked for every id of every event (the router, the replay's planner and the engine
+/// each ask), so the common answer, "not blocked", is found without hashing or allocating:
+/// an ASCII id whose length no blocked value has is not blocked, and an ASCII id is
+/// lowercased on the stack. Only an id with other characters is lowercased by Unicode's
+/// rules into a new string, as the blocked values were.
 #[derive(Debug, Clone, Default)]
-pub struct Blocklist(HashSet<Box<str>>);
+pub struct Blocklist {
+    /// The blocked values, lowercased.
+    values: hashbrown::HashSet<Box<str>>,
+    /// Bit `n` set: some blocked value is `n` bytes long (`n` < 64).
+    lengths: u64,
+    /// Some blocked value is 64 bytes long or longer.
+    long: bool,
+}
+
+/// Ids up to this many bytes are lowercased on the stack.
+const STACK_ID: usize = 64;
 
 impl Blocklist {
     pub fn new(config: &IdentityConfig) -> Self {
-        Blocklist(
-            config
-                .blocked_ids
-                .iter()
-                .map(|b| b.to_lowercase().into_boxed_str())
-                .collect(),
-        )
+        let values: hashbrown::HashSet<Box<str>> = config
+            .blocked_ids
+            .iter()
+            .map(|b| b.to_lowercase().into_boxed_str())
+            .collect();
+        let lengths = values
+            .iter()
+            .filter(|v| v.len() < 64)
+            .fold(0u64, |m, v| m | 1 << v.len());
+        let long = values.iter().any(|v| v.len() >= 64);
+        Blocklist {
+            values,
+            lengths,
+            long,
+        }
     }
 
     /// Whether `id` is blocked.
     pub fn contains(&self, id: &str) -> bool {
-        !self.0.is_empty() && (self.0.contains(id) || self.0.contains(id.to_lowercase().as_str()))
+        if self.values.is_empty() {
+            return false;
+        }
+        if !id.is_ascii() {
+            return self.values.contains(id) || self.values.contains(id.to_lowercase().as_str());
+        }
+        // ASCII: lowercasing keeps the length.
+        let n = id.len();
+        let possible = if n < 64 {
+            self.lengths & (1 << n) != 0
+        } else {
+            self.long
+        };
+        if !possible {
+            return false;
+        }
+        if !id.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.values.contains(id);
+        }
+        if n <= STACK_ID {
+            let mut lower = [0u8; STACK_ID];
+            lower[..n].copy_from_slice(id.as_bytes());
+            lower[..n].make_ascii_lowercase();
+            std::str::from_utf8(&lower[..n]).is_ok_and(|l| self.values.contains(l))
+        } else {
+            self.values.contains(id.to_ascii_lowercase().as_str())
+        }
     }
 
     /// The id an event is recorded under before resolution: its customer id, else its
@@ -378,6 +427,74 @@ mod tests {
         assert_eq!(m.remove(&c), ids(&["c", "a2", "a1"]));
         assert_eq!(m.canonical("a1"), "a1");
         assert_eq!(m.linked_ids(), 0);
+    }
+
+    /// The fast paths answer as lowercasing every id by Unicode's rules and looking it up.
+    #[test]
+    fn blocklist_answers_as_unicode_lowercasing_does() {
+        let long = "X".repeat(70);
+        let blocked = [
+            "undefined",
+            "NULL",
+            "0",
+            "00000000-0000-0000-0000-000000000000",
+            "Ärger",
+            "ΣΑΣ",
+            long.as_str(),
+            "i\u{307}d",
+        ];
+        let config = IdentityConfig {
+            max_ids: 3,
+            blocked_ids: blocked.iter().map(|b| b.to_string()).collect(),
+        };
+        let list = Blocklist::new(&config);
+        let lowered: std::collections::HashSet<String> =
+            blocked.iter().map(|b| b.to_lowercase()).collect();
+        let reference = |id: &str| lowered.contains(id) || lowered.contains(&id.to_lowercase());
+        let mut ids: Vec<String> = [
+            "undefined",
+            "Undefined",
+            "UNDEFINED",
+            "undefine",
+            "null",
+            "NuLl",
+            "0",
+            "00",
+            "00000000-0000-0000-0000-000000000000",
+            "00000000-0000-0000-0000-00000000000A",
+            "ärger",
+            "ÄRGER",
+            "Ärger",
+            "σας",
+            "ΣΑΣ",
+            "σασ",
+            "İd",
+            "i\u{307}d",
+            "ID",
+            "c-000000001",
+            "",
+            " ",
+            "undefined ",
+            "6deee5387e5c2634",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        ids.extend([
+            long.clone(),
+            long.to_lowercase(),
+            "x".repeat(69),
+            "x".repeat(64),
+        ]);
+        for id in &ids {
+            assert_eq!(list.contains(id), reference(id), "{id:?}");
+        }
+        assert!(list.contains(&long.to_lowercase()) && list.contains("NuLl"));
+        assert!(!Blocklist::new(&IdentityConfig {
+            max_ids: 3,
+            blocked_ids: Vec::new(),
+        })
+        .contains("undefined"));
     }
 
     #[test]
