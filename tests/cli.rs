@@ -815,3 +815,38 @@ fn replay_workers_move_a_person_when_a_link_joins_two_workers() {
     );
     assert_eq!(summary["merges"], 1, "{summary}");
 }
+
+/// A transitions file that cannot be written stops a replay with several workers with the
+/// error (no hang: the workers and parse threads are told to stop), as with one worker.
+#[test]
+fn replay_workers_stop_with_the_error_when_the_output_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("funnel.jsonl");
+    let cfg = segstream::generator::FunnelConfig {
+        customers: 3000,
+        days: 7,
+        seed: 5,
+        ..Default::default()
+    };
+    let lines: Vec<String> = segstream::generator::generate(&cfg)
+        .into_iter()
+        .map(|e| e.json)
+        .collect();
+    assert!(lines.len() > 3 * segstream::replay::CHUNK_LINES);
+    std::fs::write(&events, lines.join("\n")).unwrap();
+    for workers in ["1", "2", "3"] {
+        let out = bin()
+            .args(["replay", "-s", "segments/library.toml", "-e"])
+            .arg(&events)
+            .args(["-t", "/dev/full", "--workers", workers])
+            .args(["--now", "2026-12-31T00:00:00Z"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{workers} workers: {stderr}");
+        assert!(
+            stderr.contains("No space left on device"),
+            "{workers} workers: {stderr}"
+        );
+    }
+}

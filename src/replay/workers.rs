@@ -3,10 +3,10 @@
 //!
 //! The file is processed in chunks of [`CHUNK_LINES`] lines, each in three steps:
 //!
-//! 1. *parse* (parallel): each worker parses a contiguous share of the chunk's lines into
-//!    events borrowing the chunk's buffer (a line rejected here is rejected as by one
-//!    engine: size, format, future guard);
-//! 2. *plan* (serial, cheap): the [`Router`] gives every event the worker of its person and
+//! 1. *parse* (parallel): N parse threads parse the chunk in parts, events borrowing the
+//!    chunk's buffer (a line rejected here is rejected as by one engine: size, format,
+//!    future guard);
+//! 2. *plan* (serial, cheap, on the calling thread as the parts come): the [`Router`] gives every event the worker of its person and
 //!    every line the watermark one engine would have after it. Persons are the components
 //!    of a union-find over the ids events link (a superset of the engine's persons: a
 //!    refused link still joins them here, which only keeps more together); a new person
@@ -24,6 +24,12 @@
 //!    A worker that must take a person waits for the worker giving it to reach that line:
 //!    waits only ever go to earlier lines, so they always end.
 //!
+//! The threads live for the whole replay and the steps overlap across chunks, with no
+//! barrier between chunks: while the workers apply one chunk (each at its own pace, at
+//! most two planned chunks ahead of it), the next is read, parsed and planned (the router
+//! and the watermark only follow the input, never the engines), and a chunk's output is
+//! written as soon as every worker has applied it.
+//!
 //! Every transition is tagged with where one engine would have written it: the line, then
 //! the event before the watermark move after it, and within one move by due time and
 //! customer id (the order of one engine's timer heap). Writing the chunk's transitions in
@@ -36,7 +42,7 @@
 
 use std::hash::BuildHasher;
 use std::io::{self, BufRead, Write};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -397,20 +403,17 @@ impl Worker {
         }
     }
 
-    /// Step 3 for one chunk.
-    #[allow(clippy::too_many_arguments)]
+    /// Step 3 for one chunk: `give[to]` and `take[from]` carry the persons that move.
     fn apply_chunk(
         &mut self,
         me: u16,
         engine: &mut Engine,
-        first_line: u64,
-        plans: &[Plan],
-        slots: &[Vec<Slot<'_>>],
-        moves: &[Move],
-        give: Vec<Sender<MovedPersons>>,
-        take: Vec<Receiver<MovedPersons>>,
+        chunk: &Planned,
+        give: &[Sender<MovedPersons>],
+        take: &[Receiver<MovedPersons>],
     ) -> io::Result<()> {
-        for (k, (plan, slot)) in plans.iter().zip(slots.iter().flatten()).enumerate() {
+        let (first_line, moves) = (chunk.first_line, &chunk.moves);
+        for (k, (plan, slot)) in chunk.plans.iter().zip(chunk.slots()).enumerate() {
             let line = k as u32;
             if plan.moving != NO_MOVE {
                 let m = &moves[plan.moving as usize];
@@ -469,6 +472,140 @@ impl Worker {
     }
 }
 
+/// A part of a chunk's lines, parsed (step 1).
+type Slots<'a> = Vec<Slot<'a>>;
+
+self_cell::self_cell!(
+    /// A part of a chunk after step 1: its events borrow the chunk's buffer, which it
+    /// keeps alive (a part travels from a parse thread to the planner, then with its
+    /// chunk to every worker).
+    struct Part {
+        owner: Arc<Vec<u8>>,
+        #[covariant]
+        dependent: Slots,
+    }
+);
+
+/// A chunk after steps 1 and 2, shared by the workers.
+struct Planned {
+    /// The chunk's number (from 0) and its first line's number (from 1).
+    chunk: u64,
+    first_line: u64,
+    parts: Vec<Part>,
+    plans: Vec<Plan>,
+    moves: Vec<Move>,
+}
+
+impl Planned {
+    fn slots(&self) -> impl Iterator<Item = &Slot<'_>> {
+        self.parts.iter().flat_map(|p| p.borrow_dependent().iter())
+    }
+}
+
+/// A part to parse: the chunk's buffer and the part's lines in it.
+struct ParseJob {
+    chunk: u64,
+    part: usize,
+    buf: Arc<Vec<u8>>,
+    lines: Vec<(usize, usize)>,
+}
+
+/// What the threads report to the planning (main) thread.
+enum Report {
+    Parsed {
+        chunk: u64,
+        part: usize,
+        slots: Part,
+    },
+    Applied {
+        chunk: u64,
+        worker: usize,
+        output: Output,
+        result: io::Result<()>,
+    },
+    /// A thread is unwinding from a panic (the scope re-raises it once every thread ends).
+    Panicked(String),
+}
+
+/// Tells the planning thread when the thread holding it panics, so that it stops waiting
+/// for that thread's reports instead of waiting forever.
+struct PanicReport(Sender<Report>);
+
+impl Drop for PanicReport {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let name = std::thread::current()
+                .name()
+                .unwrap_or("a replay thread")
+                .to_string();
+            let _ = self.0.send(Report::Panicked(name));
+        }
+    }
+}
+
+/// A chunk being planned: its parts as they arrive, planned in line order.
+struct Planning {
+    chunk: u64,
+    first_line: u64,
+    part_len: usize,
+    parts: Vec<Option<Part>>,
+    /// Parts planned so far (a prefix).
+    done: usize,
+    plans: Vec<Plan>,
+    moves: Vec<Move>,
+}
+
+/// The chunks' buffers, reused once every part of a chunk is dropped (a new 2 MB buffer per
+/// chunk costs page faults: the allocator returns freed large blocks to the system).
+#[derive(Default)]
+struct Buffers {
+    lent: Vec<Arc<Vec<u8>>>,
+}
+
+impl Buffers {
+    /// A buffer no part uses any more, else a new one.
+    fn take(&mut self) -> Vec<u8> {
+        let free = self.lent.iter().position(|b| Arc::strong_count(b) == 1);
+        match free.and_then(|i| Arc::try_unwrap(self.lent.swap_remove(i)).ok()) {
+            Some(buf) => buf,
+            None => Vec::with_capacity(CHUNK_LINES * 256),
+        }
+    }
+}
+
+/// The workers' outputs of the chunks applied and not yet written, by chunk.
+#[derive(Default)]
+struct Outputs {
+    next: u64,
+    waiting: std::collections::BTreeMap<u64, Vec<Option<Output>>>,
+}
+
+impl Outputs {
+    /// Takes worker `worker`'s output of `chunk`, and writes every chunk whose outputs are
+    /// all in, in chunk order.
+    fn put(
+        &mut self,
+        chunk: u64,
+        worker: usize,
+        output: Output,
+        workers: usize,
+        w: &mut dyn Write,
+    ) -> io::Result<()> {
+        self.waiting
+            .entry(chunk)
+            .or_insert_with(|| (0..workers).map(|_| None).collect())[worker] = Some(output);
+        while let Some(entry) = self.waiting.first_entry() {
+            if *entry.key() != self.next || entry.get().iter().any(Option::is_none) {
+                break;
+            }
+            let mut outputs: Vec<Output> = entry.remove().into_iter().flatten().collect();
+            write_in_order(&mut outputs, w)?;
+            self.next += 1;
+        }
+        Ok(())
+    }
+}
+
 /// Runs the replay over `engines` (one per worker, built alike, fresh), writing the
 /// transitions one engine would have written, in its order. See the module docs.
 pub fn replay_workers(
@@ -490,109 +627,195 @@ pub fn replay_workers(
     let hasher = router.hasher;
     let mut workers: Vec<Worker> = (0..n).map(|_| Worker::default()).collect();
     let mut summary = ReplaySummary::default();
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_LINES * 256);
-    let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(CHUNK_LINES);
-    let mut next_buf: Vec<u8> = Vec::with_capacity(CHUNK_LINES * 256);
-    let mut next_ranges: Vec<(usize, usize)> = Vec::with_capacity(CHUNK_LINES);
-    // The previous chunk's output, written while the workers apply the next one.
-    let mut pending: Vec<Output> = Vec::new();
-    let mut next_line = 1u64;
-    read_chunk(&mut events, &mut buf, &mut ranges)?;
-    while !ranges.is_empty() {
-        let first_line = next_line;
-        next_line += ranges.len() as u64;
+    let (format, now) = (options.format, options.now);
 
-        // Steps 1 and 2: the workers parse the chunk in parts, each in line order; the
-        // plan follows the parts as they come.
-        let parts_n = (4 * n).min(ranges.len());
-        let part_len = ranges.len().div_ceil(parts_n);
-        let parts_n = ranges.len().div_ceil(part_len);
-        let format = options.format;
-        let now = options.now;
-        let mut moves = Vec::new();
-        let mut plans = Vec::with_capacity(ranges.len());
-        let slots: Vec<Vec<Slot<'_>>> = std::thread::scope(|s| {
-            let (tx, rx) = channel::<(usize, Vec<Slot<'_>>)>();
-            let (blocklist, hasher, buf, ranges) = (&blocklist, &hasher, &buf, &ranges);
-            for t in 0..n.min(parts_n) {
-                let tx = tx.clone();
-                s.spawn(move || {
-                    for part in (t..parts_n).step_by(n) {
-                        let lines =
-                            &ranges[part * part_len..((part + 1) * part_len).min(ranges.len())];
-                        let slots = lines
+    let failure = std::thread::scope(|s| -> io::Result<()> {
+        let (report, reports) = channel::<Report>();
+        // Parse threads, one per worker: parts go to them in turn.
+        let mut parse_jobs = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = channel::<ParseJob>();
+            parse_jobs.push(tx);
+            let (report, blocklist, hasher) = (report.clone(), &blocklist, &hasher);
+            let thread = std::thread::Builder::new().name(format!("replay-parse-{i}"));
+            thread.spawn_scoped(s, move || {
+                let _guard = PanicReport(report.clone());
+                for job in rx {
+                    let ParseJob {
+                        chunk,
+                        part,
+                        buf,
+                        lines,
+                    } = job;
+                    let slots = Part::new(buf, |buf| {
+                        lines
                             .iter()
                             .map(|&(a, b)| {
                                 parse_line(trim(&buf[a..b]), format, now, skew, blocklist, hasher)
                             })
-                            .collect();
-                        if tx.send((part, slots)).is_err() {
-                            return;
-                        }
+                            .collect()
+                    });
+                    if report.send(Report::Parsed { chunk, part, slots }).is_err() {
+                        return;
                     }
-                });
-            }
-            drop(tx);
-            let mut parts: Vec<Option<Vec<Slot<'_>>>> = (0..parts_n).map(|_| None).collect();
-            let mut planned = 0;
-            for (part, slots) in rx {
-                parts[part] = Some(slots);
-                while let Some(Some(slots)) = parts.get(planned) {
-                    let first = first_line + (planned * part_len) as u64;
-                    for (k, slot) in slots.iter().enumerate() {
-                        plans.push(plan_line(
-                            &mut router,
-                            &mut summary,
-                            first + k as u64,
-                            slot,
-                            &mut moves,
-                        ));
+                }
+            })?;
+        }
+        // Workers: each applies the planned chunks in order, with its own engine; a
+        // worker at most two chunks behind the planner.
+        let (give, take) = channels(n);
+        let mut apply_jobs = Vec::with_capacity(n);
+        for (me, (((worker, engine), give), take)) in workers
+            .iter_mut()
+            .zip(engines.iter_mut())
+            .zip(give)
+            .zip(take)
+            .enumerate()
+        {
+            let (tx, rx) = sync_channel::<Arc<Planned>>(2);
+            apply_jobs.push(tx);
+            let report = report.clone();
+            let thread = std::thread::Builder::new().name(format!("replay-worker-{me}"));
+            thread.spawn_scoped(s, move || {
+                let _guard = PanicReport(report.clone());
+                for chunk in rx {
+                    let result = worker.apply_chunk(me as u16, engine, &chunk, &give, &take);
+                    let failed = result.is_err();
+                    let output = worker.take_output();
+                    let sent = report.send(Report::Applied {
+                        chunk: chunk.chunk,
+                        worker: me,
+                        output,
+                        result,
+                    });
+                    if failed || sent.is_err() {
+                        return;
                     }
-                    planned += 1;
+                }
+            })?;
+        }
+        drop(report);
+
+        // This thread reads a chunk, hands its parts to the parse threads, plans them as
+        // they come (in line order), passes the planned chunk to every worker and reads
+        // the next; it writes each chunk's output once every worker has applied it.
+        let mut outputs = Outputs::default();
+        let mut buffers = Buffers::default();
+        let mut planning: Option<Planning> = None;
+        let mut next_chunk = 0u64;
+        let mut next_line = 1u64;
+        let mut input_done = false;
+        let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(CHUNK_LINES);
+        let mut result = Ok(());
+        loop {
+            if planning.is_none() && !input_done && result.is_ok() {
+                let mut buf = buffers.take();
+                if let Err(e) = read_chunk(&mut events, &mut buf, &mut ranges) {
+                    result = Err(e);
+                } else if ranges.is_empty() {
+                    input_done = true;
+                } else {
+                    let buf = Arc::new(buf);
+                    buffers.lent.push(buf.clone());
+                    let parts_n = (4 * n).min(ranges.len());
+                    let part_len = ranges.len().div_ceil(parts_n);
+                    let parts_n = ranges.len().div_ceil(part_len);
+                    for (part, lines) in ranges.chunks(part_len).enumerate() {
+                        // A parse thread is gone only if it panicked (reported at the end).
+                        let _ = parse_jobs[part % n].send(ParseJob {
+                            chunk: next_chunk,
+                            part,
+                            buf: buf.clone(),
+                            lines: lines.to_vec(),
+                        });
+                    }
+                    planning = Some(Planning {
+                        chunk: next_chunk,
+                        first_line: next_line,
+                        part_len,
+                        parts: (0..parts_n).map(|_| None).collect(),
+                        done: 0,
+                        plans: Vec::with_capacity(ranges.len()),
+                        moves: Vec::new(),
+                    });
+                    next_chunk += 1;
+                    next_line += ranges.len() as u64;
                 }
             }
-            parts
-                .into_iter()
-                .map(|p| p.expect("a parse worker panicked"))
-                .collect()
-        });
-
-        // Step 3: the workers apply the chunk; meanwhile the previous chunk's output is
-        // written and the next chunk read.
-        let (give, take) = channels(n);
-        let (results, io_result) = std::thread::scope(|s| {
-            let handles: Vec<_> = workers
-                .iter_mut()
-                .zip(engines.iter_mut())
-                .zip(give.into_iter().zip(take))
-                .enumerate()
-                .map(|(me, ((worker, engine), (give, take)))| {
-                    let (plans, slots, moves) = (&plans, &slots, &moves);
-                    s.spawn(move || {
-                        worker.apply_chunk(
-                            me as u16, engine, first_line, plans, slots, moves, give, take,
-                        )
-                    })
-                })
-                .collect();
-            let io_result = write_in_order(&mut pending, transitions)
-                .and_then(|()| read_chunk(&mut events, &mut next_buf, &mut next_ranges));
-            let results: Vec<io::Result<()>> = handles
-                .into_iter()
-                .map(|h| h.join().expect("a replay worker panicked"))
-                .collect();
-            (results, io_result)
-        });
-        for r in results {
-            r?;
+            if (input_done || result.is_err()) && planning.is_none() {
+                // Nothing more to plan: let the workers finish what they have.
+                apply_jobs.clear();
+                parse_jobs.clear();
+                if outputs.next == next_chunk || result.is_err() {
+                    break;
+                }
+            }
+            let Ok(message) = reports.recv() else {
+                break;
+            };
+            match message {
+                Report::Parsed { chunk, part, slots } => {
+                    let Some(p) = planning.as_mut().filter(|p| p.chunk == chunk) else {
+                        continue;
+                    };
+                    p.parts[part] = Some(slots);
+                    while let Some(Some(slots)) = p.parts.get(p.done) {
+                        let first = p.first_line + (p.done * p.part_len) as u64;
+                        for (k, slot) in slots.borrow_dependent().iter().enumerate() {
+                            p.plans.push(plan_line(
+                                &mut router,
+                                &mut summary,
+                                first + k as u64,
+                                slot,
+                                &mut p.moves,
+                            ));
+                        }
+                        p.done += 1;
+                    }
+                    if p.done == p.parts.len() {
+                        let Some(p) = planning.take() else {
+                            continue;
+                        };
+                        let planned = Arc::new(Planned {
+                            chunk: p.chunk,
+                            first_line: p.first_line,
+                            parts: p.parts.into_iter().flatten().collect(),
+                            plans: p.plans,
+                            moves: p.moves,
+                        });
+                        for tx in &apply_jobs {
+                            // A worker is gone only after it failed (its report follows).
+                            let _ = tx.send(planned.clone());
+                        }
+                    }
+                }
+                Report::Applied {
+                    chunk,
+                    worker,
+                    output,
+                    result: applied,
+                } => {
+                    if let Err(e) = applied {
+                        result = result.and(Err(e));
+                        planning = None;
+                        input_done = true;
+                        continue;
+                    }
+                    if result.is_ok() {
+                        result = outputs.put(chunk, worker, output, n, transitions);
+                    }
+                }
+                Report::Panicked(name) => {
+                    result = result.and(Err(io::Error::other(format!("{name} panicked"))));
+                    break;
+                }
+            }
         }
-        io_result?;
-        drop(slots);
-        pending = workers.iter_mut().map(Worker::take_output).collect();
-        std::mem::swap(&mut buf, &mut next_buf);
-        std::mem::swap(&mut ranges, &mut next_ranges);
-    }
-    write_in_order(&mut pending, transitions)?;
+        drop(apply_jobs);
+        drop(parse_jobs);
+        result
+    });
+    failure?;
 
     if let Some(t) = options.advance_to {
         std::thread::scope(|s| {
