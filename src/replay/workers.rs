@@ -413,9 +413,24 @@ impl Worker {
         take: &[Receiver<MovedPersons>],
     ) -> io::Result<()> {
         let (first_line, moves) = (chunk.first_line, &chunk.moves);
+        // One engine's watermark moves at most lines; this engine's timers are due at few
+        // of them. A move that fires nothing here is only noted (`behind`) and given to the
+        // engine before it next does anything else, so the engine always acts on the
+        // watermark one engine would have at that line, and fires at the same lines.
+        let mut behind = Millis::MIN;
+        let mut next_due = engine.next_timer_due(0).unwrap_or(Millis::MAX);
+        let catch_up = |engine: &mut Engine, behind: &mut Millis, out: &mut Vec<Transition>| {
+            if *behind != Millis::MIN {
+                let mut fired = Vec::new();
+                engine.advance_shard_watermark_marked(0, *behind, out, &mut fired);
+                debug_assert!(fired.is_empty(), "a timer due before the watermark noted");
+                *behind = Millis::MIN;
+            }
+        };
         for (k, (plan, slot)) in chunk.plans.iter().zip(chunk.slots()).enumerate() {
             let line = k as u32;
             if plan.moving != NO_MOVE {
+                catch_up(engine, &mut behind, &mut self.out);
                 let m = &moves[plan.moving as usize];
                 if m.from == me {
                     // The receiver is gone only if its worker failed (reported there).
@@ -428,11 +443,13 @@ impl Worker {
                         .put_persons(moved)
                         .map_err(|e| io::Error::other(format!("moving a person: {e}")))?;
                 }
+                next_due = engine.next_timer_due(0).unwrap_or(Millis::MAX);
             }
             if plan.worker == me {
                 let Slot::Event(event, _) = slot else {
                     unreachable!("only parsed events are planned to a worker");
                 };
+                catch_up(engine, &mut behind, &mut self.out);
                 let line_no = first_line + k as u64;
                 match engine.apply(0, event, &mut self.out) {
                     Ok(applied) => {
@@ -457,17 +474,25 @@ impl Worker {
                 }
                 self.emit(0, line, 0, 0, None);
                 self.out.clear();
+                next_due = engine.next_timer_due(0).unwrap_or(Millis::MAX);
             }
             if plan.watermark != Millis::MIN {
-                engine.advance_shard_watermark_marked(
-                    0,
-                    plan.watermark,
-                    &mut self.out,
-                    &mut self.fired,
-                );
-                self.emit_fired(line);
+                if next_due <= plan.watermark {
+                    engine.advance_shard_watermark_marked(
+                        0,
+                        plan.watermark,
+                        &mut self.out,
+                        &mut self.fired,
+                    );
+                    self.emit_fired(line);
+                    behind = Millis::MIN;
+                    next_due = engine.next_timer_due(0).unwrap_or(Millis::MAX);
+                } else {
+                    behind = plan.watermark;
+                }
             }
         }
+        catch_up(engine, &mut behind, &mut self.out);
         Ok(())
     }
 }

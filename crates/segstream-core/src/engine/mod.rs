@@ -265,6 +265,12 @@ impl Engine {
     pub fn shard_watermark(&self, shard: u16) -> Millis {
         self.timers.shard_watermark(shard)
     }
+    /// The earliest time a timer of `shard` can fire: its timer heap's first entry (which
+    /// may be stale, so no timer fires before it; `None`: no entry). A caller that moves
+    /// the watermark often can skip the moves that fire nothing.
+    pub fn next_timer_due(&self, shard: u16) -> Option<Millis> {
+        self.timers.next_due(shard)
+    }
     /// A shard's event time: its watermark and largest event time (carried to the next
     /// owner of the shard through the changelog).
     pub fn shard_time(&self, shard: u16) -> (Millis, Millis) {

@@ -147,6 +147,11 @@ impl Timers {
         heap.pop().map(|(t, id)| (millis(t), id))
     }
 
+    /// The due time of `shard`'s earliest heap entry (stale ones included).
+    pub(super) fn next_due(&self, shard: u16) -> Option<Millis> {
+        self.shards.get(&shard)?.heap.peek().map(millis)
+    }
+
     /// Heap entries of `shard`, stale ones included.
     #[cfg(test)]
     pub(super) fn entries(&self, shard: u16) -> usize {
@@ -252,6 +257,8 @@ mod tests {
         t.push(0, 1_000, id("a"));
         t.push(1, 5_000, id("other shard"));
         assert_eq!(t.entries(0), 3);
+        assert_eq!(t.next_due(0), Some(1_000));
+        assert_eq!(t.next_due(7), None, "an unknown shard has no entry");
         assert_eq!(t.pop_due(0, 999), None);
         assert_eq!(t.pop_due(0, 1_000), Some((1_000, id("a"))));
         assert_eq!(t.pop_due(0, 1_000), Some((1_000, id("b"))));
