@@ -83,6 +83,10 @@ pub struct Options {
     /// report memory and the engine-only rate
     #[arg(long)]
     pub rss_only: bool,
+    /// With --rss-only: customer ids shaped as UUIDs (36 characters, as Segment's
+    /// anonymousId or many CRMs' keys) instead of `c-{i:09}` (11 characters)
+    #[arg(long, requires = "rss_only")]
+    pub uuid_ids: bool,
     /// Also print the figures as one JSON object (last line)
     #[arg(long)]
     pub json: bool,
@@ -121,7 +125,7 @@ fn main() -> anyhow::Result<()> {
 /// `--rss-only`: the engine alone.
 fn engine_only(o: &Options, pool: &pool::Pool) -> anyhow::Result<()> {
     let n = o.profiles;
-    let r = read::engine_only(n, o.partitions, &pool.records)?;
+    let r = read::engine_only(n, o.partitions, &pool.records, o.uuid_ids)?;
     if r.profiles != n {
         bail!(
             "the engine holds {} profiles, {n} were restored",

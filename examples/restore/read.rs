@@ -193,7 +193,12 @@ pub struct EngineOnly {
 }
 
 /// N records decoded straight into a fresh engine: no Kafka, no lock, no metrics.
-pub fn engine_only(n: usize, partitions: i32, pool: &[Vec<u8>]) -> anyhow::Result<EngineOnly> {
+pub fn engine_only(
+    n: usize,
+    partitions: i32,
+    pool: &[Vec<u8>],
+    uuid_ids: bool,
+) -> anyhow::Result<EngineOnly> {
     let (rss_before, _) = rss();
     let mut e = common::library_engine()?;
     let mut out: Vec<Transition> = Vec::new();
@@ -201,7 +206,23 @@ pub fn engine_only(n: usize, partitions: i32, pool: &[Vec<u8>]) -> anyhow::Resul
     let started = Instant::now();
     for i in 0..n {
         key.clear();
-        std::fmt::Write::write_fmt(&mut key, format_args!("c-{i:09}"))?;
+        if uuid_ids {
+            // Distinct per i, spread like random UUIDs (version 4 layout).
+            let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            std::fmt::Write::write_fmt(
+                &mut key,
+                format_args!(
+                    "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+                    h >> 32,
+                    (h >> 16) & 0xffff,
+                    h & 0xfff,
+                    (i >> 12) & 0xfff,
+                    i
+                ),
+            )?;
+        } else {
+            std::fmt::Write::write_fmt(&mut key, format_args!("c-{i:09}"))?;
+        }
         e.restore_record(
             (i % partitions as usize) as u16,
             &key,
