@@ -217,7 +217,7 @@ impl Evaluator<'_> {
                     let at = timer_secs(t);
                     if profile.timer_at == 0 || at < profile.timer_at {
                         profile.timer_at = at;
-                        self.timers.push(profile.shard, millis(at), id.clone());
+                        self.timers.push(profile.shard, millis(at), id);
                     }
                 }
             }
@@ -235,7 +235,7 @@ impl Evaluator<'_> {
                 profile.timer_at = next.map_or(0, timer_secs);
                 if profile.timer_at != 0 {
                     let at = millis(profile.timer_at);
-                    self.timers.push(profile.shard, at, id.clone());
+                    self.timers.push(profile.shard, at, id);
                 }
             }
         }

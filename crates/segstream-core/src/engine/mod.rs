@@ -209,10 +209,11 @@ impl Engine {
     /// An engine for definitions compiled against `symbols`.
     pub fn new(defs: Definitions, symbols: Symbols, config: EngineConfig) -> Self {
         let n = defs.segments.len();
+        let profiles = Profiles::new();
         Engine {
             symbols,
-            profiles: Profiles::new(),
-            timers: Timers::new(),
+            timers: Timers::new(profiles.hasher()),
+            profiles,
             forgotten: hashbrown::HashMap::new(),
             stats: EngineStats::default(),
             affected: vec![false; n],
@@ -522,7 +523,7 @@ impl Engine {
             // The customer's events moved to another shard: so does its pending timer.
             profile.shard = shard;
             if profile.timer_at != 0 {
-                ev.timers.push(shard, millis(profile.timer_at), id.clone());
+                ev.timers.push(shard, millis(profile.timer_at), &id);
             }
         }
         ev.changes.touch(profile, &id);
@@ -624,20 +625,23 @@ impl Engine {
         out: &mut Vec<Transition>,
         mut fired: Option<&mut Vec<Firing>>,
     ) {
-        while let Some((t, id)) = self.timers.pop_due(shard, to) {
-            let due = self
-                .profiles
-                .get(&id)
-                .is_some_and(|p| millis(p.timer_at) == t);
-            if due {
-                if let Some(f) = fired.as_deref_mut() {
-                    f.push(Firing {
-                        due: t,
-                        customer: id.clone(),
-                        start: out.len(),
-                    });
+        while let Some((t, ids)) = self.timers.pop_due(shard, to, &self.profiles) {
+            for id in ids {
+                // Firing one customer changes no other's timer; checked again all the same.
+                let due = self
+                    .profiles
+                    .get(&id)
+                    .is_some_and(|p| millis(p.timer_at) == t);
+                if due {
+                    if let Some(f) = fired.as_deref_mut() {
+                        f.push(Firing {
+                            due: t,
+                            customer: id.clone(),
+                            start: out.len(),
+                        });
+                    }
+                    self.fire_customer(&id, t, out);
                 }
-                self.fire_customer(&id, t, out);
             }
         }
     }
@@ -723,7 +727,7 @@ impl Engine {
                 let profile = self.codec.finish(&mut self.symbols, parsed)?.profile;
                 if profile.timer_at != 0 {
                     self.timers
-                        .push(profile.shard, millis(profile.timer_at), canonical.clone());
+                        .push(profile.shard, millis(profile.timer_at), &canonical);
                 }
                 self.profiles.insert(canonical, profile);
             }

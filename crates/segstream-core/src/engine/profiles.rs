@@ -52,6 +52,27 @@ impl Profiles {
         hasher.hash_one(id)
     }
 
+    /// The hasher of the table: `hasher().hash_one(id)` is the key [`Profiles::ids_hashed`]
+    /// finds `id` by (the timers name customers so).
+    pub(crate) fn hasher(&self) -> DefaultHashBuilder {
+        self.hasher
+    }
+
+    /// The ids (with their profiles) whose hash is `key`: one, as a rule; none if that
+    /// customer is gone; more only if two ids collide in all 64 bits.
+    pub(crate) fn ids_hashed(&self, key: u64) -> impl Iterator<Item = (&Arc<str>, &Profile)> {
+        let Profiles {
+            index,
+            slots,
+            hasher,
+        } = self;
+        index
+            .iter_hash(key)
+            .map(|&i| &slots[i as usize])
+            .filter(move |(id, _)| Self::hash(hasher, id) == key)
+            .map(|(id, p)| (id, p))
+    }
+
     /// The slot of `id`.
     fn find(&self, id: &str) -> Option<usize> {
         let Profiles {

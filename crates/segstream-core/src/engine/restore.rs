@@ -116,7 +116,7 @@ impl Engine {
         let id = id.clone();
         if decoded.same_layout {
             if timer_at != 0 {
-                self.timers.push(shard, millis(timer_at), id);
+                self.timers.push(shard, millis(timer_at), &id);
             }
         } else {
             self.settle(&id, out);
