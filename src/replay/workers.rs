@@ -686,8 +686,8 @@ pub fn replay_workers(
                 }
             })?;
         }
-        // Workers: each applies the planned chunks in order, with its own engine; a
-        // worker at most two chunks behind the planner.
+        // Workers: each applies the planned chunks in order, with its own engine; at most
+        // two planned chunks wait for a worker (the planner waits when more would).
         let (give, take) = channels(n);
         let mut apply_jobs = Vec::with_capacity(n);
         for (me, (((worker, engine), give), take)) in workers
