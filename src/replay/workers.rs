@@ -158,9 +158,13 @@ impl Ids {
 struct Router {
     hasher: DefaultHashBuilder,
     workers: u16,
-    /// Every id seen (an index into `names`), by the id's hash.
-    index: HashTable<u32>,
-    names: Vec<Arc<str>>,
+    /// Every id seen, by its hash: the hash again (compared before the bytes) and the id's
+    /// number (an index into `starts`, `parent`, ...).
+    index: HashTable<(u64, u32)>,
+    /// The ids' bytes, one after the other (no allocation per id): id `i` is
+    /// `bytes[starts[i]..starts[i + 1]]` (the last one ends at `bytes.len()`).
+    bytes: Vec<u8>,
+    starts: Vec<usize>,
     parent: Vec<u32>,
     /// At a component's root: its worker and its ids.
     worker: Vec<u16>,
@@ -175,7 +179,8 @@ impl Router {
             hasher: DefaultHashBuilder::default(),
             workers,
             index: HashTable::new(),
-            names: Vec::new(),
+            bytes: Vec::new(),
+            starts: Vec::new(),
             parent: Vec::new(),
             worker: Vec::new(),
             members: Vec::new(),
@@ -193,21 +198,28 @@ impl Router {
         i
     }
 
+    /// Id number `i`'s bytes.
+    fn id_bytes(&self, i: u32) -> &[u8] {
+        let i = i as usize;
+        let end = self.starts.get(i + 1).copied().unwrap_or(self.bytes.len());
+        &self.bytes[self.starts[i]..end]
+    }
+
     /// The root of `id`'s component, if `id` was seen.
     fn root(&mut self, id: &str, hash: u64) -> Option<u32> {
-        let names = &self.names;
-        let i = *self.index.find(hash, |&i| &*names[i as usize] == id)?;
+        let (_, i) = *self.index.find(hash, |&(h, i)| {
+            h == hash && self.id_bytes(i) == id.as_bytes()
+        })?;
         Some(self.find(i))
     }
 
     /// Adds a new id to the component of `root` (a new component of its own if `None`,
     /// on the worker the id hashes to). Returns the root.
     fn add(&mut self, id: &str, hash: u64, root: Option<u32>) -> u32 {
-        let i = self.names.len() as u32;
-        let names = &self.names;
-        self.index
-            .insert_unique(hash, i, |&j| self.hasher.hash_one(&*names[j as usize]));
-        self.names.push(Arc::from(id));
+        let i = self.starts.len() as u32;
+        self.index.insert_unique(hash, (hash, i), |&(h, _)| h);
+        self.starts.push(self.bytes.len());
+        self.bytes.extend_from_slice(id.as_bytes());
         let r = root.unwrap_or(i);
         self.parent.push(r);
         self.worker.push(home(id, self.workers));
@@ -270,7 +282,10 @@ impl Router {
                         to,
                         ids: small_members
                             .iter()
-                            .map(|&m| self.names[m as usize].clone())
+                            .map(|&m| {
+                                let id = String::from_utf8_lossy(self.id_bytes(m));
+                                Arc::<str>::from(id)
+                            })
                             .collect(),
                     });
                 }
