@@ -675,6 +675,20 @@ fn replay_workers_match_one_worker_on_the_example_files() {
     }
 }
 
+/// A week of the generated reference funnel for `customers` customers, as JSON lines.
+fn funnel_week(customers: usize, seed: u64) -> Vec<String> {
+    let cfg = segstream::generator::FunnelConfig {
+        customers,
+        days: 7,
+        seed,
+        ..Default::default()
+    };
+    segstream::generator::generate(&cfg)
+        .into_iter()
+        .map(|e| e.json)
+        .collect()
+}
+
 /// `--workers N` on a generated funnel (40% anonymous visitors who link later, second
 /// devices linked by a mail click, so persons that lived on different workers merge),
 /// over more than one chunk of lines, with timers fired by event time and at the end:
@@ -683,16 +697,7 @@ fn replay_workers_match_one_worker_on_the_example_files() {
 fn replay_workers_match_one_worker_on_a_generated_funnel() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("funnel.jsonl");
-    let cfg = segstream::generator::FunnelConfig {
-        customers: 3000,
-        days: 7,
-        seed: 11,
-        ..Default::default()
-    };
-    let mut lines = Vec::new();
-    for e in segstream::generator::generate(&cfg) {
-        lines.push(e.json);
-    }
+    let mut lines = funnel_week(3000, 11);
     assert!(
         lines.len() > segstream::replay::CHUNK_LINES,
         "more than one chunk: {} lines",
@@ -822,16 +827,7 @@ fn replay_workers_move_a_person_when_a_link_joins_two_workers() {
 fn replay_workers_stop_with_the_error_when_the_output_fails() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("funnel.jsonl");
-    let cfg = segstream::generator::FunnelConfig {
-        customers: 3000,
-        days: 7,
-        seed: 5,
-        ..Default::default()
-    };
-    let lines: Vec<String> = segstream::generator::generate(&cfg)
-        .into_iter()
-        .map(|e| e.json)
-        .collect();
+    let lines = funnel_week(3000, 5);
     assert!(lines.len() > 3 * segstream::replay::CHUNK_LINES);
     std::fs::write(&events, lines.join("\n")).unwrap();
     for workers in ["1", "2", "3"] {

@@ -61,15 +61,10 @@ impl Profiles {
     /// The ids (with their profiles) whose hash is `key`: one, as a rule; none if that
     /// customer is gone; more only if two ids collide in all 64 bits.
     pub(crate) fn ids_hashed(&self, key: u64) -> impl Iterator<Item = (&Arc<str>, &Profile)> {
-        let Profiles {
-            index,
-            slots,
-            hasher,
-        } = self;
-        index
+        self.index
             .iter_hash(key)
-            .map(|&i| &slots[i as usize])
-            .filter(move |(id, _)| Self::hash(hasher, id) == key)
+            .map(|&i| &self.slots[i as usize])
+            .filter(move |(id, _)| Self::hash(&self.hasher, id) == key)
             .map(|(id, p)| (id, p))
     }
 
