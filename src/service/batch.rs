@@ -57,6 +57,23 @@ impl Batch {
 
 /// Reads and applies up to `batch_size` messages; returns early when the input is idle
 /// (then the watermark follows the clock).
+/// How long a batch reader waits for its next message, `None` when the batch ends (its
+/// `batch_timeout` is over). The first message is waited for (up to `idle_after`); after
+/// it, the batch takes what the consumer already holds and ends when nothing more is
+/// waiting (or at `batch_size` / `batch_timeout`): under load the batches grow by
+/// themselves, and a lone event is not held back for the timeout. The segment stage and
+/// the router read their batches so.
+pub(super) fn next_wait(
+    k: &crate::config::KafkaConfig,
+    started: Option<Instant>,
+) -> Option<Duration> {
+    match started {
+        None => Some(Duration::from_millis(k.idle_after as u64)),
+        Some(s) if s.elapsed() >= Duration::from_millis(k.batch_timeout as u64) => None,
+        Some(_) => Some(Duration::ZERO),
+    }
+}
+
 pub async fn read_batch(
     clients: &Clients,
     shared: &Shared,
@@ -72,18 +89,7 @@ pub async fn read_batch(
     {
         on_assignment(clients, shared, progress, &mut transitions).await?;
     }
-    let idle = Duration::from_millis(k.idle_after as u64);
-    let batch_timeout = Duration::from_millis(k.batch_timeout as u64);
-    loop {
-        // The first message is waited for (up to `idle_after`); after it, the batch takes
-        // what the consumer already holds and ends when nothing more is waiting (or at
-        // `batch_size` / `batch_timeout`): under load the batches grow by themselves, and
-        // a lone event is not held back for the timeout.
-        let wait = match batch.started {
-            None => idle,
-            Some(s) if s.elapsed() >= batch_timeout => break,
-            Some(_) => Duration::ZERO,
-        };
+    while let Some(wait) = next_wait(k, batch.started) {
         let msg = match tokio::time::timeout(wait, clients.consumer.recv()).await {
             Err(_) => {
                 if batch.started.is_none() {

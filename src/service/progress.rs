@@ -149,7 +149,9 @@ impl Progress {
                     .remove(&(sequence.to_string(), shard, offset))
                 {
                     Some(time) => {
-                        remove(&mut self.holds.entry(shard).or_default().times, time);
+                        if let Some(holds) = self.holds.get_mut(&shard) {
+                            remove(&mut holds.times, time);
+                        }
                         true
                     }
                     None => false,

@@ -205,16 +205,11 @@ async fn read(router: &Router, shared: &Shared, blocklist: &Blocklist) -> Batch 
         offsets: TopicPartitionList::new(),
         read: Vec::new(),
     };
-    let idle = Duration::from_millis(k.idle_after as u64);
-    let batch_timeout = Duration::from_millis(k.batch_timeout as u64);
     let mut started: Option<Instant> = None;
     let mut messages = 0;
     while messages < k.batch_size {
-        // As in the segment stage: after the first message, what is already waiting.
-        let wait = match started {
-            None => idle,
-            Some(s) if s.elapsed() >= batch_timeout => break,
-            Some(_) => Duration::ZERO,
+        let Some(wait) = super::batch::next_wait(k, started) else {
+            break;
         };
         let msg = match tokio::time::timeout(wait, router.consumer.recv()).await {
             Err(_) => break,

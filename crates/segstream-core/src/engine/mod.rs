@@ -626,22 +626,21 @@ impl Engine {
         mut fired: Option<&mut Vec<Firing>>,
     ) {
         while let Some((t, ids)) = self.timers.pop_due(shard, to, &self.profiles) {
+            // Each is due at `t` (`pop_due` checked); firing one customer changes no other's
+            // timer.
             for id in ids {
-                // Firing one customer changes no other's timer; checked again all the same.
-                let due = self
+                debug_assert!(self
                     .profiles
                     .get(&id)
-                    .is_some_and(|p| millis(p.timer_at) == t);
-                if due {
-                    if let Some(f) = fired.as_deref_mut() {
-                        f.push(Firing {
-                            due: t,
-                            customer: id.clone(),
-                            start: out.len(),
-                        });
-                    }
-                    self.fire_customer(&id, t, out);
+                    .is_some_and(|p| millis(p.timer_at) == t));
+                if let Some(f) = fired.as_deref_mut() {
+                    f.push(Firing {
+                        due: t,
+                        customer: id.clone(),
+                        start: out.len(),
+                    });
                 }
+                self.fire_customer(&id, t, out);
             }
         }
     }
