@@ -6,11 +6,11 @@
 //! 1. *parse* (parallel): N parse threads parse the chunk in parts, events borrowing the
 //!    chunk's buffer (a line rejected here is rejected as by one engine: size, format,
 //!    future guard);
-//! 2. *plan* (serial, cheap, on the calling thread as the parts come): the [`Router`] gives every event the worker of its person and
-//!    every line the watermark one engine would have after it. Persons are the components
-//!    of a union-find over the ids events link (a superset of the engine's persons: a
-//!    refused link still joins them here, which only keeps more together); a new person
-//!    goes to the worker its first id hashes to. When a link joins two persons of
+//! 2. *plan* (serial, cheap, on the calling thread as the parts come): the [`Router`]
+//!    gives every event the worker of its person and every line the watermark one engine
+//!    would have after it. Persons are the components of the links between ids seen (a
+//!    superset of the engine's persons: a refused link still joins them here, which only
+//!    keeps more together); a new person goes to the worker its first id hashes to. When a link joins two persons of
 //!    different workers, the smaller one *moves*: at that line its worker takes its
 //!    profiles, ids and forget records out ([`Engine::take_persons`]) and the other worker
 //!    takes them in ([`Engine::put_persons`]) before applying the linking event, which then
@@ -153,24 +153,42 @@ impl Ids {
     }
 }
 
-/// Step 2's state across chunks: persons (a union-find over ids) and their workers, and
-/// event time.
+/// Step 2's state across chunks: persons (the components of the links seen) and their
+/// workers, and event time.
+///
+/// Every id seen has one entry in a hash table, which names its person and that person's
+/// worker: routing an event costs one probe per id (and the compare of the id's bytes).
+/// When two persons join, the smaller one's entries are relabelled (each id is relabelled
+/// only when its person at least doubles, so `O(log n)` times at most).
 struct Router {
     hasher: DefaultHashBuilder,
     workers: u16,
-    /// Every id seen, by its hash: the hash again (compared before the bytes) and the id's
-    /// number (an index into `starts`, `parent`, ...).
-    index: HashTable<(u64, u32)>,
-    /// The ids' bytes, one after the other (no allocation per id): id `i` is
-    /// `bytes[starts[i]..starts[i + 1]]` (the last one ends at `bytes.len()`).
+    index: HashTable<Entry>,
+    /// The ids' bytes, one after the other (no allocation per id).
     bytes: Vec<u8>,
-    starts: Vec<usize>,
-    parent: Vec<u32>,
-    /// At a component's root: its worker and its ids.
-    worker: Vec<u16>,
-    members: Vec<Vec<u32>>,
+    /// Per person: its ids (their hash and place in `bytes`).
+    persons: Vec<Vec<Member>>,
     max_event_time: Millis,
     allowed_lateness: Millis,
+}
+
+/// An id in the router's table.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    hash: u64,
+    /// Where the id's bytes are (see [`Member::at`]).
+    at: u64,
+    /// Its person (index into `Router::persons`) and that person's worker.
+    person: u32,
+    worker: u16,
+}
+
+/// An id of a person: its hash and where its bytes are in `Router::bytes` (start << 16 |
+/// length; a usable id has at most 256 characters, so at most 1 024 bytes).
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    hash: u64,
+    at: u64,
 }
 
 impl Router {
@@ -180,52 +198,48 @@ impl Router {
             workers,
             index: HashTable::new(),
             bytes: Vec::new(),
-            starts: Vec::new(),
-            parent: Vec::new(),
-            worker: Vec::new(),
-            members: Vec::new(),
+            persons: Vec::new(),
             max_event_time: Millis::MIN,
             allowed_lateness: engine.config().allowed_lateness,
         }
     }
 
-    fn find(&mut self, mut i: u32) -> u32 {
-        while self.parent[i as usize] != i {
-            let up = self.parent[self.parent[i as usize] as usize];
-            self.parent[i as usize] = up;
-            i = up;
-        }
-        i
+    /// The bytes of the id stored at `at`.
+    fn id_bytes(&self, at: u64) -> &[u8] {
+        let start = (at >> 16) as usize;
+        &self.bytes[start..start + (at & 0xffff) as usize]
     }
 
-    /// Id number `i`'s bytes.
-    fn id_bytes(&self, i: u32) -> &[u8] {
-        let i = i as usize;
-        let end = self.starts.get(i + 1).copied().unwrap_or(self.bytes.len());
-        &self.bytes[self.starts[i]..end]
-    }
-
-    /// The root of `id`'s component, if `id` was seen.
-    fn root(&mut self, id: &str, hash: u64) -> Option<u32> {
-        let (_, i) = *self.index.find(hash, |&(h, i)| {
-            h == hash && self.id_bytes(i) == id.as_bytes()
+    /// `id`'s person and its worker, if `id` was seen.
+    fn person(&self, id: &str, hash: u64) -> Option<(u32, u16)> {
+        let e = self.index.find(hash, |e| {
+            e.hash == hash && self.id_bytes(e.at) == id.as_bytes()
         })?;
-        Some(self.find(i))
+        Some((e.person, e.worker))
     }
 
-    /// Adds a new id to the component of `root` (a new component of its own if `None`,
-    /// on the worker the id hashes to). Returns the root.
-    fn add(&mut self, id: &str, hash: u64, root: Option<u32>) -> u32 {
-        let i = self.starts.len() as u32;
-        self.index.insert_unique(hash, (hash, i), |&(h, _)| h);
-        self.starts.push(self.bytes.len());
+    /// Adds a new id to `person` (a new person of its own if `None`, on the worker the id
+    /// hashes to). Returns the id's person and worker.
+    fn add(&mut self, id: &str, hash: u64, person: Option<(u32, u16)>) -> (u32, u16) {
+        assert!(
+            id.len() < 1 << 16,
+            "ids are validated to at most 1 024 bytes"
+        );
+        let at = ((self.bytes.len() as u64) << 16) | id.len() as u64;
         self.bytes.extend_from_slice(id.as_bytes());
-        let r = root.unwrap_or(i);
-        self.parent.push(r);
-        self.worker.push(home(id, self.workers));
-        self.members.push(Vec::new());
-        self.members[r as usize].push(i);
-        r
+        let (person, worker) = person.unwrap_or_else(|| {
+            self.persons.push(Vec::new());
+            ((self.persons.len() - 1) as u32, home(id, self.workers))
+        });
+        self.persons[person as usize].push(Member { hash, at });
+        let entry = Entry {
+            hash,
+            at,
+            person,
+            worker,
+        };
+        self.index.insert_unique(hash, entry, |e| e.hash);
+        (person, worker)
     }
 
     /// Plans one parsed event: its worker, a person that moves first, the watermark after.
@@ -247,55 +261,55 @@ impl Router {
         };
         let subject = subject_field.of(event);
         let wanted = ids.wanted.map(|(f, h)| (f.of(event), h));
-        let a = self.root(subject, subject_hash);
-        let b = wanted.and_then(|(w, h)| self.root(w, h));
+        let a = self.person(subject, subject_hash);
+        let b = wanted.and_then(|(w, h)| self.person(w, h));
         let mut moving = NO_MOVE;
-        let root = match (a, b) {
+        let (_, worker) = match (a, b) {
             (None, None) => {
-                let r = self.add(subject, subject_hash, None);
+                let p = self.add(subject, subject_hash, None);
                 if let Some((w, h)) = wanted {
-                    self.add(w, h, Some(r));
+                    self.add(w, h, Some(p));
                 }
-                r
+                p
             }
-            (Some(r), None) => {
+            (Some(p), None) => {
                 if let Some((w, h)) = wanted {
-                    self.add(w, h, Some(r));
+                    self.add(w, h, Some(p));
                 }
-                r
+                p
             }
-            (None, Some(r)) => self.add(subject, subject_hash, Some(r)),
-            (Some(x), Some(y)) if x == y => x,
+            (None, Some(p)) => self.add(subject, subject_hash, Some(p)),
+            (Some(x), Some(y)) if x.0 == y.0 => x,
             (Some(x), Some(y)) => {
                 let (big, small) =
-                    if self.members[x as usize].len() >= self.members[y as usize].len() {
+                    if self.persons[x.0 as usize].len() >= self.persons[y.0 as usize].len() {
                         (x, y)
                     } else {
                         (y, x)
                     };
-                let small_members = std::mem::take(&mut self.members[small as usize]);
-                let (from, to) = (self.worker[small as usize], self.worker[big as usize]);
-                if from != to {
+                let members = std::mem::take(&mut self.persons[small.0 as usize]);
+                if small.1 != big.1 {
                     moving = moves.len() as u32;
                     moves.push(Move {
-                        from,
-                        to,
-                        ids: small_members
+                        from: small.1,
+                        to: big.1,
+                        ids: members
                             .iter()
-                            .map(|&m| {
-                                let id = String::from_utf8_lossy(self.id_bytes(m));
-                                Arc::<str>::from(id)
-                            })
+                            .map(|m| Arc::<str>::from(String::from_utf8_lossy(self.id_bytes(m.at))))
                             .collect(),
                     });
                 }
-                self.parent[small as usize] = big;
-                self.members[big as usize].extend(small_members);
+                for m in &members {
+                    if let Some(e) = self.index.find_mut(m.hash, |e| e.at == m.at) {
+                        (e.person, e.worker) = big;
+                    }
+                }
+                self.persons[big.0 as usize].extend(members);
                 big
             }
         };
         Plan {
-            worker: self.worker[root as usize],
+            worker,
             moving,
             watermark,
         }
@@ -1081,4 +1095,144 @@ pub fn write_profiles_of(engines: &[Engine], w: &mut dyn Write) -> io::Result<()
         }
     }
     w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use segstream_core::engine::EngineConfig;
+    use std::collections::HashMap;
+
+    /// The router against a plain union-find: every id's person is the component of the
+    /// links seen, on the worker of the component's first id unless a join moved it (the
+    /// smaller person moves, to the bigger one's worker, ties to the subject's), and a move
+    /// carries exactly the smaller person's ids.
+    #[derive(Default)]
+    struct Model {
+        comp: HashMap<String, usize>,
+        members: Vec<Vec<String>>,
+        worker_of: Vec<u16>,
+    }
+
+    /// Adds `id` to component `to` (a new one if `None`) unless it is known; its component.
+    fn add(m: &mut Model, workers: u16, id: &str, to: Option<usize>) -> usize {
+        if let Some(&k) = m.comp.get(id) {
+            return k;
+        }
+        let k = to.unwrap_or_else(|| {
+            m.members.push(Vec::new());
+            m.worker_of.push(home(id, workers));
+            m.members.len() - 1
+        });
+        m.comp.insert(id.to_string(), k);
+        m.members[k].push(id.to_string());
+        k
+    }
+
+    fn check(workers: u16, links: &[(u8, Option<u8>)]) {
+        let text = "[segments.any]\ncondition = 'count(any, ever) > 0'\n";
+        let engine = Engine::from_source("segments.toml", text, EngineConfig::default()).unwrap();
+        let mut router = Router::new(&engine, workers);
+        let blocklist = Blocklist::new(&engine.config().identity);
+        // The model: each id's component (the smallest member's name stands for it), the
+        // components' members in join order and their workers.
+        let mut model = Model::default();
+        for (n, &(c, a)) in links.iter().enumerate() {
+            let customer = format!("c-{c}");
+            let line = match a {
+                Some(a) => format!(
+                    r#"{{"event_id":"e{n}","customer_id":"{customer}","anonymous_id":"a-{a}","type":"app_opened","timestamp":1793577600000}}"#
+                ),
+                None => format!(
+                    r#"{{"event_id":"e{n}","customer_id":"{customer}","type":"app_opened","timestamp":1793577600000}}"#
+                ),
+            };
+            let event = segstream_core::event::parse_event(line.as_bytes()).unwrap();
+            let ids = Ids::of(&event, &blocklist, &router.hasher);
+            let mut moves = Vec::new();
+            let plan = router.plan(&event, ids, &mut moves);
+
+            let anon = a.map(|a| format!("a-{a}"));
+            // A new subject joins the person of the id it links (it has no events yet).
+            let into = anon.as_ref().and_then(|a| model.comp.get(a).copied());
+            let k = add(&mut model, workers, &customer, into);
+            let mut expected_move: Option<(u16, u16, Vec<String>)> = None;
+            let k = match anon {
+                None => k,
+                Some(anon) => match model.comp.get(&anon).copied() {
+                    None => add(&mut model, workers, &anon, Some(k)),
+                    Some(j) if j == k => k,
+                    Some(j) => {
+                        let (big, small) = if model.members[k].len() >= model.members[j].len() {
+                            (k, j)
+                        } else {
+                            (j, k)
+                        };
+                        let moved = std::mem::take(&mut model.members[small]);
+                        if model.worker_of[small] != model.worker_of[big] {
+                            expected_move =
+                                Some((model.worker_of[small], model.worker_of[big], moved.clone()));
+                        }
+                        for id in &moved {
+                            model.comp.insert(id.clone(), big);
+                        }
+                        model.members[big].extend(moved);
+                        big
+                    }
+                },
+            };
+            assert_eq!(
+                plan.worker, model.worker_of[k],
+                "line {n}: the event's worker"
+            );
+            match expected_move {
+                None => assert!(moves.is_empty() && plan.moving == NO_MOVE, "line {n}"),
+                Some((from, to, ids)) => {
+                    assert_eq!(plan.moving, 0, "line {n}");
+                    let m = &moves[0];
+                    assert_eq!((m.from, m.to), (from, to), "line {n}");
+                    let got: Vec<&str> = m.ids.iter().map(|i| &**i).collect();
+                    assert_eq!(got, ids, "line {n}: the moving ids");
+                }
+            }
+            // Every id seen: its entry names its component's person and worker.
+            for (id, &k) in &model.comp {
+                let hash = router.hasher.hash_one(id.as_str());
+                let (person, worker) = router.person(id, hash).expect("a seen id");
+                assert_eq!(worker, model.worker_of[k], "line {n}: {id}'s worker");
+                let leader = &model.members[k][0];
+                let leader_hash = router.hasher.hash_one(leader.as_str());
+                assert_eq!(
+                    router.person(leader, leader_hash).map(|p| p.0),
+                    Some(person),
+                    "line {n}: {id} and {leader} are one person"
+                );
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn the_router_follows_the_links(
+            workers in 1u16..4,
+            links in prop::collection::vec((0u8..24, prop::option::of(0u8..24)), 1..120),
+        ) {
+            check(workers, &links);
+        }
+    }
+
+    /// Chains of joins relabel ids more than once: a person built from pairs, then pairs
+    /// of pairs, and so on, on three workers.
+    #[test]
+    fn the_router_relabels_ids_joined_again_and_again() {
+        let mut links: Vec<(u8, Option<u8>)> = (0..32).map(|i| (i, Some(i))).collect();
+        for step in [1u8, 2, 4, 8, 16] {
+            for i in (0..32).step_by(2 * step as usize) {
+                links.push((i, Some(i + step)));
+            }
+        }
+        check(3, &links);
+    }
 }
