@@ -20,6 +20,8 @@ struct Full {
     /// Start of the service to its first consumed event, s.
     join: f64,
     consumed_secs: f64,
+    /// With the router: first event consumed to every event routed, s.
+    routed_secs: Option<f64>,
     acked_secs: f64,
     longest_pause: f64,
     transitions: u64,
@@ -59,6 +61,13 @@ pub async fn full_path(
         100.0 * full.batch_secs / full.acked_secs,
         full.longest_pause * 1000.0
     );
+    if let Some(r) = full.routed_secs {
+        println!(
+            "  routed:         {:.0} events/s ({:.3} s: every event on the persons topic, acknowledged or not)",
+            n as f64 / r,
+            r
+        );
+    }
     println!(
         "  identity:       router {}; {} ids linked to a person, identity map {} bytes ({:.0} bytes per linked id)",
         if o.no_router { "off" } else { "on" },
@@ -95,9 +104,13 @@ async fn measure(
     let mut seen = svc.total();
     let mut moved = first;
     let mut longest_pause = Duration::ZERO;
+    let mut routed: Option<Instant> = None;
     let consumed = loop {
         let now_total = svc.total();
         let now = Instant::now();
+        if routed.is_none() && !o.no_router && svc.routed() >= n {
+            routed = Some(now);
+        }
         if now_total != seen {
             longest_pause = longest_pause.max(now - moved);
             seen = now_total;
@@ -122,6 +135,7 @@ async fn measure(
     let out = Full {
         join: (first - started).as_secs_f64(),
         consumed_secs: (consumed - first).as_secs_f64(),
+        routed_secs: routed.map(|r| (r - first).as_secs_f64()),
         acked_secs: (acked - first).as_secs_f64(),
         longest_pause: longest_pause.as_secs_f64(),
         transitions: emitted,

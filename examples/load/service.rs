@@ -66,6 +66,14 @@ impl Service {
         (accepted, other)
     }
 
+    /// Events the router has put on the persons topic so far.
+    pub fn routed(&self) -> u64 {
+        self.metrics()
+            .persons_records
+            .with_label_values(&["event"])
+            .get()
+    }
+
     /// Input messages consumed so far, whatever became of them.
     pub fn total(&self) -> u64 {
         let (a, r) = self.consumed();

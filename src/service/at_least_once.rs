@@ -5,13 +5,19 @@
 //!
 //! A [`Pipeline`] hands each applied batch to the [`committer`], which runs beside the
 //! worker's loop. Transitions, dead letters and persons-topic records go to the producer
-//! at once; the committer then, batch after batch in order:
-//! 1. sends the batch's changelog records (only after the previous batch's position
+//! at once; the committer then, in rounds of the batches waiting for it (one batch when it
+//! keeps up, up to [`ROUND_MAX`] when acknowledgements are slower than the loop), in order:
+//! 1. sends the round's changelog records (only after the previous round's position
 //!    markers are acknowledged, so a marker never stands behind a later batch's records),
-//! 2. waits until every record of the batch is acknowledged,
-//! 3. sends its position markers and waits for them ("everything before this marker is
+//! 2. waits until every record of the round is acknowledged,
+//! 3. sends the round's position markers, the newest one per partition (a batch writes a
+//!    marker for every partition it read or wrote state to, so no later record of that
+//!    partition is in the round), and waits for them ("everything before this marker is
 //!    in the changelog, and its outputs are delivered"),
-//! 4. stores the batch's input offsets.
+//! 4. stores the input offsets of the round's newest batch that read each partition.
+//!
+//! Committing a round costs two acknowledgement round trips whatever its size: batch after
+//! batch, those round trips bounded the throughput (the loop waited for the committer).
 //!
 //! Changelog records and markers of a partition revoked meanwhile are dropped right before
 //! they would be sent (its new owner writes that partition now), and a revocation waits
@@ -22,7 +28,7 @@
 use std::time::Instant;
 
 use rdkafka::consumer::Consumer;
-use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
@@ -58,9 +64,13 @@ pub struct Pipeline {
     tx: mpsc::Sender<Step>,
 }
 
-/// Batches handed over but not taken by the committer yet: one, so at most two batches'
-/// effects are in flight while a third is applied.
-const DEPTH: usize = 1;
+/// Batches handed over but not taken by the committer yet: while the committer is this
+/// many batches behind, the loop waits (and pauses the input if that takes long), so at
+/// most `DEPTH` + [`ROUND_MAX`] batches' effects are in flight while one more is applied.
+const DEPTH: usize = 8;
+
+/// At most this many batches are committed in one round.
+const ROUND_MAX: usize = 8;
 
 impl Pipeline {
     /// A pipeline and the receiving end for [`committer`].
@@ -115,30 +125,95 @@ impl Pipeline {
 }
 
 /// Commits the batches handed over, in order (see the module documentation), until the
-/// pipeline is dropped.
+/// pipeline is dropped. Batches that queued up while a round was committed are committed
+/// together in the next: their changelog records in one go, then only the newest marker of
+/// each partition, then the newest offsets (what committing them one by one would have
+/// left stored), so that a slow acknowledgement makes the rounds larger instead of the
+/// input slower.
 pub async fn committer(clients: &Clients, shared: &Shared, mut steps: mpsc::Receiver<Step>) {
-    let m = &shared.metrics;
-    let producer = &clients.producer;
-    let owned = |o: &Outgoing| o.partition.is_none_or(|p| owns(shared, p));
     while let Some(step) = steps.recv().await {
-        let p = match step {
+        let first = match step {
             Step::Drain(reply) => {
                 let _ = reply.send(());
                 continue;
             }
             Step::Batch(p) => p,
         };
-        let state = send_all(producer, &p.state, &owned, m).await;
+        let mut round = vec![*first];
+        let mut drained = None;
+        while round.len() < ROUND_MAX {
+            match steps.try_recv() {
+                Ok(Step::Batch(p)) => round.push(*p),
+                // Answered once the batches before it are committed.
+                Ok(Step::Drain(reply)) => {
+                    drained = Some(reply);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        commit_round(clients, shared, round).await;
+        if let Some(reply) = drained {
+            let _ = reply.send(());
+        }
+    }
+}
+
+/// Commits consecutive batches as one (see [`committer`]).
+async fn commit_round(clients: &Clients, shared: &Shared, round: Vec<Pending>) {
+    let m = &shared.metrics;
+    let producer = &clients.producer;
+    let owned = |o: &Outgoing| o.partition.is_none_or(|p| owns(shared, p));
+    let mut states = Vec::with_capacity(round.len());
+    for p in &round {
+        states.push(send_all(producer, &p.state, &owned, m).await);
+    }
+    let mut newest = Newest::default();
+    let mut started = Vec::with_capacity(round.len());
+    // Newest first: a partition's newest marker and offset stand for the older ones.
+    for (p, state) in round.into_iter().zip(states).rev() {
         p.sent.complete(producer, &p.output, KEEP_ALL, m).await;
         state.complete(producer, &p.state, &owned, m).await;
-        // Only once every record is acknowledged: a marker never stands for a missing one.
-        send_all(producer, &p.markers, &owned, m)
-            .await
-            .complete(producer, &p.markers, &owned, m)
-            .await;
-        store_offsets(clients, shared, &p.offsets);
-        if let Some(s) = p.started {
-            m.processing_seconds.observe(s.elapsed().as_secs_f64());
+        newest.add_older(p.markers, &p.offsets);
+        started.extend(p.started);
+    }
+    // Only once every record is acknowledged: a marker never stands for a missing one.
+    let markers = newest.markers;
+    send_all(producer, &markers, &owned, m)
+        .await
+        .complete(producer, &markers, &owned, m)
+        .await;
+    store_offsets(clients, shared, &newest.offsets);
+    for s in started {
+        m.processing_seconds.observe(s.elapsed().as_secs_f64());
+    }
+}
+
+/// A round's newest marker and input offset per partition, from its batches given newest
+/// first.
+#[derive(Default)]
+struct Newest {
+    markers: Vec<Outgoing>,
+    offsets: Vec<(String, i32, Offset)>,
+}
+
+impl Newest {
+    /// Adds the markers and offsets of a batch older than every one added before.
+    fn add_older(&mut self, markers: Vec<Outgoing>, offsets: &TopicPartitionList) {
+        for marker in markers {
+            if !self.markers.iter().any(|k| k.partition == marker.partition) {
+                self.markers.push(marker);
+            }
+        }
+        for e in offsets.elements() {
+            if !self
+                .offsets
+                .iter()
+                .any(|(t, q, _)| *q == e.partition() && t == e.topic())
+            {
+                self.offsets
+                    .push((e.topic().to_string(), e.partition(), e.offset()));
+            }
         }
     }
 }
@@ -152,12 +227,12 @@ fn owns(shared: &Shared, p: i32) -> bool {
 
 /// Stores the offsets of the partitions still owned (a revoked one is read again by its
 /// new owner from its last commit).
-fn store_offsets(clients: &Clients, shared: &Shared, offsets: &TopicPartitionList) {
+fn store_offsets(clients: &Clients, shared: &Shared, offsets: &[(String, i32, Offset)]) {
     let owned = crate::shared::lock(&shared.kafka.owned).clone();
-    let mut tpl = TopicPartitionList::with_capacity(offsets.count());
-    for e in offsets.elements() {
-        if owned.contains(&(e.topic().to_string(), e.partition())) {
-            let _ = tpl.add_partition_offset(e.topic(), e.partition(), e.offset());
+    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+    for (topic, partition, offset) in offsets {
+        if owned.iter().any(|(t, p)| p == partition && t == topic) {
+            let _ = tpl.add_partition_offset(topic, *partition, *offset);
         }
     }
     if tpl.count() > 0 {
@@ -165,5 +240,66 @@ fn store_offsets(clients: &Clients, shared: &Shared, offsets: &TopicPartitionLis
             // A partition revoked meanwhile: its new owner re-reads from the last commit.
             warn!(error = %e, "storing offsets failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use segstream_core::changelog::Position;
+
+    fn marker(partition: i32, watermark: i64) -> Outgoing {
+        let pos = Position::new(watermark, watermark, Default::default());
+        Outgoing::position("changelog", partition, &pos)
+    }
+
+    fn offsets(entries: &[(&str, i32, i64)]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p, o) in entries {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o)).unwrap();
+        }
+        tpl
+    }
+
+    /// Three batches committed in one round: per partition, the newest batch's marker and
+    /// offset, and a partition only an older batch touched keeps that batch's.
+    #[test]
+    fn a_round_keeps_the_newest_marker_and_offset_of_each_partition() {
+        let mut newest = Newest::default();
+        // Newest first.
+        newest.add_older(
+            vec![marker(0, 300), marker(2, 300)],
+            &offsets(&[("in", 0, 30), ("in", 2, 32)]),
+        );
+        newest.add_older(
+            vec![marker(0, 200), marker(1, 200)],
+            &offsets(&[("in", 0, 20), ("in", 1, 21), ("other", 0, 7)]),
+        );
+        newest.add_older(vec![marker(1, 100)], &offsets(&[("in", 1, 11)]));
+
+        let mut got: Vec<(i32, Vec<u8>)> = newest
+            .markers
+            .iter()
+            .map(|m| (m.partition.unwrap(), m.payload.clone().unwrap()))
+            .collect();
+        got.sort();
+        let mut want: Vec<(i32, Vec<u8>)> = [marker(0, 300), marker(1, 200), marker(2, 300)]
+            .into_iter()
+            .map(|m| (m.partition.unwrap(), m.payload.unwrap()))
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+
+        let mut offsets = newest.offsets.clone();
+        offsets.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        assert_eq!(
+            offsets,
+            vec![
+                ("in".to_string(), 0, Offset::Offset(30)),
+                ("in".to_string(), 1, Offset::Offset(21)),
+                ("in".to_string(), 2, Offset::Offset(32)),
+                ("other".to_string(), 0, Offset::Offset(7)),
+            ]
+        );
     }
 }
