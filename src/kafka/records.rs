@@ -133,7 +133,12 @@ impl<'a> Original<'a> {
 
     /// An event read from the persons topic: the input message the router copied.
     pub fn routed<M: Message>(m: &'a M) -> Self {
-        let mut o = Original::of(m);
+        Original::of(m).into_routed()
+    }
+
+    /// [`Original::routed`] from the persons-topic record as read ([`Original::of`]).
+    pub fn into_routed(self) -> Self {
+        let mut o = self;
         let header = |name: &str| {
             o.headers
                 .iter()

@@ -20,7 +20,12 @@ impl Kind {
     /// The kind of a persons-topic record (a record without the header is an event);
     /// `None` for an unknown kind.
     pub fn of<M: Message>(m: &M) -> Option<Kind> {
-        match header(m, rh::KIND) {
+        Kind::in_headers(&read_headers(m))
+    }
+
+    /// [`Kind::of`] from a record's headers read once ([`read_headers`]).
+    pub fn in_headers(headers: &[HeaderRef<'_>]) -> Option<Kind> {
+        match header_in(headers, rh::KIND) {
             None => Some(Kind::Event),
             Some(v) => {
                 let v = std::str::from_utf8(v).ok()?;
@@ -30,17 +35,42 @@ impl Kind {
     }
 }
 
+/// A header as read from a message: its name and value.
+pub type HeaderRef<'m> = (&'m str, Option<&'m [u8]>);
+
+/// A message's headers, read once. Each lookup in librdkafka's list crosses into C and
+/// converts every name before the one sought: a record whose headers are looked up
+/// several times reads them once and looks them up here.
+pub fn read_headers<M: Message>(m: &M) -> Vec<HeaderRef<'_>> {
+    m.headers()
+        .map(|hs| hs.iter().map(|h| (h.key, h.value)).collect())
+        .unwrap_or_default()
+}
+
+/// A header's value (the first of that name) in headers read once.
+pub fn header_in<'m>(headers: &[HeaderRef<'m>], name: &str) -> Option<&'m [u8]> {
+    headers
+        .iter()
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| *v)
+}
+
+/// A header's value as text.
+pub fn text_in<'m>(headers: &[HeaderRef<'m>], name: &str) -> Option<&'m str> {
+    std::str::from_utf8(header_in(headers, name)?).ok()
+}
+
+/// A header's value as a number.
+pub fn number_in(headers: &[HeaderRef<'_>], name: &str) -> Option<i64> {
+    text_in(headers, name)?.parse().ok()
+}
+
 /// A header's value.
 pub fn header<'m, M: Message>(m: &'m M, name: &str) -> Option<&'m [u8]> {
     m.headers()?
         .iter()
         .find(|h| h.key == name)
         .and_then(|h| h.value)
-}
-
-/// A header's value as a number.
-pub fn header_number<M: Message>(m: &M, name: &str) -> Option<i64> {
-    std::str::from_utf8(header(m, name)?).ok()?.parse().ok()
 }
 
 #[derive(Serialize, Deserialize)]

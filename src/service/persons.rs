@@ -34,7 +34,7 @@ use crate::metrics::{series, Label, PersonsKind, RefusalLabel};
 use crate::shared::Shared;
 
 use super::batch::{advance, dead_letter, parse_checked, report, Batch};
-use super::handoffs::{decode, header, header_number, Kind};
+use super::handoffs::{decode, number_in, text_in, HeaderRef, Kind};
 use super::progress::{source_sequence, Held, Progress, FORWARD_PREFIX};
 
 /// Applies one persons-topic record (see the module documentation), then routes again the
@@ -46,9 +46,11 @@ pub fn apply_record(
     batch: &mut Batch,
     out: &mut Vec<Transition>,
 ) {
-    match Kind::of(msg) {
+    // The headers are read once, here (see `handoffs::read_headers`).
+    let original = Original::of(msg);
+    match Kind::in_headers(&original.headers) {
         Some(kind @ (Kind::Event | Kind::Forward)) => {
-            let sequence = sequence_of(msg, kind);
+            let sequence = sequence_of(&original.headers, kind);
             if let Some((seq, offset)) = &sequence {
                 if !progress.first_routed(seq, msg.partition(), *offset) {
                     shared.metrics.duplicates_skipped.inc();
@@ -59,6 +61,7 @@ pub fn apply_record(
                 shared,
                 progress,
                 Taken::Borrowed(msg),
+                Some(original),
                 kind,
                 sequence,
                 batch,
@@ -66,15 +69,14 @@ pub fn apply_record(
             );
         }
         Some(Kind::SourceQuiet) => {
-            let source = header(msg, rh::SOURCE_TOPIC)
-                .and_then(|t| std::str::from_utf8(t).ok())
-                .zip(header_number(msg, rh::SOURCE_PARTITION));
+            let h = &original.headers;
+            let source = text_in(h, rh::SOURCE_TOPIC).zip(number_in(h, rh::SOURCE_PARTITION));
             if let Some((topic, partition)) = source {
                 let shard = msg.partition();
                 progress.clocks.quiet(
                     &source_sequence(topic, partition as i32),
                     shard,
-                    header_number(msg, rh::SOURCE_TIME),
+                    number_in(h, rh::SOURCE_TIME),
                     Instant::now(),
                 );
                 advance(
@@ -94,9 +96,7 @@ pub fn apply_record(
                 "persons-topic record of an unknown kind (segstream_kind header)",
             );
             series(&shared.metrics.dead_letters, e.reason).inc();
-            batch
-                .outgoing
-                .push(dead_letter(shared, &Original::of(msg), &e));
+            batch.outgoing.push(dead_letter(shared, &original, &e));
         }
     }
     run_released(shared, progress, batch, out);
@@ -125,6 +125,7 @@ pub fn run_released(
                     shared,
                     progress,
                     Taken::Owned(held.record),
+                    None,
                     kind,
                     held.sequence,
                     batch,
@@ -153,18 +154,17 @@ impl Taken<'_, '_> {
 
 /// The sequence an event was read in and its offset there (`None` for a record without
 /// the router's headers, e.g. one a user produced to the persons topic by hand).
-fn sequence_of<M: Message>(msg: &M, kind: Kind) -> Option<(String, i64)> {
-    let offset = header_number(msg, rh::SOURCE_OFFSET)?;
-    let text = |name| header(msg, name).and_then(|v| std::str::from_utf8(v).ok());
+fn sequence_of(headers: &[HeaderRef<'_>], kind: Kind) -> Option<(String, i64)> {
+    let offset = number_in(headers, rh::SOURCE_OFFSET)?;
     let sequence = match kind {
         Kind::Forward => format!(
             "{FORWARD_PREFIX}{}|{}",
-            header_number(msg, rh::FROM_SHARD)?,
-            text(rh::VIA)?
+            number_in(headers, rh::FROM_SHARD)?,
+            text_in(headers, rh::VIA)?
         ),
         _ => source_sequence(
-            text(rh::SOURCE_TOPIC)?,
-            header_number(msg, rh::SOURCE_PARTITION)? as i32,
+            text_in(headers, rh::SOURCE_TOPIC)?,
+            number_in(headers, rh::SOURCE_PARTITION)? as i32,
         ),
     };
     Some((sequence, offset))
@@ -178,53 +178,60 @@ enum Outcome {
     Held(Arc<str>, i64),
 }
 
+/// Routes an event record (see [`route_event`]) and counts or holds it. `original`: the
+/// record as read, if the caller has read its headers already.
+#[allow(clippy::too_many_arguments)]
 fn apply_event(
     shared: &Shared,
     progress: &mut Progress,
     taken: Taken<'_, '_>,
+    original: Option<Original<'_>>,
     kind: Kind,
     sequence: Option<(String, i64)>,
     batch: &mut Batch,
     out: &mut Vec<Transition>,
 ) {
-    let outcome = {
+    let held = {
+        let original = match (original, &taken) {
+            (Some(o), _) => o,
+            (None, Taken::Borrowed(m)) => Original::of(*m),
+            (None, Taken::Owned(m)) => Original::of(m),
+        };
+        let format = text_in(&original.headers, rh::FORMAT)
+            .and_then(InputFormat::from_name)
+            .unwrap_or_default();
         let msg: &dyn MessageView = match &taken {
             Taken::Borrowed(m) => *m,
             Taken::Owned(m) => m,
         };
-        route_event(shared, progress, msg, kind, &sequence, batch, out)
+        match route_event(shared, progress, msg, format, kind, &sequence, batch, out) {
+            Ok(Outcome::Forwarded) => None,
+            Ok(Outcome::Held(person, event_time)) => Some((person, event_time)),
+            Ok(Outcome::Applied(applied)) => {
+                report(shared, &original.into_routed(), Ok(applied), batch);
+                None
+            }
+            Err(e) => {
+                report(shared, &original.into_routed(), Err(e), batch);
+                None
+            }
+        }
     };
-    match outcome {
-        Ok(Outcome::Forwarded) => {}
-        Ok(Outcome::Held(person, event_time)) => {
-            progress.hold(
-                person,
-                Held {
-                    record: taken.hold(),
-                    event_time,
-                    sequence,
-                },
-            );
-        }
-        Ok(Outcome::Applied(applied)) => {
-            with_original(&taken, |o| report(shared, o, Ok(applied), batch))
-        }
-        Err(e) => with_original(&taken, |o| report(shared, o, Err(e), batch)),
-    }
-}
-
-/// Calls `f` with the input message an event record came from.
-fn with_original<R>(taken: &Taken<'_, '_>, f: impl FnOnce(&Original<'_>) -> R) -> R {
-    match taken {
-        Taken::Borrowed(m) => f(&Original::routed(*m)),
-        Taken::Owned(m) => f(&Original::routed(m)),
+    if let Some((person, event_time)) = held {
+        progress.hold(
+            person,
+            Held {
+                record: taken.hold(),
+                event_time,
+                sequence,
+            },
+        );
     }
 }
 
 /// A message seen through the parts routing needs (borrowed or owned alike).
 trait MessageView {
     fn view_payload(&self) -> Option<&[u8]>;
-    fn view_header(&self, name: &str) -> Option<&[u8]>;
     fn view_topic(&self) -> &str;
     fn view_partition(&self) -> i32;
     fn forwarded(&self, topic: &str, to: i32, canonical: &str, from: i32, via: &str) -> Outgoing;
@@ -233,9 +240,6 @@ trait MessageView {
 impl<M: Message> MessageView for M {
     fn view_payload(&self) -> Option<&[u8]> {
         self.payload()
-    }
-    fn view_header(&self, name: &str) -> Option<&[u8]> {
-        header(self, name)
     }
     fn view_topic(&self) -> &str {
         self.topic()
@@ -253,17 +257,13 @@ fn route_event(
     shared: &Shared,
     progress: &mut Progress,
     msg: &dyn MessageView,
+    format: InputFormat,
     kind: Kind,
     sequence: &Option<(String, i64)>,
     batch: &mut Batch,
     out: &mut Vec<Transition>,
 ) -> Result<Outcome, EventError> {
     let shard = msg.view_partition();
-    let format = msg
-        .view_header(rh::FORMAT)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(InputFormat::from_name)
-        .unwrap_or_default();
     let k = &shared.config.kafka;
     let event = parse_checked(shared, format, msg.view_payload())?;
     let mut engine = shared.engine();
