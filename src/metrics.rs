@@ -155,6 +155,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub events_consumed: IntCounterVec,
     pub processing_seconds: Histogram,
+    /// Batches committed together in one at-least-once round.
+    pub commit_round_batches: Histogram,
     pub event_to_transition_seconds: Histogram,
     pub transitions: IntCounterVec,
     pub segment_population: IntGaugeVec,
@@ -254,6 +256,20 @@ impl Metrics {
                 "batch_processing_seconds",
                 "Time to process one batch of input messages, from poll to offsets stored.",
             ),
+            commit_round_batches: {
+                let m = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "commit_round_batches",
+                        "Batches whose effects were committed together in one at-least-once round (above 1: acknowledgements lag the input, and the batches wait for them in memory).",
+                    )
+                    .buckets(vec![1.0, 2.0, 3.0, 4.0, 6.0, 8.0]),
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("registered once");
+                m
+            },
             event_to_transition_seconds: histogram(
                 "event_to_transition_latency_seconds",
                 "Wall-clock time from an event's timestamp (or a timer's deadline) to the broker's acknowledgement of the transition it caused.",

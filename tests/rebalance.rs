@@ -97,6 +97,105 @@ async fn instances_killed_and_added_mid_stream_give_the_single_instance_transiti
     stop(c).await;
 }
 
+/// Slow acknowledgements (20 ms per broker round trip): the committer falls behind the
+/// loop, and the batches that queue meanwhile are committed in rounds of several (one
+/// changelog send, the newest marker per partition, the newest offsets). An instance that
+/// crashes between rounds and its successor, which restores the state those rounds wrote,
+/// give exactly the single-instance transitions: nothing lost, nothing invented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_of_several_batches_survive_a_crash_with_the_single_instance_transitions() {
+    let (cluster, mut cfg, input) = setup(4, "segments/library.toml");
+    let brokers = cfg.kafka.brokers.clone();
+    cfg.engine.idle_lag = 10 * 365 * 86_400_000;
+    cfg.kafka.batch_size = 20;
+    // Offsets committed soon after they are stored: a crash finds them where the last
+    // round left them (a marker older than its round's offsets would lose state).
+    cfg.kafka
+        .librdkafka
+        .insert("auto.commit.interval.ms".into(), "20".into());
+    let (lines, expected) = known_funnel(400, 7, &cfg);
+    let (first, second) = lines.split_at(lines.len() / 2);
+    produce_at_once(&brokers, &input, first).await;
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(20))
+        .unwrap();
+
+    let a = start(cfg.clone()).await;
+    let mut reader = Reader::new(&brokers, &cfg.kafka.output_topic);
+    reader
+        .until(expected.len() / 8, Duration::from_secs(60))
+        .await;
+    let rounds = &a.running.instance.metrics.commit_round_batches;
+    let (count, sum) = (rounds.get_sample_count(), rounds.get_sample_sum());
+    assert!(
+        sum > count as f64,
+        "some round committed several batches ({sum} batches in {count} rounds)"
+    );
+    a.kill();
+    cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
+
+    produce_at_once(&brokers, &input, second).await;
+    let b = start(cfg.clone()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let n = reader.got.len();
+        reader.until(n + 1, Duration::from_secs(3)).await;
+        let got: BTreeSet<String> = reader
+            .got
+            .iter()
+            .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
+            .collect();
+        if got.is_superset(&expected) && reader.got.len() == n {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "missing after 90 s: {:#?}",
+            expected.difference(&got).take(10).collect::<Vec<_>>()
+        );
+    }
+    let got: BTreeSet<String> = reader
+        .got
+        .iter()
+        .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        expected,
+        "invented: {:#?}",
+        got.difference(&expected).collect::<Vec<_>>()
+    );
+    eprintln!(
+        "{} transitions expected, {} received ({} duplicates); before the crash {sum} batches in {count} rounds",
+        expected.len(),
+        reader.got.len(),
+        reader.got.len() - expected.len()
+    );
+    stop(b).await;
+}
+
+/// Produces `lines` in order (per partition: idempotent producer), all handed over before
+/// the first acknowledgement is awaited.
+async fn produce_at_once(brokers: &str, topic: &str, lines: &[support::Keyed]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let p: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let mut sent = Vec::with_capacity(lines.len());
+    for (key, payload) in lines {
+        let mut r = FutureRecord::to(topic).payload(&payload[..]);
+        if let Some(k) = key {
+            r = r.key(k.as_bytes());
+        }
+        sent.push(p.send_result(r).map_err(|(e, _)| e).expect("queued"));
+    }
+    for s in sent {
+        s.await.expect("delivered").expect("produced");
+    }
+}
+
 /// The partitioning contract is checked at start-up, every violation listed: read directly,
 /// input topics with different partition counts, a changelog with another count than the
 /// inputs; routed, a changelog with another count than the persons topic.

@@ -168,6 +168,7 @@ async fn commit_round(clients: &Clients, shared: &Shared, round: Vec<Pending>) {
     for p in &round {
         states.push(send_all(producer, &p.state, &owned, m).await);
     }
+    m.commit_round_batches.observe(round.len() as f64);
     let mut newest = Newest::default();
     let mut started = Vec::with_capacity(round.len());
     // Newest first: a partition's newest marker and offset stand for the older ones.

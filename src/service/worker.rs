@@ -118,9 +118,9 @@ async fn process(
                         let commit = exactly_once::commit(clients, shared, batch, progress);
                         backpressure::while_committing(&clients.consumer, shared, commit).await?;
                     } else {
-                        // The next batch is read and applied while this one is
-                        // acknowledged; `push` waits only while the committer is a whole
-                        // batch behind (then the input is paused if that takes long).
+                        // The next batches are read and applied while this one is
+                        // acknowledged; `push` waits only while the committer is several
+                        // batches behind (then the input is paused if that takes long).
                         let step = pipeline.push(clients, shared, batch, progress);
                         backpressure::while_committing(&clients.consumer, shared, step).await?;
                     }
