@@ -38,53 +38,7 @@ async fn instances_killed_and_added_mid_stream_give_the_single_instance_transiti
     a.kill();
     let c = start(cfg.clone()).await;
     produce(&brokers, &input, second).await;
-    // Every expected transition arrives (duplicates allowed), then nothing new.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let n = reader.got.len();
-        reader.until(n + 1, Duration::from_secs(3)).await;
-        let got: BTreeSet<String> = reader
-            .got
-            .iter()
-            .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
-            .collect();
-        if got.is_superset(&expected) && reader.got.len() == n {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "missing after 90 s: {:#?}",
-            expected.difference(&got).take(10).collect::<Vec<_>>()
-        );
-    }
-    let got: BTreeSet<String> = reader
-        .got
-        .iter()
-        .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
-        .collect();
-    assert_eq!(
-        got,
-        expected,
-        "invented: {:#?}",
-        got.difference(&expected).collect::<Vec<_>>()
-    );
-    // Duplicates are exact copies: one payload per transition_id.
-    let mut by_id: std::collections::HashMap<String, BTreeSet<String>> = Default::default();
-    for m in &reader.got {
-        let p = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&p).unwrap();
-        by_id
-            .entry(v["transition_id"].as_str().unwrap().to_string())
-            .or_default()
-            .insert(p);
-    }
-    assert!(by_id.values().all(|s| s.len() == 1));
-    eprintln!(
-        "{} transitions expected, {} received ({} duplicates)",
-        expected.len(),
-        reader.got.len(),
-        reader.got.len() - expected.len()
-    );
+    assert_single_instance_transitions(&mut reader, &expected).await;
     let dead = read(
         &brokers,
         &cfg.kafka.dead_letter_topic,
@@ -136,16 +90,28 @@ async fn rounds_of_several_batches_survive_a_crash_with_the_single_instance_tran
 
     produce_at_once(&brokers, &input, second).await;
     let b = start(cfg.clone()).await;
+    eprintln!("before the crash: {sum} batches in {count} rounds");
+    assert_single_instance_transitions(&mut reader, &expected).await;
+    stop(b).await;
+}
+
+/// Waits until every expected transition has arrived (duplicates allowed) and nothing new
+/// comes for 3 s (at most 90 s), then checks that nothing was invented and that duplicates
+/// are exact copies (one payload per transition_id).
+async fn assert_single_instance_transitions(reader: &mut Reader, expected: &BTreeSet<String>) {
+    let payloads = |reader: &Reader| -> BTreeSet<String> {
+        reader
+            .got
+            .iter()
+            .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
+            .collect()
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         let n = reader.got.len();
         reader.until(n + 1, Duration::from_secs(3)).await;
-        let got: BTreeSet<String> = reader
-            .got
-            .iter()
-            .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
-            .collect();
-        if got.is_superset(&expected) && reader.got.len() == n {
+        let got = payloads(reader);
+        if got.is_superset(expected) && reader.got.len() == n {
             break;
         }
         assert!(
@@ -154,24 +120,29 @@ async fn rounds_of_several_batches_survive_a_crash_with_the_single_instance_tran
             expected.difference(&got).take(10).collect::<Vec<_>>()
         );
     }
-    let got: BTreeSet<String> = reader
-        .got
-        .iter()
-        .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
-        .collect();
+    let got = payloads(reader);
     assert_eq!(
-        got,
+        &got,
         expected,
         "invented: {:#?}",
-        got.difference(&expected).collect::<Vec<_>>()
+        got.difference(expected).collect::<Vec<_>>()
     );
+    let mut by_id: std::collections::HashMap<String, BTreeSet<String>> = Default::default();
+    for m in &reader.got {
+        let p = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+        by_id
+            .entry(v["transition_id"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(p);
+    }
+    assert!(by_id.values().all(|s| s.len() == 1));
     eprintln!(
-        "{} transitions expected, {} received ({} duplicates); before the crash {sum} batches in {count} rounds",
+        "{} transitions expected, {} received ({} duplicates)",
         expected.len(),
         reader.got.len(),
         reader.got.len() - expected.len()
     );
-    stop(b).await;
 }
 
 /// Produces `lines` in order (per partition: idempotent producer), all handed over before
