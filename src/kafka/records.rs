@@ -110,8 +110,38 @@ pub struct Original<'a> {
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
-    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+    pub headers: Vec<HeaderRef<'a>>,
     pub timestamp: Option<i64>,
+}
+
+/// A header as read from a message: its name and value.
+pub type HeaderRef<'m> = (&'m str, Option<&'m [u8]>);
+
+/// A message's headers, read once. Each lookup in librdkafka's list crosses into C and
+/// converts every name before the one sought: a record whose headers are looked up
+/// several times reads them once and looks them up here.
+pub fn read_headers<M: Message>(m: &M) -> Vec<HeaderRef<'_>> {
+    m.headers()
+        .map(|hs| hs.iter().map(|h| (h.key, h.value)).collect())
+        .unwrap_or_default()
+}
+
+/// A header's value (the first of that name) in headers read once.
+pub fn header_in<'m>(headers: &[HeaderRef<'m>], name: &str) -> Option<&'m [u8]> {
+    headers
+        .iter()
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| *v)
+}
+
+/// A header's value as text.
+pub fn text_in<'m>(headers: &[HeaderRef<'m>], name: &str) -> Option<&'m str> {
+    std::str::from_utf8(header_in(headers, name)?).ok()
+}
+
+/// A header's value as a number.
+pub fn number_in(headers: &[HeaderRef<'_>], name: &str) -> Option<i64> {
+    text_in(headers, name)?.parse().ok()
 }
 
 impl<'a> Original<'a> {
@@ -123,34 +153,21 @@ impl<'a> Original<'a> {
             offset: m.offset(),
             key: m.key(),
             payload: m.payload(),
-            headers: m
-                .headers()
-                .map(|hs| hs.iter().map(|h| (h.key, h.value)).collect())
-                .unwrap_or_default(),
+            headers: read_headers(m),
             timestamp: m.timestamp().to_millis(),
         }
     }
 
-    /// An event read from the persons topic: the input message the router copied.
-    pub fn routed<M: Message>(m: &'a M) -> Self {
-        Original::of(m).into_routed()
-    }
-
-    /// [`Original::routed`] from the persons-topic record as read ([`Original::of`]).
+    /// An event read from the persons topic ([`Original::of`] it): the input message the
+    /// router copied.
     pub fn into_routed(self) -> Self {
         let mut o = self;
-        let header = |name: &str| {
-            o.headers
-                .iter()
-                .find(|(k, _)| *k == name)
-                .and_then(|(_, v)| *v)
-        };
-        let text = |name: &str| header(name).and_then(|v| std::str::from_utf8(v).ok());
         use routing_headers as rh;
-        let topic = text(rh::SOURCE_TOPIC);
-        let partition = text(rh::SOURCE_PARTITION).and_then(|v| v.parse().ok());
-        let offset = text(rh::SOURCE_OFFSET).and_then(|v| v.parse().ok());
-        let key = header(rh::SOURCE_KEY);
+        let h = &o.headers;
+        let topic = text_in(h, rh::SOURCE_TOPIC);
+        let partition = number_in(h, rh::SOURCE_PARTITION).and_then(|p| i32::try_from(p).ok());
+        let offset = number_in(h, rh::SOURCE_OFFSET);
+        let key = header_in(h, rh::SOURCE_KEY);
         if let (Some(t), Some(p), Some(off)) = (topic, partition, offset) {
             o.topic = t;
             o.partition = p;

@@ -447,7 +447,7 @@ impl Worker {
         // engine before it next does anything else, so the engine always acts on the
         // watermark one engine would have at that line, and fires at the same lines.
         let mut behind = Millis::MIN;
-        let mut next_due = engine.next_timer_due(0).unwrap_or(Millis::MAX);
+        let mut next_due = next_due_of(engine);
         let catch_up = |engine: &mut Engine, behind: &mut Millis, out: &mut Vec<Transition>| {
             if *behind != Millis::MIN {
                 let mut fired = Vec::new();
@@ -472,7 +472,7 @@ impl Worker {
                         .put_persons(moved)
                         .map_err(|e| io::Error::other(format!("moving a person: {e}")))?;
                 }
-                next_due = engine.next_timer_due(0).unwrap_or(Millis::MAX);
+                next_due = next_due_of(engine);
             }
             if plan.worker == me {
                 let Slot::Event(event, _) = slot else {
@@ -503,7 +503,7 @@ impl Worker {
                 }
                 self.emit(0, line, 0, 0, None);
                 self.out.clear();
-                next_due = engine.next_timer_due(0).unwrap_or(Millis::MAX);
+                next_due = next_due_of(engine);
             }
             if plan.watermark != Millis::MIN {
                 if next_due <= plan.watermark {
@@ -515,7 +515,7 @@ impl Worker {
                     );
                     self.emit_fired(line);
                     behind = Millis::MIN;
-                    next_due = engine.next_timer_due(0).unwrap_or(Millis::MAX);
+                    next_due = next_due_of(engine);
                 } else {
                     behind = plan.watermark;
                 }
@@ -524,6 +524,11 @@ impl Worker {
         catch_up(engine, &mut behind, &mut self.out);
         Ok(())
     }
+}
+
+/// When the engine's next timer can fire (`Millis::MAX`: none pending).
+fn next_due_of(engine: &Engine) -> Millis {
+    engine.next_timer_due(0).unwrap_or(Millis::MAX)
 }
 
 /// A part of a chunk's lines, parsed (step 1).

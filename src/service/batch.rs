@@ -55,8 +55,6 @@ impl Batch {
     }
 }
 
-/// Reads and applies up to `batch_size` messages; returns early when the input is idle
-/// (then the watermark follows the clock).
 /// How long a batch reader waits for its next message, `None` when the batch ends (its
 /// `batch_timeout` is over). The first message is waited for (up to `idle_after`); after
 /// it, the batch takes what the consumer already holds and ends when nothing more is
@@ -74,6 +72,8 @@ pub(super) fn next_wait(
     }
 }
 
+/// Reads and applies up to `batch_size` messages; returns early when the input is idle
+/// (then the watermark follows the clock).
 pub async fn read_batch(
     clients: &Clients,
     shared: &Shared,

@@ -10,7 +10,7 @@ use rdkafka::message::{Headers, Message};
 use segstream_core::engine::{Handoff, MergeRequest, Transfer};
 use serde::{Deserialize, Serialize};
 
-use crate::kafka::records::routing_headers as rh;
+use crate::kafka::records::{header_in, read_headers, routing_headers as rh, HeaderRef};
 use crate::metrics::Label;
 
 /// The kinds of records on the persons topic (the `segstream_kind` header).
@@ -33,36 +33,6 @@ impl Kind {
             }
         }
     }
-}
-
-/// A header as read from a message: its name and value.
-pub type HeaderRef<'m> = (&'m str, Option<&'m [u8]>);
-
-/// A message's headers, read once. Each lookup in librdkafka's list crosses into C and
-/// converts every name before the one sought: a record whose headers are looked up
-/// several times reads them once and looks them up here.
-pub fn read_headers<M: Message>(m: &M) -> Vec<HeaderRef<'_>> {
-    m.headers()
-        .map(|hs| hs.iter().map(|h| (h.key, h.value)).collect())
-        .unwrap_or_default()
-}
-
-/// A header's value (the first of that name) in headers read once.
-pub fn header_in<'m>(headers: &[HeaderRef<'m>], name: &str) -> Option<&'m [u8]> {
-    headers
-        .iter()
-        .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| *v)
-}
-
-/// A header's value as text.
-pub fn text_in<'m>(headers: &[HeaderRef<'m>], name: &str) -> Option<&'m str> {
-    std::str::from_utf8(header_in(headers, name)?).ok()
-}
-
-/// A header's value as a number.
-pub fn number_in(headers: &[HeaderRef<'_>], name: &str) -> Option<i64> {
-    text_in(headers, name)?.parse().ok()
 }
 
 /// A header's value.

@@ -28,13 +28,13 @@ use segstream_core::event::{EventError, InputFormat, RejectReason};
 use segstream_core::transition::Transition;
 use tracing::warn;
 
-use crate::kafka::records::{routing_headers as rh, Original};
+use crate::kafka::records::{number_in, routing_headers as rh, text_in, HeaderRef, Original};
 use crate::kafka::Outgoing;
 use crate::metrics::{series, Label, PersonsKind, RefusalLabel};
 use crate::shared::Shared;
 
 use super::batch::{advance, dead_letter, parse_checked, report, Batch};
-use super::handoffs::{decode, number_in, text_in, HeaderRef, Kind};
+use super::handoffs::{decode, Kind};
 use super::progress::{source_sequence, Held, Progress, FORWARD_PREFIX};
 
 /// Applies one persons-topic record (see the module documentation), then routes again the
@@ -46,7 +46,7 @@ pub fn apply_record(
     batch: &mut Batch,
     out: &mut Vec<Transition>,
 ) {
-    // The headers are read once, here (see `handoffs::read_headers`).
+    // The headers are read once, here (see `records::read_headers`).
     let original = Original::of(msg);
     match Kind::in_headers(&original.headers) {
         Some(kind @ (Kind::Event | Kind::Forward)) => {
