@@ -18,11 +18,16 @@ use segstream_core::event::InputFormat;
 use segstream_core::time::{format_rfc3339, Millis};
 use segstream_core::transition::{Direction, Transition};
 
+mod chunks;
 mod workers;
 pub use workers::{replay_workers, write_profiles_of, CHUNK_LINES};
 
 /// Largest accepted line (the live path has the same limit per message).
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// Lines the one-engine replay reads at a time: about 64 KiB of typical events, so that a
+/// line is still in the core's cache when it is parsed after the newline search.
+const SEQUENTIAL_CHUNK_LINES: usize = 256;
 
 /// A rejected line, for the summary.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -151,67 +156,68 @@ pub fn replay_observed(
     let mut summary = ReplaySummary::default();
     let mut out = Vec::new();
     let mut line_no = 0u64;
-    let mut buf = Vec::with_capacity(1024);
-    let mut reader = events;
+    let mut reader = chunks::ChunkReader::new(events, SEQUENTIAL_CHUNK_LINES);
+    let (mut buf, mut ranges) = (Vec::new(), Vec::new());
     loop {
-        buf.clear();
-        let n = reader.read_until(b'\n', &mut buf)?;
-        if n == 0 {
+        reader.read_chunk(&mut buf, &mut ranges)?;
+        if ranges.is_empty() {
             break;
         }
-        line_no += 1;
-        let line = trim(&buf);
-        if line.is_empty() {
-            continue;
-        }
-        summary.events_read += 1;
-        let result = if line.len() > MAX_EVENT_BYTES {
-            Err(segstream_core::event::EventError::new(
-                segstream_core::event::RejectReason::TooLarge,
-                format!(
-                    "{} bytes exceed the {MAX_EVENT_BYTES}-byte limit",
-                    line.len()
-                ),
-            ))
-        } else {
-            parse_checked(options.format, line, options.now, skew)
-                .and_then(|event| engine.apply_and_advance(0, &event, &mut out))
-        };
-        match result {
-            Ok(applied) => {
-                summary.accepted += 1;
-                if let segstream_core::engine::Link::Refused(r) = applied.link {
-                    summary.links_refused += 1;
+        for &(start, end) in &ranges {
+            line_no += 1;
+            let line = trim(&buf[start..end]);
+            if line.is_empty() {
+                continue;
+            }
+            summary.events_read += 1;
+            let result = if line.len() > MAX_EVENT_BYTES {
+                Err(segstream_core::event::EventError::new(
+                    segstream_core::event::RejectReason::TooLarge,
+                    format!(
+                        "{} bytes exceed the {MAX_EVENT_BYTES}-byte limit",
+                        line.len()
+                    ),
+                ))
+            } else {
+                parse_checked(options.format, line, options.now, skew)
+                    .and_then(|event| engine.apply_and_advance(0, &event, &mut out))
+            };
+            match result {
+                Ok(applied) => {
+                    summary.accepted += 1;
+                    if let segstream_core::engine::Link::Refused(r) = applied.link {
+                        summary.links_refused += 1;
+                        if summary.rejections.len() < 20 {
+                            summary.rejections.push(Rejection {
+                                line: line_no,
+                                reason: segstream_core::event::RejectReason::LinkRefused
+                                    .as_str()
+                                    .to_string(),
+                                detail: format!("{r} (the event itself was applied)"),
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    summary.rejected += 1;
+                    if e.reason == segstream_core::event::RejectReason::Late {
+                        summary.late += 1;
+                    }
+                    *summary
+                        .rejected_by_reason
+                        .entry(e.reason.as_str().to_string())
+                        .or_default() += 1;
                     if summary.rejections.len() < 20 {
                         summary.rejections.push(Rejection {
                             line: line_no,
-                            reason: segstream_core::event::RejectReason::LinkRefused
-                                .as_str()
-                                .to_string(),
-                            detail: format!("{r} (the event itself was applied)"),
+                            reason: e.reason.as_str().to_string(),
+                            detail: e.detail,
                         });
                     }
                 }
             }
-            Err(e) => {
-                summary.rejected += 1;
-                if e.reason == segstream_core::event::RejectReason::Late {
-                    summary.late += 1;
-                }
-                *summary
-                    .rejected_by_reason
-                    .entry(e.reason.as_str().to_string())
-                    .or_default() += 1;
-                if summary.rejections.len() < 20 {
-                    summary.rejections.push(Rejection {
-                        line: line_no,
-                        reason: e.reason.as_str().to_string(),
-                        detail: e.detail,
-                    });
-                }
-            }
+            flush(&mut summary, &mut out, transitions, observe)?;
         }
-        flush(&mut summary, &mut out, transitions, observe)?;
     }
     if let Some(t) = options.advance_to {
         engine.advance_watermark(t, &mut out);

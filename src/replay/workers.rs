@@ -41,7 +41,7 @@
 //! replay says so on stderr (and in the summary as `symbol_cap_reached`).
 
 use std::hash::BuildHasher;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use std::sync::Arc;
 
@@ -765,7 +765,7 @@ pub fn replay_workers(
         let mut next_line = 1u64;
         let mut input_done = false;
         let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(CHUNK_LINES);
-        let mut reader = ChunkReader::new(&mut events);
+        let mut reader = super::chunks::ChunkReader::new(&mut events, CHUNK_LINES);
         let mut result = Ok(());
         loop {
             if planning.is_none() && !input_done && result.is_ok() {
@@ -999,89 +999,6 @@ fn write_in_order(outputs: &mut [Output], w: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
-/// Bytes asked of the input per read.
-const READ_BYTES: usize = 64 * 1024;
-
-/// Reads the input in blocks straight into the chunks' buffers (no line-by-line copy
-/// through the reader's own buffer); the bytes read past a chunk's last line start the
-/// next chunk.
-struct ChunkReader<R> {
-    input: R,
-    carry: Vec<u8>,
-    eof: bool,
-}
-
-impl<R: Read> ChunkReader<R> {
-    fn new(input: R) -> Self {
-        ChunkReader {
-            input,
-            carry: Vec::new(),
-            eof: false,
-        }
-    }
-
-    /// Reads up to [`CHUNK_LINES`] lines into `buf` (the last line of the input may lack
-    /// its newline), their ranges into `ranges` (none at the end of the input).
-    fn read_chunk(
-        &mut self,
-        buf: &mut Vec<u8>,
-        ranges: &mut Vec<(usize, usize)>,
-    ) -> io::Result<()> {
-        buf.clear();
-        ranges.clear();
-        buf.extend_from_slice(&self.carry);
-        self.carry.clear();
-        // `buf[..filled]` is input; the rest of `buf` is zeroed room for the next reads (a
-        // short read does not zero a new block).
-        let mut filled = buf.len();
-        let (mut line_start, mut scanned) = (0, 0);
-        loop {
-            while ranges.len() < CHUNK_LINES {
-                match memchr::memchr(b'\n', &buf[scanned..filled]) {
-                    Some(i) => {
-                        scanned += i + 1;
-                        ranges.push((line_start, scanned));
-                        line_start = scanned;
-                    }
-                    None => {
-                        scanned = filled;
-                        break;
-                    }
-                }
-            }
-            if ranges.len() == CHUNK_LINES {
-                break;
-            }
-            if self.eof {
-                if line_start < filled {
-                    ranges.push((line_start, filled));
-                    line_start = filled;
-                }
-                break;
-            }
-            if filled == buf.len() {
-                buf.resize(filled + READ_BYTES, 0);
-            }
-            let n = loop {
-                match self.input.read(&mut buf[filled..]) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        buf.truncate(filled);
-                        return Err(e);
-                    }
-                    Ok(n) => break n,
-                }
-            };
-            filled += n;
-            self.eof = n == 0;
-        }
-        buf.truncate(filled);
-        self.carry.extend_from_slice(&buf[line_start..]);
-        buf.truncate(line_start);
-        Ok(())
-    }
-}
-
 /// Step 2 for one line: counts a line rejected before the engine, plans an event.
 fn plan_line(
     router: &mut Router,
@@ -1282,85 +1199,8 @@ mod tests {
         }
     }
 
-    /// A reader that hands out at most `piece` bytes per read.
-    struct Pieces<'a> {
-        data: &'a [u8],
-        piece: usize,
-    }
-
-    impl Read for Pieces<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.piece.min(buf.len()).min(self.data.len());
-            buf[..n].copy_from_slice(&self.data[..n]);
-            self.data = &self.data[n..];
-            Ok(n)
-        }
-    }
-
-    /// The chunks' lines, as `read_until(b'\n')` splits the whole input.
-    fn chunked_lines(data: &[u8], piece: usize) -> Vec<Vec<u8>> {
-        let mut reader = ChunkReader::new(Pieces { data, piece });
-        let (mut buf, mut ranges) = (Vec::new(), Vec::new());
-        let mut lines = Vec::new();
-        loop {
-            reader.read_chunk(&mut buf, &mut ranges).unwrap();
-            if ranges.is_empty() {
-                return lines;
-            }
-            assert!(ranges.len() <= CHUNK_LINES);
-            assert_eq!(
-                ranges.last().unwrap().1,
-                buf.len(),
-                "a chunk ends with its last line"
-            );
-            lines.extend(ranges.iter().map(|&(a, b)| buf[a..b].to_vec()));
-        }
-    }
-
-    fn read_until_lines(mut data: &[u8]) -> Vec<Vec<u8>> {
-        let mut lines = Vec::new();
-        loop {
-            let mut line = Vec::new();
-            if data.read_until(b'\n', &mut line).unwrap() == 0 {
-                return lines;
-            }
-            lines.push(line);
-        }
-    }
-
-    /// Lines longer than a read, a chunk of exactly `CHUNK_LINES` lines, blank lines, CRLF,
-    /// no newline at the end: the lines are the input's, in order, whatever the reads.
-    #[test]
-    fn chunks_hold_the_input_lines_whatever_the_reads() {
-        let mut input = Vec::new();
-        for i in 0..CHUNK_LINES {
-            input.extend_from_slice(format!("{{\"n\":{i}}}\n").as_bytes());
-        }
-        input.extend_from_slice(b"\n\r\n");
-        input.extend(std::iter::repeat_n(b'x', 3 * READ_BYTES + 7));
-        input.push(b'\n');
-        input.extend_from_slice(b"{\"last\":true}");
-        for piece in [1, 7, 4096, READ_BYTES, usize::MAX] {
-            assert_eq!(
-                chunked_lines(&input, piece),
-                read_until_lines(&input),
-                "{piece}"
-            );
-        }
-        assert!(chunked_lines(b"", 5).is_empty());
-        assert_eq!(chunked_lines(b"a\n", 1), vec![b"a\n".to_vec()]);
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
-        #[test]
-        fn chunks_split_any_input_into_its_lines(
-            data in prop::collection::vec(prop::sample::select(vec![b'a', b'\n', b'\r', b'{']), 0..2000),
-            piece in 1usize..300,
-        ) {
-            prop_assert_eq!(chunked_lines(&data, piece), read_until_lines(&data));
-        }
-
         #[test]
         fn the_router_follows_the_links(
             workers in 1u16..4,
