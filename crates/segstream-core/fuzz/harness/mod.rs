@@ -16,7 +16,7 @@
 pub mod generate;
 pub mod mutate;
 
-use segstream_core::event::{parse_event, RejectReason, MAX_TIMESTAMP_MS};
+use segstream_core::event::{parse_event, parse_event_with_serde, RejectReason, MAX_TIMESTAMP_MS};
 use segstream_core::segment::compile::Definitions;
 use segstream_core::segment::diagnostic::Diagnostics;
 use segstream_core::symbols::Symbols;
@@ -133,10 +133,18 @@ const PARSER_REASONS: [RejectReason; 6] = [
     RejectReason::InvalidTimestamp,
 ];
 
-/// `parse_event` on arbitrary bytes: no panic; a rejection has a parser reason and a
+/// `parse_event` on arbitrary bytes: no panic; the same answer as the serde-only path (its
+/// one-pass reader may only decline, never differ); a rejection has a parser reason and a
 /// non-empty detail; an accepted event satisfies the contract.
 pub fn check_event(data: &[u8]) {
-    match parse_event(data) {
+    let answer = parse_event(data);
+    assert_eq!(
+        answer,
+        parse_event_with_serde(data),
+        "the one-pass reader and serde differ on {:?}",
+        String::from_utf8_lossy(data)
+    );
+    match answer {
         Err(e) => {
             assert!(
                 PARSER_REASONS.contains(&e.reason),

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::time::{parse_rfc3339, Millis};
 
+mod scan;
 pub mod segment_spec;
 
 pub use segment_spec::parse_segment_event;
@@ -429,6 +430,17 @@ pub fn check_not_future(
 
 /// Parses and validates one event.
 pub fn parse_event(input: &[u8]) -> Result<Event<'_>, EventError> {
+    // The usual shape is read in one pass (`scan`); whatever it declines, serde decides.
+    if let Some(wire) = std::str::from_utf8(input).ok().and_then(scan::wire) {
+        return wire.validate();
+    }
+    parse_event_with_serde(input)
+}
+
+/// [`parse_event`] without its one-pass reader: serde_json for every input. The reference
+/// the fast path is checked against (tests, fuzzing); the same answer for every input.
+#[doc(hidden)]
+pub fn parse_event_with_serde(input: &[u8]) -> Result<Event<'_>, EventError> {
     let wire: Wire<'_> = deserialize_object(input)?;
     wire.validate()
 }
@@ -852,7 +864,8 @@ fn check_properties(event: &Event<'_>) -> Result<(), EventError> {
 
 // ---- the lenient wire form -------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct Wire<'a> {
     #[serde(borrow, default)]
     event_id: Option<Value<'a>>,
@@ -873,6 +886,7 @@ struct Wire<'a> {
 }
 
 /// An object's scalar members, or the JSON type found instead of an object.
+#[cfg_attr(test, derive(Debug, PartialEq))]
 enum Obj<'a> {
     Map(Fields<'a>),
     Not(&'static str),
