@@ -531,6 +531,16 @@ fn required_str<'a>(
     v: Option<Value<'a>>,
     max_len: usize,
 ) -> Result<Cow<'a, str>, EventError> {
+    // The usual case decided from its bytes: short enough, and starting with a visible
+    // ASCII character (so not blank, whatever Unicode counts as white space).
+    if let Some(Value::Str(s)) = &v {
+        if s.len() <= max_len && s.as_bytes().first().is_some_and(u8::is_ascii_graphic) {
+            let Some(Value::Str(s)) = v else {
+                unreachable!("matched above")
+            };
+            return Ok(s);
+        }
+    }
     match v {
         None | Some(Value::Null) => Err(EventError::new(
             RejectReason::MissingField,
@@ -562,7 +572,7 @@ fn optional_id<'a>(field: &str, v: Option<Value<'a>>) -> Result<Option<Cow<'a, s
         None | Some(Value::Null) => Ok(None),
         v => {
             let id = required_str(field, v, MAX_ID_LEN)?;
-            if id.chars().any(char::is_control) {
+            if may_hold_control(&id) && id.chars().any(char::is_control) {
                 return Err(EventError::new(
                     RejectReason::InvalidValue,
                     format!("`{field}` must not contain control characters"),
@@ -575,6 +585,13 @@ fn optional_id<'a>(field: &str, v: Option<Value<'a>>) -> Result<Option<Cow<'a, s
 
 /// The value of a timestamp field (`field` names it in rejections): an RFC 3339 string
 /// with an offset, or integer epoch milliseconds, between 1970 and 2106.
+/// Whether `s` may hold a control character (`char::is_control`: U+0000..U+001F and
+/// U+007F..U+009F): false when no byte is below 0x20, 0x7F, or 0xC2 (the lead byte of
+/// U+0080..U+00BF in UTF-8), which answers for nearly every id without decoding it.
+fn may_hold_control(s: &str) -> bool {
+    s.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2)
+}
+
 fn timestamp_field(field: &str, v: Value<'_>) -> Result<Millis, EventError> {
     Ok(match v {
         Value::Str(s) => match parse_rfc3339(&s) {
@@ -662,7 +679,10 @@ impl<'a> Wire<'a> {
             ));
         }
         let event_type = required_str("type", self.event_type, MAX_TYPE_LEN)?;
-        if let Some(c) = event_type
+        let type_char = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':' | b'-');
+        if event_type.bytes().all(type_char) {
+            // Every character allowed (checked on the bytes: all of them are ASCII).
+        } else if let Some(c) = event_type
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
         {
@@ -1047,6 +1067,24 @@ mod tests {
     }
     fn err(s: &str) -> EventError {
         parse_event(s.as_bytes()).expect_err(s)
+    }
+
+    proptest::proptest! {
+        /// The byte test never says "no control character" for a string that has one.
+        #[test]
+        fn the_byte_test_for_control_characters_misses_none(s in "\\PC*|[\\x00-\\x{a0}]{0,8}") {
+            if s.chars().any(char::is_control) {
+                proptest::prop_assert!(may_hold_control(&s));
+            }
+        }
+    }
+
+    #[test]
+    fn control_characters_of_both_ranges_are_found() {
+        for c in ['\u{0}', '\u{1f}', '\u{7f}', '\u{80}', '\u{9f}'] {
+            assert!(may_hold_control(&format!("id{c}x")), "{c:?}");
+        }
+        assert!(!may_hold_control("c-117813 é ✓ d1ea10f08ba139ca"));
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub(super) fn wire(text: &str) -> Option<Wire<'_>> {
 
 /// The offset of the first quote, backslash or control character in `bytes` (eight bytes
 /// at a time: ids, types and timestamps are 8 to 40 bytes long).
+#[inline(always)]
 fn string_len(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
@@ -114,21 +115,25 @@ struct Scanner<'a> {
 }
 
 impl<'a> Scanner<'a> {
+    #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
     }
 
+    #[inline(always)]
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
             self.at += 1;
         }
     }
 
+    #[inline(always)]
     fn expect(&mut self, byte: u8) -> Option<()> {
         (self.peek()? == byte).then(|| self.at += 1)
     }
 
     /// After a member: `true` at `,` (another member follows), `false` at the closing `}`.
+    #[inline(always)]
     fn next_member(&mut self) -> Option<bool> {
         self.skip_ws();
         match self.peek()? {
@@ -145,6 +150,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A member's key and its `:`, whitespace around them skipped.
+    #[inline(always)]
     fn key(&mut self) -> Option<&'a str> {
         self.skip_ws();
         self.expect(b'"')?;
@@ -157,6 +163,7 @@ impl<'a> Scanner<'a> {
 
     /// The rest of a string after its opening quote, borrowed; `None` at an escape, a
     /// control character or the end of the input.
+    #[inline(always)]
     fn string_body(&mut self) -> Option<&'a str> {
         let start = self.at;
         let rest = &self.bytes[start..];
@@ -210,6 +217,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    #[inline(always)]
     fn literal(&mut self, word: &[u8]) -> Option<()> {
         let end = self.at + word.len();
         (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
