@@ -258,12 +258,13 @@ fn flush(
         return Ok(());
     }
     summary.count(out);
+    let mut json = Vec::with_capacity(320 * out.len());
     for t in out.drain(..) {
         observe(&t);
-        serde_json::to_writer(&mut *w, &t)?;
-        w.write_all(b"\n")?;
+        t.write_json(&mut json);
+        json.push(b'\n');
     }
-    Ok(())
+    w.write_all(&json)
 }
 
 fn trim(b: &[u8]) -> &[u8] {

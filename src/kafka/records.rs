@@ -203,7 +203,8 @@ impl Outgoing {
 
     /// A transition, keyed by customer id, with CloudEvents 1.0 binary-mode headers.
     pub fn transition(t: &Transition, topic: &str, source: &str) -> Self {
-        let payload = serde_json::to_vec(t).unwrap_or_default();
+        let mut payload = Vec::with_capacity(320);
+        t.write_json(&mut payload);
         let ce_type = match t.direction {
             Direction::Entered => "segstream.segment.entered",
             Direction::Exited => "segstream.segment.exited",

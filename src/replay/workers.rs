@@ -373,8 +373,7 @@ impl Worker {
         let start = self.bytes.len();
         self.summary.count(&self.out[from..]);
         for t in &self.out[from..] {
-            // Writing to a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut self.bytes, t);
+            t.write_json(&mut self.bytes);
             self.bytes.push(b'\n');
         }
         self.marks.push(Mark {
@@ -396,7 +395,7 @@ impl Worker {
                 let start = self.bytes.len();
                 self.summary.count(&self.out[f.start..end]);
                 for t in &self.out[f.start..end] {
-                    let _ = serde_json::to_writer(&mut self.bytes, t);
+                    t.write_json(&mut self.bytes);
                     self.bytes.push(b'\n');
                 }
                 self.marks.push(Mark {

@@ -88,14 +88,37 @@ pub enum Cause {
 
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.pieces(|p| f.write_str(p))
+    }
+}
+
+impl Cause {
+    /// The cause's text in pieces (no allocation): `event:{id}`, `timer:{kind}@{deadline}`,
+    /// `reload:{version}`, `evicted`, `merge:{id}`.
+    fn pieces<E>(&self, mut put: impl FnMut(&str) -> Result<(), E>) -> Result<(), E> {
         match self {
-            Cause::Event(id) => write!(f, "event:{id}"),
-            Cause::Timer { kind, deadline } => {
-                write!(f, "timer:{}@{}", kind.as_str(), format_rfc3339(*deadline))
+            Cause::Event(id) => {
+                put("event:")?;
+                put(id)
             }
-            Cause::Reload(v) => write!(f, "reload:{v}"),
-            Cause::Evicted => f.write_str("evicted"),
-            Cause::Merge(id) => write!(f, "merge:{id}"),
+            Cause::Timer { kind, deadline } => {
+                put("timer:")?;
+                put(kind.as_str())?;
+                put("@")?;
+                match crate::time::rfc3339_bytes(*deadline) {
+                    Some(b) => put(std::str::from_utf8(&b).expect("ASCII digits")),
+                    None => put(&format_rfc3339(*deadline)),
+                }
+            }
+            Cause::Reload(v) => {
+                put("reload:")?;
+                put(v)
+            }
+            Cause::Evicted => put("evicted"),
+            Cause::Merge(id) => {
+                put("merge:")?;
+                put(id)
+            }
         }
     }
 }
@@ -185,25 +208,140 @@ impl Transition {
     /// A hash of everything that identifies the change: customer, segment, direction,
     /// sequence, time and cause. A replay of the same events yields the same key.
     fn idempotency_key(&self) -> String {
-        let cause = self.cause.to_string();
-        let mut buf = Vec::with_capacity(64 + cause.len());
+        let mut buf = Vec::with_capacity(160);
         for part in [
             self.customer_id.as_bytes(),
             self.segment.as_bytes(),
             self.direction.as_str().as_bytes(),
-            cause.as_bytes(),
         ] {
             buf.extend_from_slice(&(part.len() as u32).to_le_bytes());
             buf.extend_from_slice(part);
         }
+        // The cause's length, then its text, written in place.
+        let at = buf.len();
+        buf.extend_from_slice(&[0; 4]);
+        let _ = self.cause.pieces(|p| {
+            buf.extend_from_slice(p.as_bytes());
+            Ok::<(), ()>(())
+        });
+        let len = (buf.len() - at - 4) as u32;
+        buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
         buf.extend_from_slice(&self.sequence.to_le_bytes());
         buf.extend_from_slice(&self.timestamp.to_le_bytes());
-        format!("{:032x}", xxh3_128(&buf))
+        hex32(xxh3_128(&buf))
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let mut out = Vec::with_capacity(320);
+        self.write_json(&mut out);
+        String::from_utf8(out).expect("JSON of UTF-8 strings")
     }
+
+    /// Appends the transition's JSON (`schemas/transition.schema.json`) to `out`: byte for
+    /// byte what serde_json writes for it (the [`Serialize`] impl), without building the
+    /// owned timestamp, cause and id list that serialization through serde needs.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"transition_id\":");
+        json_str(out, &self.transition_id);
+        out.extend_from_slice(b",\"customer_id\":");
+        json_str(out, &self.customer_id);
+        out.extend_from_slice(b",\"anonymous_ids\":[");
+        for (i, id) in self.anonymous_ids.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_str(out, id);
+        }
+        out.extend_from_slice(if self.known {
+            b"],\"known\":true,\"segment\":"
+        } else {
+            b"],\"known\":false,\"segment\":"
+        });
+        json_str(out, &self.segment);
+        out.extend_from_slice(b",\"direction\":\"");
+        out.extend_from_slice(self.direction.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"timestamp\":");
+        match crate::time::rfc3339_bytes(self.timestamp) {
+            Some(b) => {
+                out.push(b'"');
+                out.extend_from_slice(&b);
+                out.push(b'"');
+            }
+            None => json_str(out, &format_rfc3339(self.timestamp)),
+        }
+        out.extend_from_slice(b",\"cause\":\"");
+        let _ = self.cause.pieces(|p| {
+            json_str_body(out, p);
+            Ok::<(), ()>(())
+        });
+        out.extend_from_slice(b"\",\"rule_version\":");
+        json_str(out, &self.rule_version);
+        out.extend_from_slice(b",\"sequence\":");
+        let mut digits = [0u8; 10];
+        let mut n = self.sequence;
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[i..]);
+        out.push(b'}');
+    }
+}
+
+/// 128 bits as 32 lowercase hex digits (`format!("{:032x}")`).
+fn hex32(v: u128) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut b = [0u8; 32];
+    for (i, c) in b.iter_mut().enumerate() {
+        *c = HEX[((v >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    String::from_utf8(b.to_vec()).expect("hex digits")
+}
+
+/// A JSON string, quoted, escaped as serde_json escapes it.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    json_str_body(out, s);
+    out.push(b'"');
+}
+
+/// The inside of a JSON string, escaped as serde_json escapes it: `"` and `\\`, the short
+/// forms `\b \f \n \r \t`, other control characters as `\u00xx`; nothing else.
+fn json_str_body(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x0c => b'f',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0..=0x1f => b'u',
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.push(b'\\');
+        out.push(short);
+        if short == b'u' {
+            out.extend_from_slice(&[
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
 }
 
 #[derive(Serialize, Deserialize)]
@@ -315,6 +453,64 @@ mod tests {
             4,
         );
         assert_ne!(other.transition_id, t.transition_id);
+    }
+
+    proptest::proptest! {
+        /// The hand-written JSON is serde_json's, byte for byte, whatever the ids hold.
+        #[test]
+        fn written_by_hand_as_serde_writes_it(
+            id in "\\PC{0,12}|[\\x00-\\x{7f}]{0,12}",
+            others in proptest::collection::vec("[a-z0-9\\x00-\\x1f\"\\\\é]{0,6}", 0..3),
+            event in "[ -~\\x00-\\x1f]{0,10}",
+            timestamp in -100_000_000_000_000i64..300_000_000_000_000,
+            sequence in proptest::prelude::any::<u32>(),
+            known in proptest::prelude::any::<bool>(),
+            which in 0u8..5,
+        ) {
+            let cause = match which {
+                0 => Cause::Event(event.into()),
+                1 => Cause::Timer { kind: TimerKind::Absence, deadline: timestamp },
+                2 => Cause::Reload("v\"1".into()),
+                3 => Cause::Evicted,
+                _ => Cause::Merge(id.as_str().into()),
+            };
+            let t = Transition::new(
+                id.as_str().into(),
+                "seg\\ment".into(),
+                if known { Direction::Entered } else { Direction::Exited },
+                timestamp,
+                cause,
+                "0123456789ab".into(),
+                sequence,
+            )
+            .with_identity(others.iter().map(|o| Arc::from(o.as_str())).collect(), known);
+            let mut ours = Vec::new();
+            t.write_json(&mut ours);
+            proptest::prop_assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&t).unwrap()
+            );
+            proptest::prop_assert_eq!(t.transition_id.len(), 32);
+        }
+    }
+
+    /// The idempotency key of a known transition is unchanged (a replay of old events must
+    /// give the keys already published).
+    #[test]
+    fn the_idempotency_key_is_stable() {
+        let t = Transition::new(
+            "c-1".into(),
+            "clicked-but-not-registered".into(),
+            Direction::Entered,
+            1_795_341_600_000,
+            Cause::Timer {
+                kind: TimerKind::Absence,
+                deadline: 1_795_341_600_000,
+            },
+            "0123456789ab".into(),
+            3,
+        );
+        assert_eq!(t.transition_id, "5b088b84bf3ab2b69e4a19fe4e0c5879");
     }
 
     #[test]
