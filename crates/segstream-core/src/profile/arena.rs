@@ -73,11 +73,36 @@ pub(super) fn data_of(h: u32) -> u16 {
 }
 
 /// Payload words after the header.
+#[inline]
 pub(super) fn len_of(h: u32) -> usize {
-    match tag_of(h) {
-        TAG_TYPE => 2,
-        TAG_TRAIT_SYM | TAG_TRAIT_BOOL | TAG_TRAIT_NONE => 1,
-        _ => (h & 0xfff) as usize,
+    // Per tag: the fixed payload of a compact record, or 0 for "in the header's low 12
+    // bits" (a table instead of a match: this runs for every record a lookup passes).
+    const FIXED: [u8; 16] = {
+        let mut t = [0u8; 16];
+        t[TAG_TYPE as usize] = 2;
+        t[TAG_TRAIT_SYM as usize] = 1;
+        t[TAG_TRAIT_BOOL as usize] = 1;
+        t[TAG_TRAIT_NONE as usize] = 1;
+        t
+    };
+    match FIXED[tag_of(h) as usize] {
+        0 => (h & 0xfff) as usize,
+        n => usize::from(n),
+    }
+}
+
+/// The header bits that name a record (its tag and key), and their value for `tag` and
+/// `key`: `h & mask == bits` is the record sought.
+#[inline]
+fn header_match(tag: u32, key: u16) -> (u32, u32) {
+    if is_compact(tag) {
+        if u32::from(key) > MAX_COMPACT_KEY {
+            // No compact record has such a key: a pattern nothing matches.
+            return (0, 1);
+        }
+        (0xffff_0000, (tag << 28) | (u32::from(key) << 16))
+    } else {
+        (0xffff_f000, (tag << 28) | (u32::from(key) << 12))
     }
 }
 
@@ -117,12 +142,31 @@ impl Profile {
     // ---- records ----------------------------------------------------------------------
 
     pub(super) fn find(&self, tag: u32, key: u16) -> Option<(usize, usize)> {
+        let (mask, bits) = header_match(tag, key);
         let mut i = 0;
-        while i < self.arena.len() {
-            let h = self.arena[i];
+        while let Some(&h) = self.arena.get(i) {
             let len = len_of(h);
-            if tag_of(h) == tag && key_of(h) == key {
+            if h & mask == bits {
                 return Some((i, len));
+            }
+            i += 1 + len;
+        }
+        None
+    }
+
+    /// The first record that is `a`'s or `b`'s with `key`, in one pass: its place, length
+    /// and tag (a record kept in one of two forms, such as small and big counters).
+    pub(super) fn find_either(&self, a: u32, b: u32, key: u16) -> Option<(usize, usize, u32)> {
+        let (mask_a, bits_a) = header_match(a, key);
+        let (mask_b, bits_b) = header_match(b, key);
+        let mut i = 0;
+        while let Some(&h) = self.arena.get(i) {
+            let len = len_of(h);
+            if h & mask_a == bits_a {
+                return Some((i, len, a));
+            }
+            if h & mask_b == bits_b {
+                return Some((i, len, b));
             }
             i += 1 + len;
         }

@@ -370,17 +370,21 @@ impl Profile {
     }
 
     pub fn type_stats(&self, ty: u16) -> Option<TypeStats> {
-        if let Some((i, _)) = self.find(TAG_TYPE, ty) {
-            return Some(TypeStats {
+        // One pass for both forms (a type the customer never had is the common answer).
+        let (i, _, tag) = self.find_either(TAG_TYPE, TAG_TYPE_BIG, ty)?;
+        Some(if tag == TAG_TYPE {
+            TypeStats {
                 count: u32::from(data_of(self.arena[i])),
                 first: self.arena[i + 1],
                 last: self.arena[i + 2],
-            });
-        }
-        self.payload(TAG_TYPE_BIG, ty).map(|p| TypeStats {
-            count: p[0],
-            first: p[1],
-            last: p[2],
+            }
+        } else {
+            let p = &self.arena[i + 1..i + 4];
+            TypeStats {
+                count: p[0],
+                first: p[1],
+                last: p[2],
+            }
         })
     }
 
@@ -676,13 +680,34 @@ impl Profile {
 
     /// The sum of the buckets at or after `from`, and the oldest of them, in one scan.
     pub fn window_sum_oldest(&self, feature: u16, is_sum: bool, from: u32) -> (f64, Option<u32>) {
+        let tag = if is_sum { TAG_SUMS } else { TAG_COUNTS };
+        let Some(p) = self.payload(tag, feature) else {
+            return (0.0, None);
+        };
+        let Some((&base, body)) = p.split_first() else {
+            return (0.0, None);
+        };
         let mut total = 0.0;
         let mut oldest = None;
-        for (b, v) in self.window_buckets(feature, is_sum) {
-            if b >= from {
-                total += f64::from(v);
-                oldest.get_or_insert(b);
+        if is_sum {
+            for c in body.chunks_exact(2) {
+                let b = base + (c[0] >> 16);
+                if b >= from {
+                    total += f64::from(f32::from_bits(c[1]));
+                    oldest.get_or_insert(b);
+                }
             }
+        } else {
+            // Counts are whole numbers below 2^16 per bucket: summed exactly as integers.
+            let mut count = 0u64;
+            for &w in body {
+                let b = base + (w >> 16);
+                if b >= from {
+                    count += u64::from(w & 0xffff);
+                    oldest.get_or_insert(b);
+                }
+            }
+            total = count as f64;
         }
         (total, oldest)
     }
