@@ -102,10 +102,10 @@ pub fn members_after(
     else {
         return Vec::new();
     };
-    let mut heap: std::collections::BinaryHeap<&std::sync::Arc<str>> =
+    let mut heap: std::collections::BinaryHeap<&str> =
         std::collections::BinaryHeap::with_capacity(limit + 1);
     for (id, p) in engine.profiles() {
-        if !p.is_member(i) || after.is_some_and(|a| &**id <= a) {
+        if !p.is_member(i) || after.is_some_and(|a| id <= a) {
             continue;
         }
         if heap.len() < limit {
@@ -115,7 +115,7 @@ pub fn members_after(
             heap.push(id);
         }
     }
-    let mut page: Vec<std::sync::Arc<str>> = heap.into_iter().cloned().collect();
+    let mut page: Vec<std::sync::Arc<str>> = heap.into_iter().map(Into::into).collect();
     page.sort();
     page
 }

@@ -346,7 +346,7 @@ pub fn explanations(
 
 /// Writes every profile as one JSON line, ordered by customer id.
 pub fn write_profiles(engine: &Engine, w: &mut dyn Write) -> std::io::Result<()> {
-    let mut ids: Vec<&str> = engine.profiles().map(|(k, _)| &**k).collect();
+    let mut ids: Vec<&str> = engine.profiles().map(|(k, _)| k).collect();
     ids.sort_unstable();
     for id in ids {
         if let Some(v) = crate::profile_view::profile_json(engine, id) {

@@ -1071,7 +1071,7 @@ pub fn write_profiles_of(engines: &[Engine], w: &mut dyn Write) -> io::Result<()
     let mut ids: Vec<(&str, usize)> = engines
         .iter()
         .enumerate()
-        .flat_map(|(i, e)| e.profiles().map(move |(k, _)| (&**k, i)))
+        .flat_map(|(i, e)| e.profiles().map(move |(k, _)| (k, i)))
         .collect();
     ids.sort_unstable();
     for (id, i) in ids {

@@ -51,17 +51,17 @@ impl ChangeTracker {
     }
 
     /// Marks a profile changed since the last drain (once per drain).
-    pub(super) fn touch(&mut self, profile: &mut Profile, id: &Arc<str>) {
+    pub(super) fn touch(&mut self, profile: &mut Profile, id: &str) {
         if self.enabled && !profile.dirty {
             profile.dirty = true;
-            self.changed.push(id.clone());
+            self.changed.push(Arc::from(id));
         }
     }
 
     /// Notes that a customer's profile was removed from `shard`.
-    pub(super) fn remove(&mut self, id: &Arc<str>, shard: u16) {
+    pub(super) fn remove(&mut self, id: &str, shard: u16) {
         if self.enabled {
-            self.removed.push((id.clone(), shard));
+            self.removed.push((Arc::from(id), shard));
         }
     }
 
@@ -170,7 +170,7 @@ mod tests {
         let mut p = profile(0, 1);
         t.touch(&mut p, &id);
         assert!(!p.dirty);
-        profiles.insert(id.clone(), p);
+        profiles.insert(&id, p);
         t.remove(&Arc::from("gone"), 0);
         let mut out = Vec::new();
         t.drain(&mut profiles, &codec, &symbols, &mut out);
@@ -185,8 +185,8 @@ mod tests {
         t.enable();
         let mut profiles = Profiles::new();
         let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
-        profiles.insert(b.clone(), profile(2, 5));
-        profiles.insert(a.clone(), profile(1, 7));
+        profiles.insert(&b, profile(2, 5));
+        profiles.insert(&a, profile(1, 7));
         for id in [&b, &a, &b, &a] {
             let p = profiles.get_mut(id).unwrap();
             t.touch(p, id);
@@ -230,7 +230,7 @@ mod tests {
         t.touch(&mut p, &back);
         t.remove(&back, 3);
         t.remove(&gone, 4);
-        profiles.insert(back.clone(), profile(3, 0));
+        profiles.insert(&back, profile(3, 0));
         let mut out = Vec::new();
         t.drain(&mut profiles, &codec, &symbols, &mut out);
         let tombstone = StateChange {
@@ -256,7 +256,7 @@ mod tests {
             let id: Arc<str> = Arc::from(name);
             let mut p = profile(shard, 1);
             t.touch(&mut p, &id);
-            profiles.insert(id, p);
+            profiles.insert(&id, p);
         }
         t.remove(&Arc::from("c"), 1);
         t.remove(&Arc::from("d"), 2);

@@ -110,7 +110,7 @@ impl Evaluator<'_> {
     pub(super) fn evaluate(
         &mut self,
         profile: &mut Profile,
-        id: &Arc<str>,
+        id: &str,
         now: Millis,
         select: Select<'_>,
         trigger: Trigger<'_>,
@@ -246,7 +246,7 @@ impl Evaluator<'_> {
     pub(super) fn exit_all(
         &mut self,
         profile: &mut Profile,
-        id: &Arc<str>,
+        id: &str,
         at: Millis,
         cause: Cause,
         out: &mut Vec<Transition>,
@@ -266,7 +266,7 @@ impl Evaluator<'_> {
     pub(super) fn emit(
         &mut self,
         profile: &mut Profile,
-        id: &Arc<str>,
+        id: &str,
         seg: &Segment,
         direction: Direction,
         at: Millis,
@@ -277,7 +277,7 @@ impl Evaluator<'_> {
         self.stats.transitions += 1;
         out.push(
             Transition::new(
-                id.clone(),
+                Arc::from(id),
                 seg.name.clone(),
                 direction,
                 at,

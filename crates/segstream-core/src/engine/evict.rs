@@ -63,7 +63,7 @@ impl Engine {
             .profiles
             .iter()
             .filter(|(_, p)| p.last_seen() <= cutoff)
-            .map(|(id, p)| (p.last_seen(), id.clone()))
+            .map(|(id, p)| (p.last_seen(), Arc::from(id)))
             .collect();
         victims.sort_unstable();
         victims.truncate(n);

@@ -315,7 +315,7 @@ impl Engine {
     pub fn identity_bytes(&self) -> usize {
         self.identities.bytes()
     }
-    pub fn profiles(&self) -> impl Iterator<Item = (&Arc<str>, &Profile)> {
+    pub fn profiles(&self) -> impl Iterator<Item = (&str, &Profile)> {
         self.profiles.iter()
     }
     /// Customers with a pending timer.
@@ -510,10 +510,9 @@ impl Engine {
         if !fresh {
             let due = profile.timer_at;
             if due != 0 && millis(due) <= event.timestamp {
-                return Some((id.clone(), millis(due)));
+                return Some((Arc::from(id), millis(due)));
             }
         }
-        let id = id.clone();
         let now = profile.clock.max(event.timestamp);
         profile.clock = now;
         if event.customer_id.is_some() {
@@ -523,10 +522,10 @@ impl Engine {
             // The customer's events moved to another shard: so does its pending timer.
             profile.shard = shard;
             if profile.timer_at != 0 {
-                ev.timers.push(shard, millis(profile.timer_at), &id);
+                ev.timers.push(shard, millis(profile.timer_at), id);
             }
         }
-        ev.changes.touch(profile, &id);
+        ev.changes.touch(profile, id);
         let changes = apply::apply_event(ev.defs, ev.symbols, profile, event, ty, trait_keys, now);
         // Mark the segments this event can affect; a new profile is evaluated against every
         // segment once, since segments like `not ...` hold for a customer with no history.
@@ -552,7 +551,7 @@ impl Engine {
         let schedule = Schedule::Earlier {
             ttl_from: event.timestamp,
         };
-        ev.evaluate(profile, &id, now, Select::Affected, trigger, schedule, out);
+        ev.evaluate(profile, id, now, Select::Affected, trigger, schedule, out);
         None
     }
 
@@ -728,14 +727,14 @@ impl Engine {
                     self.timers
                         .push(profile.shard, millis(profile.timer_at), &canonical);
                 }
-                self.profiles.insert(canonical, profile);
+                self.profiles.insert(&canonical, profile);
             }
         }
         Ok(())
     }
 
     /// Fires a customer's timer due at `t`: evaluates the segments time can change.
-    fn fire_customer(&mut self, id: &Arc<str>, t: Millis, out: &mut Vec<Transition>) {
+    fn fire_customer(&mut self, id: &str, t: Millis, out: &mut Vec<Transition>) {
         let (profiles, mut ev) = self.split();
         let Some(profile) = profiles.get_mut(id) else {
             return;
@@ -758,7 +757,7 @@ impl Engine {
                 ev.changes.remove(id, profile.shard);
                 let shard = profile.shard;
                 profiles.remove(id);
-                self.forget_ids(id, shard);
+                self.forget_ids(&Arc::from(id), shard);
                 return;
             }
         }
@@ -775,13 +774,15 @@ impl Engine {
     }
 
     /// Approximate bytes of profile state: the storage (table and slots of id and profile,
-    /// at capacity), and per profile its arena and its id's bytes with the `Arc`'s counts.
+    /// at capacity), and per profile its arena and, for an id too long for its slot, the
+    /// id's heap bytes.
     pub fn profile_bytes(&self) -> usize {
         self.profiles.table_bytes()
+            + self.profiles.id_heap_bytes()
             + self
                 .profiles
-                .iter()
-                .map(|(k, p)| p.heap_bytes() + k.len() + 16)
+                .values()
+                .map(Profile::heap_bytes)
                 .sum::<usize>()
     }
 }

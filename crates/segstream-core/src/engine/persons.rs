@@ -291,16 +291,13 @@ impl Engine {
         let features = super::apply::feature_merges(&self.defs);
         let half_life = self.defs.scoring.half_life;
         let (profiles, mut ev) = self.split();
-        let id = match profiles.get_key_value(&**survivor) {
-            Some((k, _)) => k.clone(),
-            None => {
-                let mut p = Profile::new();
-                p.shard = shard;
-                profiles.insert(survivor.clone(), p);
-                survivor.clone()
-            }
-        };
-        let Some(profile) = profiles.get_mut(&*id) else {
+        let id: &str = survivor;
+        if !profiles.contains_key(id) {
+            let mut p = Profile::new();
+            p.shard = shard;
+            profiles.insert(id, p);
+        }
+        let Some(profile) = profiles.get_mut(id) else {
             return;
         };
         if let Some(g) = &gone {
@@ -310,10 +307,10 @@ impl Engine {
         profile.known |= survivor_known;
         let now = profile.clock.max(at);
         profile.clock = now;
-        ev.changes.touch(profile, &id);
+        ev.changes.touch(profile, id);
         ev.evaluate(
             profile,
-            &id,
+            id,
             now,
             Select::All,
             Trigger::Given(&cause),
@@ -329,7 +326,7 @@ impl Engine {
             .profiles
             .get_key_value(person.as_str())
             .filter(|(_, p)| p.timer_at != 0 && millis(p.timer_at) <= t)
-            .map(|(k, p)| (k.clone(), millis(p.timer_at)))
+            .map(|(k, p)| (Arc::<str>::from(k), millis(p.timer_at)))
         {
             self.fire_customer(&id, due, out);
         }

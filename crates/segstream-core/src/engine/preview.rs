@@ -186,7 +186,7 @@ impl Preview {
             return Err(DefinitionsChanged);
         }
         if cursor.ids.is_none() {
-            let ids: Vec<Arc<str>> = engine.profiles.keys().cloned().collect();
+            let ids: Vec<Arc<str>> = engine.profiles.keys().map(Arc::from).collect();
             tally.profiles += ids.len() as u64;
             tally.cursors += 1;
             cursor.ids = Some(ids);

@@ -10,12 +10,19 @@
 //! used. Removing a profile moves the last slot into its place (one more lookup to
 //! re-point that slot's table entry), so the slots stay dense.
 //!
+//! An id of up to 24 bytes (a customer number, a device id, an e-mail address of that
+//! length) is kept inline in its slot: no allocation of its own, and the compare that
+//! confirms a lookup reads the slot it already had to read. Longer ids (UUIDs) live on the
+//! heap, as before. Callers see ids as `&str`; where they keep one (a transition, a
+//! changed-profile list), they make their own `Arc<str>`.
+//!
 //! The order of iteration is the slots' order; like a hash map's, nothing may depend on
 //! it.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use hashbrown::hash_table::Entry;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
@@ -34,7 +41,7 @@ pub(crate) struct Profiles {
 impl std::fmt::Debug for Profiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map()
-            .entries(self.slots.iter().map(|(k, p)| (k, p)))
+            .entries(self.slots.iter().map(|(k, p)| (k.as_str(), p)))
             .finish()
     }
 }
@@ -60,12 +67,12 @@ impl Profiles {
 
     /// The ids (with their profiles) whose hash is `key`: one, as a rule; none if that
     /// customer is gone; more only if two ids collide in all 64 bits.
-    pub(crate) fn ids_hashed(&self, key: u64) -> impl Iterator<Item = (&Arc<str>, &Profile)> {
+    pub(crate) fn ids_hashed(&self, key: u64) -> impl Iterator<Item = (&str, &Profile)> {
         self.index
             .iter_hash(key)
             .map(|&i| &self.slots[i as usize])
             .filter(move |(id, _)| Self::hash(&self.hasher, id) == key)
-            .map(|(id, p)| (id, p))
+            .map(|(id, p)| (id.as_str(), p))
     }
 
     /// The slot of `id`.
@@ -76,7 +83,7 @@ impl Profiles {
             hasher,
         } = self;
         index
-            .find(Self::hash(hasher, id), |&i| &*slots[i as usize].0 == id)
+            .find(Self::hash(hasher, id), |&i| slots[i as usize].0 == id)
             .map(|&i| i as usize)
     }
 
@@ -95,18 +102,18 @@ impl Profiles {
     pub(crate) fn get_key_value(
         &self,
         id: &(impl AsRef<str> + ?Sized),
-    ) -> Option<(&Arc<str>, &Profile)> {
+    ) -> Option<(&str, &Profile)> {
         self.find(id.as_ref()).map(|i| {
             let (k, p) = &self.slots[i];
-            (k, p)
+            (k.as_str(), p)
         })
     }
 
     /// The id and profile in slot `slot` (from [`Profiles::slot_or_insert`], with no removal
     /// since).
-    pub(crate) fn slot_mut(&mut self, slot: usize) -> (&Arc<str>, &mut Profile) {
+    pub(crate) fn slot_mut(&mut self, slot: usize) -> (&str, &mut Profile) {
         let (k, p) = &mut self.slots[slot];
-        (k, p)
+        (k.as_str(), p)
     }
 
     /// The slot of `id`, with a new blank profile if it has none (one hash of the id); true
@@ -120,52 +127,41 @@ impl Profiles {
         let h = Self::hash(hasher, id);
         match index.entry(
             h,
-            |&i| &*slots[i as usize].0 == id,
+            |&i| slots[i as usize].0 == id,
             |&i| Self::hash(hasher, &slots[i as usize].0),
         ) {
             Entry::Occupied(o) => (*o.get() as usize, false),
             Entry::Vacant(v) => {
                 let slot = slots.len();
                 v.insert(slot_number(slot));
-                slots.push((Arc::from(id), Profile::new()));
+                slots.push((CompactString::new(id), Profile::new()));
                 (slot, true)
             }
         }
     }
 
-    /// Inserts or replaces `id`'s profile (a replaced profile keeps its key, as with a
-    /// `HashMap`); returns the profile replaced.
-    pub(crate) fn insert(&mut self, id: Arc<str>, profile: Profile) -> Option<Profile> {
-        let Profiles {
-            index,
-            slots,
-            hasher,
-        } = self;
-        let h = Self::hash(hasher, &id);
-        match index.entry(
-            h,
-            |&i| slots[i as usize].0 == id,
-            |&i| Self::hash(hasher, &slots[i as usize].0),
-        ) {
-            Entry::Occupied(o) => Some(std::mem::replace(&mut slots[*o.get() as usize].1, profile)),
-            Entry::Vacant(v) => {
-                v.insert(slot_number(slots.len()));
-                slots.push((id, profile));
-                None
-            }
-        }
+    /// Inserts or replaces `id`'s profile; returns the profile replaced.
+    pub(crate) fn insert(&mut self, id: &str, profile: Profile) -> Option<Profile> {
+        let (slot, fresh) = self.slot_or_insert(id);
+        let old = std::mem::replace(&mut self.slots[slot].1, profile);
+        (!fresh).then_some(old)
     }
 
     pub(crate) fn remove(&mut self, id: &(impl AsRef<str> + ?Sized)) -> Option<Profile> {
-        self.remove_entry(id).map(|(_, p)| p)
+        self.remove_slot(id.as_ref()).map(|(_, p)| p)
     }
 
-    /// Removes `id`'s slot: the last slot moves into its place.
+    /// Removes `id`'s profile, returning it with the id as the caller keeps ids.
     pub(crate) fn remove_entry(
         &mut self,
         id: &(impl AsRef<str> + ?Sized),
     ) -> Option<(Arc<str>, Profile)> {
-        let id = id.as_ref();
+        self.remove_slot(id.as_ref())
+            .map(|(k, p)| (Arc::from(k.as_str()), p))
+    }
+
+    /// Removes `id`'s slot: the last slot moves into its place.
+    fn remove_slot(&mut self, id: &str) -> Option<Slot> {
         let Profiles {
             index,
             slots,
@@ -173,7 +169,7 @@ impl Profiles {
         } = self;
         let h = Self::hash(hasher, id);
         let (slot, _) = index
-            .find_entry(h, |&i| &*slots[i as usize].0 == id)
+            .find_entry(h, |&i| slots[i as usize].0 == id)
             .ok()?
             .remove();
         let slot = slot as usize;
@@ -188,7 +184,7 @@ impl Profiles {
     }
 
     /// Keeps the profiles `keep` accepts (the table is rebuilt: for rare, bulk removals).
-    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Arc<str>, &mut Profile) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&str, &mut Profile) -> bool) {
         let before = self.slots.len();
         self.slots.retain(|(k, p)| keep(k, p));
         if self.slots.len() == before {
@@ -218,12 +214,12 @@ impl Profiles {
         index.reserve(additional, |&j| Self::hash(hasher, &slots[j as usize].0));
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Profile)> {
-        self.slots.iter().map(|(k, p)| (k, p))
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Profile)> {
+        self.slots.iter().map(|(k, p)| (k.as_str(), p))
     }
 
-    pub(crate) fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.slots.iter().map(|(k, _)| k)
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.slots.iter().map(|(k, _)| k.as_str())
     }
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &Profile> {
@@ -231,15 +227,24 @@ impl Profiles {
     }
 
     /// Bytes of the storage itself (table and slots, at their capacity), not counting what
-    /// the ids and profiles own on the heap.
+    /// the profiles own on the heap (nor the ids longer than a slot holds inline).
     pub(crate) fn table_bytes(&self) -> usize {
         self.index.capacity() * (std::mem::size_of::<u32>() + 1)
             + self.slots.capacity() * std::mem::size_of::<Slot>()
     }
+
+    /// Heap bytes of the ids too long to be kept inline.
+    pub(crate) fn id_heap_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|(k, _)| k.is_heap_allocated())
+            .map(|(k, _)| k.capacity())
+            .sum()
+    }
 }
 
 /// An id and its profile.
-type Slot = (Arc<str>, Profile);
+type Slot = (CompactString, Profile);
 
 /// Slots per chunk (a power of two: a chunk's `Vec` doubles up to exactly this; 1.2 MB).
 const CHUNK: usize = 1 << 14;
@@ -364,12 +369,12 @@ mod tests {
                 1 => {
                     let (slot, fresh) = ours.slot_or_insert(&id);
                     assert_eq!(fresh, !map.contains_key(&id), "step {step}");
-                    assert_eq!(&**ours.slot_mut(slot).0, &*id);
+                    assert_eq!(ours.slot_mut(slot).0, &*id);
                     ours.slot_mut(slot).1.sequence += 1;
                     map.entry(id).or_default().sequence += 1;
                 }
                 _ => assert_eq!(
-                    ours.insert(id.clone(), profile(step)),
+                    ours.insert(&id, profile(step)),
                     map.insert(id, profile(step)),
                     "step {step}"
                 ),
@@ -378,7 +383,7 @@ mod tests {
         }
         for (k, p) in &map {
             assert_eq!(ours.get(k), Some(p));
-            assert_eq!(ours.get_key_value(k).map(|(k, _)| k), Some(k));
+            assert_eq!(ours.get_key_value(k).map(|(k, _)| k), Some(&**k));
         }
         assert_eq!(ours.iter().count(), map.len());
         ours.retain(|_, p| p.sequence % 2 == 0);
@@ -403,10 +408,7 @@ mod tests {
         let mut ours = Profiles::new();
         let n = 2 * CHUNK + 5;
         for i in 0..n {
-            assert_eq!(
-                ours.insert(Arc::from(format!("c{i}")), profile(i as u32)),
-                None
-            );
+            assert_eq!(ours.insert(&format!("c{i}"), profile(i as u32)), None);
         }
         for i in (0..n).step_by(3) {
             assert_eq!(

@@ -151,7 +151,7 @@ impl Engine {
             self.defs = defs;
             return report;
         }
-        let mut ids: Vec<Arc<str>> = self.profiles.keys().cloned().collect();
+        let mut ids: Vec<Arc<str>> = self.profiles.keys().map(Arc::from).collect();
         ids.sort();
         let before = out.len();
         self.timers.clear();

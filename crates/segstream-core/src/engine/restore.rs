@@ -45,7 +45,7 @@ impl Engine {
             .profiles
             .iter()
             .filter(|(_, p)| !keep(p.shard))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| Arc::from(k))
             .collect();
         for id in &gone {
             // The new owner restores the ids with the profiles.
@@ -111,22 +111,20 @@ impl Engine {
         let timer_at = profile.timer_at;
         // One hash of the id: replace in place, or insert with a new key.
         let (slot, _) = self.profiles.slot_or_insert(customer_id);
-        let (id, stored) = self.profiles.slot_mut(slot);
-        *stored = profile;
-        let id = id.clone();
+        *self.profiles.slot_mut(slot).1 = profile;
         if decoded.same_layout {
             if timer_at != 0 {
-                self.timers.push(shard, millis(timer_at), &id);
+                self.timers.push(shard, millis(timer_at), customer_id);
             }
         } else {
-            self.settle(&id, out);
+            self.settle(customer_id, out);
         }
         Ok(())
     }
 
     /// Re-evaluates every segment for one customer (a record from other definitions) and
     /// reschedules its timer. Differences are transitions with cause `reload`.
-    fn settle(&mut self, id: &Arc<str>, out: &mut Vec<Transition>) {
+    fn settle(&mut self, id: &str, out: &mut Vec<Transition>) {
         let (profiles, mut ev) = self.split();
         let Some(profile) = profiles.get_mut(id) else {
             return;

@@ -166,7 +166,7 @@ impl Timers {
                 profiles
                     .ids_hashed(key)
                     .filter(|(_, p)| p.timer_at == due)
-                    .map(|(id, _)| id.clone()),
+                    .map(|(id, _)| Arc::from(id)),
             );
         }
         ids.sort_unstable();
@@ -283,7 +283,7 @@ mod tests {
             let mut p = Profile::new();
             p.shard = shard;
             p.timer_at = timer_at;
-            profiles.insert(id(name), p);
+            profiles.insert(name, p);
         }
         profiles
     }
