@@ -432,7 +432,9 @@ mod tests {
         );
         let back: Transition = serde_json::from_str(&json).unwrap();
         assert_eq!(back, t);
-        assert_eq!(t.transition_id.len(), 32);
+        // The key of this transition as every earlier version computed it: a replay of old
+        // events gives the keys already published.
+        assert_eq!(t.transition_id, "5b088b84bf3ab2b69e4a19fe4e0c5879");
         let again = Transition::new(
             "c-1".into(),
             "clicked-but-not-registered".into(),
@@ -492,25 +494,6 @@ mod tests {
             );
             proptest::prop_assert_eq!(t.transition_id.len(), 32);
         }
-    }
-
-    /// The idempotency key of a known transition is unchanged (a replay of old events must
-    /// give the keys already published).
-    #[test]
-    fn the_idempotency_key_is_stable() {
-        let t = Transition::new(
-            "c-1".into(),
-            "clicked-but-not-registered".into(),
-            Direction::Entered,
-            1_795_341_600_000,
-            Cause::Timer {
-                kind: TimerKind::Absence,
-                deadline: 1_795_341_600_000,
-            },
-            "0123456789ab".into(),
-            3,
-        );
-        assert_eq!(t.transition_id, "5b088b84bf3ab2b69e4a19fe4e0c5879");
     }
 
     #[test]
