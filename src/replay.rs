@@ -158,6 +158,8 @@ pub fn replay_observed(
     let mut line_no = 0u64;
     let mut reader = chunks::ChunkReader::new(events, SEQUENTIAL_CHUNK_LINES);
     let (mut buf, mut ranges) = (Vec::new(), Vec::new());
+    // The JSON of the transitions being written (kept across lines).
+    let mut json = Vec::new();
     loop {
         reader.read_chunk(&mut buf, &mut ranges)?;
         if ranges.is_empty() {
@@ -216,12 +218,12 @@ pub fn replay_observed(
                     }
                 }
             }
-            flush(&mut summary, &mut out, transitions, observe)?;
+            flush(&mut summary, &mut out, transitions, observe, &mut json)?;
         }
     }
     if let Some(t) = options.advance_to {
         engine.advance_watermark(t, &mut out);
-        flush(&mut summary, &mut out, transitions, observe)?;
+        flush(&mut summary, &mut out, transitions, observe, &mut json)?;
     }
     summary.profiles = engine.profile_count();
     summary.links = engine.stats().links;
@@ -253,18 +255,19 @@ fn flush(
     out: &mut Vec<Transition>,
     w: &mut dyn Write,
     observe: &mut dyn FnMut(&Transition),
+    json: &mut Vec<u8>,
 ) -> std::io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
     summary.count(out);
-    let mut json = Vec::with_capacity(320 * out.len());
+    json.clear();
     for t in out.drain(..) {
         observe(&t);
-        t.write_json(&mut json);
+        t.write_json(json);
         json.push(b'\n');
     }
-    w.write_all(&json)
+    w.write_all(json)
 }
 
 fn trim(b: &[u8]) -> &[u8] {

@@ -269,26 +269,13 @@ impl Transition {
             }
             None => json_str(out, &format_rfc3339(self.timestamp)),
         }
-        out.extend_from_slice(b",\"cause\":\"");
-        let _ = self.cause.pieces(|p| {
-            json_str_body(out, p);
-            Ok::<(), ()>(())
-        });
-        out.extend_from_slice(b"\",\"rule_version\":");
+        out.extend_from_slice(b",\"cause\":");
+        json_str(out, &self.cause);
+        out.extend_from_slice(b",\"rule_version\":");
         json_str(out, &self.rule_version);
         out.extend_from_slice(b",\"sequence\":");
-        let mut digits = [0u8; 10];
-        let mut n = self.sequence;
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        out.extend_from_slice(&digits[i..]);
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &self.sequence);
         out.push(b'}');
     }
 }
@@ -303,45 +290,12 @@ fn hex32(v: u128) -> String {
     String::from_utf8(b.to_vec()).expect("hex digits")
 }
 
-/// A JSON string, quoted, escaped as serde_json escapes it.
-fn json_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    json_str_body(out, s);
-    out.push(b'"');
-}
-
-/// The inside of a JSON string, escaped as serde_json escapes it: `"` and `\\`, the short
-/// forms `\b \f \n \r \t`, other control characters as `\u00xx`; nothing else.
-fn json_str_body(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let short = match b {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            0x08 => b'b',
-            0x0c => b'f',
-            b'\n' => b'n',
-            b'\r' => b'r',
-            b'\t' => b't',
-            0..=0x1f => b'u',
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.push(b'\\');
-        out.push(short);
-        if short == b'u' {
-            out.extend_from_slice(&[
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ]);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
+/// `value` as a JSON string, quoted and escaped by serde_json, without an intermediate
+/// `String` (serde_json's `collect_str` escapes what `Display` writes as it comes).
+fn json_str(out: &mut Vec<u8>, value: &(impl fmt::Display + ?Sized)) {
+    use serde::Serializer;
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::Serializer::new(&mut *out).collect_str(value);
 }
 
 #[derive(Serialize, Deserialize)]

@@ -291,15 +291,11 @@ impl Engine {
         let features = super::apply::feature_merges(&self.defs);
         let half_life = self.defs.scoring.half_life;
         let (profiles, mut ev) = self.split();
-        let id: &str = survivor;
-        if !profiles.contains_key(id) {
-            let mut p = Profile::new();
-            p.shard = shard;
-            profiles.insert(id, p);
+        let (slot, fresh) = profiles.slot_or_insert(survivor);
+        let (id, profile) = profiles.slot_mut(slot);
+        if fresh {
+            profile.shard = shard;
         }
-        let Some(profile) = profiles.get_mut(id) else {
-            return;
-        };
         if let Some(g) = &gone {
             crate::profile::merge(profile, g, &features, half_life, at);
             profile.known |= g.known;

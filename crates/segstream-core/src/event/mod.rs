@@ -531,17 +531,14 @@ fn required_str<'a>(
     v: Option<Value<'a>>,
     max_len: usize,
 ) -> Result<Cow<'a, str>, EventError> {
-    // The usual case decided from its bytes: short enough, and starting with a visible
-    // ASCII character (so not blank, whatever Unicode counts as white space).
-    if let Some(Value::Str(s)) = &v {
-        if s.len() <= max_len && s.as_bytes().first().is_some_and(u8::is_ascii_graphic) {
-            let Some(Value::Str(s)) = v else {
-                unreachable!("matched above")
-            };
-            return Ok(s);
-        }
-    }
     match v {
+        // The usual case decided from its bytes: short enough, and starting with a visible
+        // ASCII character (so not blank, whatever Unicode counts as white space).
+        Some(Value::Str(s))
+            if s.len() <= max_len && s.as_bytes().first().is_some_and(u8::is_ascii_graphic) =>
+        {
+            Ok(s)
+        }
         None | Some(Value::Null) => Err(EventError::new(
             RejectReason::MissingField,
             format!("`{field}` is required"),
@@ -583,8 +580,6 @@ fn optional_id<'a>(field: &str, v: Option<Value<'a>>) -> Result<Option<Cow<'a, s
     }
 }
 
-/// The value of a timestamp field (`field` names it in rejections): an RFC 3339 string
-/// with an offset, or integer epoch milliseconds, between 1970 and 2106.
 /// Whether `s` may hold a control character (`char::is_control`: U+0000..U+001F and
 /// U+007F..U+009F): false when no byte is below 0x20, 0x7F, or 0xC2 (the lead byte of
 /// U+0080..U+00BF in UTF-8), which answers for nearly every id without decoding it.
@@ -592,6 +587,8 @@ fn may_hold_control(s: &str) -> bool {
     s.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2)
 }
 
+/// The value of a timestamp field (`field` names it in rejections): an RFC 3339 string
+/// with an offset, or integer epoch milliseconds, between 1970 and 2106.
 fn timestamp_field(field: &str, v: Value<'_>) -> Result<Millis, EventError> {
     Ok(match v {
         Value::Str(s) => match parse_rfc3339(&s) {
@@ -679,13 +676,11 @@ impl<'a> Wire<'a> {
             ));
         }
         let event_type = required_str("type", self.event_type, MAX_TYPE_LEN)?;
-        let type_char = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':' | b'-');
-        if event_type.bytes().all(type_char) {
-            // Every character allowed (checked on the bytes: all of them are ASCII).
-        } else if let Some(c) = event_type
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')))
-        {
+        let allowed = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b':' | b'-');
+        // Every allowed character is ASCII: the first byte not allowed starts the first
+        // character not allowed.
+        if let Some(i) = event_type.bytes().position(|c| !allowed(c)) {
+            let c = event_type[i..].chars().next().unwrap_or_default();
             return Err(EventError::new(
                 RejectReason::InvalidValue,
                 format!("`type` may only contain letters, digits, `_ . : -`; found {c:?}"),

@@ -21,7 +21,7 @@ use super::{Fields, Obj, Value, Wire};
 
 /// Deeper nesting (arrays and objects inside a property) is declined; serde_json's own
 /// limit is 128.
-pub(super) const MAX_DEPTH: usize = 32;
+const MAX_DEPTH: usize = 32;
 
 /// The envelope of `text` (the whole input, already checked to be UTF-8), or `None` where
 /// the serde path must decide. See the module documentation.
@@ -34,49 +34,38 @@ pub(super) fn wire(text: &str) -> Option<Wire<'_>> {
     s.skip_ws();
     s.expect(b'{')?;
     let mut w = Wire::default();
-    s.skip_ws();
-    if s.peek()? == b'}' {
-        s.at += 1;
-    } else {
-        // The known fields seen so far (a repeated one is declined: serde rejects it, even
-        // where the first was `null`).
-        let mut seen = 0u8;
-        loop {
-            let key = s.key()?;
-            let field = match key.as_bytes() {
-                b"event_id" => 0,
-                b"customer_id" => 1,
-                b"anonymous_id" => 2,
-                b"previous_id" => 3,
-                b"type" => 4,
-                b"timestamp" => 5,
-                b"properties" => 6,
-                b"traits" => 7,
-                // serde ignores unknown fields (their values must still be JSON).
-                _ => 8,
-            };
-            if field < 8 {
-                if seen & (1 << field) != 0 {
-                    return None;
-                }
-                seen |= 1 << field;
-            }
-            match field {
-                0 => w.event_id = s.field()?,
-                1 => w.customer_id = s.field()?,
-                2 => w.anonymous_id = s.field()?,
-                3 => w.previous_id = s.field()?,
-                4 => w.event_type = s.field()?,
-                5 => w.timestamp = s.field()?,
-                6 => w.properties = s.object_field()?,
-                7 => w.traits = s.object_field()?,
-                _ => s.skip_value(0)?,
-            }
-            if !s.next_member()? {
-                break;
-            }
+    // The known fields seen so far (a repeated one is declined: serde rejects it, even
+    // where the first was `null`).
+    let mut seen = 0u8;
+    s.members(|s, key| {
+        let field = match key.as_bytes() {
+            b"event_id" => 0,
+            b"customer_id" => 1,
+            b"anonymous_id" => 2,
+            b"previous_id" => 3,
+            b"type" => 4,
+            b"timestamp" => 5,
+            b"properties" => 6,
+            b"traits" => 7,
+            // serde ignores unknown fields (their values must still be JSON).
+            _ => return s.skip_value(0),
+        };
+        if seen & (1 << field) != 0 {
+            return None;
         }
-    }
+        seen |= 1 << field;
+        match field {
+            0 => w.event_id = s.field()?,
+            1 => w.customer_id = s.field()?,
+            2 => w.anonymous_id = s.field()?,
+            3 => w.previous_id = s.field()?,
+            4 => w.event_type = s.field()?,
+            5 => w.timestamp = s.field()?,
+            6 => w.properties = s.object_field()?,
+            _ => w.traits = s.object_field()?,
+        }
+        Some(())
+    })?;
     s.skip_ws();
     // Only whitespace may follow the object.
     (s.at == s.bytes.len()).then_some(w)
@@ -132,20 +121,27 @@ impl<'a> Scanner<'a> {
         (self.peek()? == byte).then(|| self.at += 1)
     }
 
-    /// After a member: `true` at `,` (another member follows), `false` at the closing `}`.
+    /// The members of an object whose `{` was just read, to its `}` and past it: `member`
+    /// reads each value after its key (and may decline).
     #[inline(always)]
-    fn next_member(&mut self) -> Option<bool> {
+    fn members(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
         self.skip_ws();
-        match self.peek()? {
-            b',' => {
-                self.at += 1;
-                Some(true)
+        if self.peek()? == b'}' {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            let key = self.key()?;
+            member(self, key)?;
+            self.skip_ws();
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                _ => return None,
             }
-            b'}' => {
-                self.at += 1;
-                Some(false)
-            }
-            _ => None,
         }
     }
 
@@ -195,22 +191,14 @@ impl<'a> Scanner<'a> {
                 self.at += 1;
                 // Room for a typical event's properties, as on the serde path.
                 let mut out = Fields::with_capacity(8);
-                self.skip_ws();
-                if self.peek()? == b'}' {
-                    self.at += 1;
-                } else {
-                    loop {
-                        let k = self.key()?;
-                        let v = self.value(1)?;
-                        if out.iter().any(|(existing, _)| existing.as_ref() == k) {
-                            return None;
-                        }
-                        out.push((Cow::Borrowed(k), v));
-                        if !self.next_member()? {
-                            break;
-                        }
+                self.members(|s, k| {
+                    let v = s.value(1)?;
+                    if out.iter().any(|(existing, _)| existing.as_ref() == k) {
+                        return None;
                     }
-                }
+                    out.push((Cow::Borrowed(k), v));
+                    Some(())
+                })?;
                 Some(Some(Obj::Map(out)))
             }
             _ => None,
@@ -345,18 +333,7 @@ impl<'a> Scanner<'a> {
                     return None;
                 }
                 self.at += 1;
-                self.skip_ws();
-                if self.peek()? == b'}' {
-                    self.at += 1;
-                    return Some(());
-                }
-                loop {
-                    self.key()?;
-                    self.skip_value(depth + 1)?;
-                    if !self.next_member()? {
-                        return Some(());
-                    }
-                }
+                self.members(|s, _| s.skip_value(depth + 1))
             }
             _ => self.value(depth).map(drop),
         }

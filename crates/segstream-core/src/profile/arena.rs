@@ -142,16 +142,7 @@ impl Profile {
     // ---- records ----------------------------------------------------------------------
 
     pub(super) fn find(&self, tag: u32, key: u16) -> Option<(usize, usize)> {
-        let (mask, bits) = header_match(tag, key);
-        let mut i = 0;
-        while let Some(&h) = self.arena.get(i) {
-            let len = len_of(h);
-            if h & mask == bits {
-                return Some((i, len));
-            }
-            i += 1 + len;
-        }
-        None
+        self.find_either(tag, tag, key).map(|(i, len, _)| (i, len))
     }
 
     /// The first record that is `a`'s or `b`'s with `key`, in one pass: its place, length

@@ -657,25 +657,7 @@ impl Profile {
 
     /// Sum of the buckets at or after `from`.
     pub fn window_sum(&self, feature: u16, is_sum: bool, from: u32) -> f64 {
-        let tag = if is_sum { TAG_SUMS } else { TAG_COUNTS };
-        let Some(p) = self.payload(tag, feature) else {
-            return 0.0;
-        };
-        let base = p[0];
-        if is_sum {
-            p[1..]
-                .chunks_exact(2)
-                .filter(|c| base + (c[0] >> 16) >= from)
-                .map(|c| f64::from(f32::from_bits(c[1])))
-                .sum()
-        } else {
-            let total: u32 = p[1..]
-                .iter()
-                .filter(|w| base + (*w >> 16) >= from)
-                .map(|w| w & 0xffff)
-                .sum();
-            f64::from(total)
-        }
+        self.window_sum_oldest(feature, is_sum, from).0
     }
 
     /// The sum of the buckets at or after `from`, and the oldest of them, in one scan.
